@@ -1,0 +1,106 @@
+//! IP allowlist rules (seed 001): an entry is one address or a CIDR range.
+//! A list with no entries leaves access unrestricted; a list with entries
+//! denies every address not on it — including requests whose address is
+//! unknown, because "no address" must never be a way around the list.
+
+use crate::model::InvalidValue;
+use ipnet::IpNet;
+use std::net::IpAddr;
+
+/// Parses `203.0.113.7`, `2001:db8::1`, `10.0.0.0/8` or `2001:db8::/32`.
+/// A range with host bits set (`10.0.0.1/8`) is refused rather than silently
+/// widened or narrowed, since either reading could surprise its author.
+pub fn parse_rule(s: &str) -> Result<IpNet, InvalidValue> {
+    if let Ok(addr) = s.parse::<IpAddr>() {
+        return Ok(IpNet::from(addr.to_canonical()));
+    }
+    let net: IpNet = s.parse().map_err(|_| {
+        InvalidValue::new(format!(
+            "{s:?} is not an IP address or CIDR range (examples: 203.0.113.7, 10.0.0.0/8, 2001:db8::/32)"
+        ))
+    })?;
+    if net.trunc() != net {
+        return Err(InvalidValue::new(format!(
+            "{s:?} has host bits set; did you mean {}?",
+            net.trunc()
+        )));
+    }
+    Ok(net)
+}
+
+/// Whether `client` may pass a list of rules. IPv4-mapped IPv6 addresses
+/// (`::ffff:203.0.113.7`, as dual-stack sockets report them) match IPv4 rules.
+pub fn allows(rules: &[IpNet], client: Option<IpAddr>) -> bool {
+    if rules.is_empty() {
+        return true;
+    }
+    let Some(client) = client.map(|c| c.to_canonical()) else {
+        return false;
+    };
+    rules.iter().any(|rule| rule.contains(&client))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    #[test]
+    fn empty_list_is_unrestricted_even_without_an_address() {
+        assert!(allows(&[], None));
+        assert!(allows(&[], ip("198.51.100.1")));
+    }
+
+    #[test]
+    fn ranges_and_single_addresses() {
+        let rules = [
+            parse_rule("10.0.0.0/8").unwrap(),
+            parse_rule("203.0.113.7").unwrap(),
+        ];
+        assert!(allows(&rules, ip("10.200.3.4")));
+        assert!(allows(&rules, ip("203.0.113.7")));
+        assert!(!allows(&rules, ip("203.0.113.8")));
+        assert!(
+            !allows(&rules, None),
+            "an unknown address never passes a list"
+        );
+    }
+
+    #[test]
+    fn mapped_ipv6_matches_ipv4_rules() {
+        let rules = [parse_rule("203.0.113.0/24").unwrap()];
+        assert!(allows(&rules, ip("::ffff:203.0.113.9")));
+        let rules = [parse_rule("::ffff:203.0.113.9").unwrap()];
+        assert!(allows(&rules, ip("203.0.113.9")));
+    }
+
+    #[test]
+    fn ipv6_ranges() {
+        let rules = [parse_rule("2001:db8::/32").unwrap()];
+        assert!(allows(&rules, ip("2001:db8:1::5")));
+        assert!(!allows(&rules, ip("2001:db9::5")));
+    }
+
+    #[test]
+    fn malformed_and_non_canonical_rules_are_refused() {
+        for bad in [
+            "",
+            "10.0.0",
+            "10.0.0.0/33",
+            "example.com",
+            "10.0.0.1/8",
+            "::1/129",
+        ] {
+            assert!(parse_rule(bad).is_err(), "{bad} accepted");
+        }
+        assert!(
+            parse_rule("10.0.0.1/8")
+                .unwrap_err()
+                .message
+                .contains("10.0.0.0/8")
+        );
+    }
+}

@@ -1,0 +1,16 @@
+//! Keyward's pure core: the credential format, the domain vocabulary and the
+//! verification decision.
+//!
+//! Nothing in this crate performs I/O, reads the clock or draws randomness on its
+//! own: time is passed in as Unix milliseconds and randomness as a
+//! [`rand_core::CryptoRng`]. That keeps every rule here deterministic and testable
+//! in isolation, and lets the store, the server and the embeddable library share
+//! exactly one implementation of each rule.
+
+pub mod ip;
+pub mod key;
+pub mod model;
+pub mod verify;
+
+pub use key::{EnvTag, KeyFormat, KeyHash, MalformedKey, ParsedKey, Secret};
+pub use model::*;
