@@ -1,0 +1,513 @@
+//! The one implementation of [`Store`], on sqlx's `Any` driver.
+//!
+//! Both backends run the same SQL: numbered `$1` placeholders (SQLite reads
+//! `$N` as parameter N), `RETURNING`, `ON CONFLICT`, and only the column
+//! types `Any` decodes (TEXT and 64-bit integers). The few differences —
+//! how a write transaction starts and whether rows can be locked — live in
+//! [`Dialect`].
+//!
+//! Each submodule holds the queries of one area as functions on a
+//! connection; the [`Store`] methods below only choose between a read
+//! connection and a write transaction and call them.
+
+mod accounts;
+mod allowlist;
+mod catalog;
+mod decode;
+mod idempotency;
+mod keys;
+mod tokens;
+mod workspaces;
+
+use crate::error::{StoreError, StoreResult};
+use crate::records::*;
+use async_trait::async_trait;
+use keyward_core::KeyStatus;
+use sqlx::any::AnyPoolOptions;
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, Transaction};
+use sqlx::{AnyConnection, AnyPool};
+use std::sync::Once;
+use tokio::sync::{Mutex, MutexGuard};
+
+/// What differs between the backends once connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    fn name(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "sqlite",
+            Dialect::Postgres => "postgres",
+        }
+    }
+
+    /// How write transactions begin. SQLite's default `BEGIN` takes the write
+    /// lock only at the first write, and a transaction that has read first
+    /// may then fail at once with SQLITE_BUSY when another connection (say the
+    /// CLI on the same file) writes; `BEGIN IMMEDIATE` takes the lock up
+    /// front, waiting for it under `busy_timeout` instead.
+    fn begin_write_statement(self) -> Option<&'static str> {
+        match self {
+            Dialect::Sqlite => Some("BEGIN IMMEDIATE"),
+            Dialect::Postgres => None,
+        }
+    }
+
+    /// A row-locking clause (`FOR UPDATE OF k`, `FOR SHARE`) where it is
+    /// needed: PostgreSQL runs concurrent writers at READ COMMITTED, so a
+    /// check-then-write must lock what it checked. SQLite has no such clause
+    /// and needs none: it runs one writer at a time.
+    fn row_lock(self, clause: &'static str) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => clause,
+        }
+    }
+}
+
+/// Registers sqlx's drivers with `Any`; sqlx refuses a second registration,
+/// and both backends' `open` call this.
+pub(crate) fn install_drivers() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(sqlx::any::install_default_drivers);
+}
+
+/// Connects a pool, telling a malformed URL apart from an unreachable server.
+pub(crate) async fn connect(options: AnyPoolOptions, url: &str) -> StoreResult<AnyPool> {
+    install_drivers();
+    options.connect(url).await.map_err(|e| match e {
+        sqlx::Error::Configuration(cause) => {
+            StoreError::Config(format!("invalid database URL: {cause}"))
+        }
+        other => StoreError::Unavailable(other),
+    })
+}
+
+pub(crate) struct SqlStore {
+    pool: AnyPool,
+    dialect: Dialect,
+    /// Held around every write transaction on SQLite. SQLite allows one
+    /// writer per database file; without the gate, concurrent writers from
+    /// this process would contend for the file lock, and those that lose
+    /// after `busy_timeout` (or at once, on a lock upgrade) fail with
+    /// "database is locked". Queuing them here in FIFO order instead costs
+    /// nothing SQLite would not serialise anyway. Readers never take it (WAL
+    /// lets them run beside the writer). `None` on PostgreSQL.
+    write_gate: Option<Mutex<()>>,
+}
+
+/// A write transaction, holding the write gate (if any) until it ends.
+pub(crate) struct WriteTx<'s> {
+    // Declared first so that it drops (and rolls back) before the gate opens.
+    tx: Transaction<'static, Any>,
+    _gate: Option<MutexGuard<'s, ()>>,
+}
+
+impl WriteTx<'_> {
+    fn conn(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+
+    async fn commit(self) -> StoreResult<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl SqlStore {
+    pub(crate) fn new(pool: AnyPool, dialect: Dialect) -> Self {
+        let write_gate = (dialect == Dialect::Sqlite).then(|| Mutex::new(()));
+        Self {
+            pool,
+            dialect,
+            write_gate,
+        }
+    }
+
+    /// Starts a write transaction. The gate is taken before a connection,
+    /// so writers queue without holding pool connections that readers need.
+    async fn begin_write(&self) -> StoreResult<WriteTx<'_>> {
+        let gate = match &self.write_gate {
+            Some(gate) => Some(gate.lock().await),
+            None => None,
+        };
+        let tx = match self.dialect.begin_write_statement() {
+            Some(statement) => self.pool.begin_with(statement).await?,
+            None => self.pool.begin().await?,
+        };
+        Ok(WriteTx { tx, _gate: gate })
+    }
+
+    /// A connection for reads that need no transaction.
+    async fn read(&self) -> StoreResult<PoolConnection<Any>> {
+        Ok(self.pool.acquire().await?)
+    }
+}
+
+// ── Helpers shared by the submodules ─────────────────────────────────────
+
+/// The page size a request asks for: 50 when unset, at most 100.
+const DEFAULT_PAGE_SIZE: u32 = 50;
+const MAX_PAGE_SIZE: u32 = 100;
+
+/// A page request turned into query parameters. One row more than the page
+/// is fetched: its presence says there is a next page.
+struct PageWindow<'p> {
+    size: usize,
+    after: Option<&'p str>,
+}
+
+impl<'p> PageWindow<'p> {
+    fn new(page: &'p PageRequest) -> Self {
+        let size = match page.limit {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        Self {
+            size: size as usize,
+            after: page.after.as_deref(),
+        }
+    }
+
+    /// The `LIMIT` to bind.
+    fn fetch_limit(&self) -> i64 {
+        self.size as i64 + 1
+    }
+
+    /// Cuts the fetched rows to the page and says where the next one starts.
+    fn into_page<T>(self, mut items: Vec<T>, id_of: impl Fn(&T) -> &str) -> Page<T> {
+        let has_more = items.len() > self.size;
+        items.truncate(self.size);
+        let next_after = if has_more {
+            items.last().map(|last| id_of(last).to_owned())
+        } else {
+            None
+        };
+        Page { items, next_after }
+    }
+}
+
+/// `$first, $first+1, …` for an `IN (…)` list of `count` values.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn conflict(field: &'static str, message: impl Into<String>) -> StoreError {
+    StoreError::Conflict {
+        field,
+        message: message.into(),
+    }
+}
+
+fn not_found_in(what: &'static str, field: &'static str) -> StoreError {
+    StoreError::NotFound {
+        what,
+        field: Some(field),
+    }
+}
+
+/// Maps a failed write. The checks inside each transaction report rule
+/// violations with the right field first; these cover the races that slip
+/// past them (PostgreSQL runs at READ COMMITTED): a unique rule becomes
+/// `on_unique`, a vanished parent row `on_missing_parent`, anything else
+/// stays a database failure.
+fn write_error(
+    err: sqlx::Error,
+    on_unique: impl FnOnce() -> StoreError,
+    on_missing_parent: impl FnOnce() -> StoreError,
+) -> StoreError {
+    if let sqlx::Error::Database(db) = &err {
+        if db.is_unique_violation() {
+            return on_unique();
+        }
+        if db.is_foreign_key_violation() {
+            return on_missing_parent();
+        }
+    }
+    StoreError::Unavailable(err)
+}
+
+// ── The trait ────────────────────────────────────────────────────────────
+
+/// Runs `$body` with `$conn` bound to a new write transaction and commits
+/// it if the body returns; an early `?` return drops the transaction, which
+/// rolls it back. (A macro rather than a function taking a closure: an async
+/// closure borrowing the transaction cannot be named in a signature.)
+macro_rules! in_write_tx {
+    ($store:expr, |$conn:ident| $body:expr) => {{
+        let mut tx = $store.begin_write().await?;
+        let $conn = tx.conn();
+        let value = $body;
+        tx.commit().await?;
+        Ok(value)
+    }};
+}
+
+#[async_trait]
+impl crate::Store for SqlStore {
+    fn backend(&self) -> &'static str {
+        self.dialect.name()
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&mut *self.read().await?)
+            .await?;
+        Ok(())
+    }
+
+    async fn count_accounts(&self) -> StoreResult<u64> {
+        accounts::count(&mut *self.read().await?).await
+    }
+
+    async fn bootstrap_account(&self, new: NewAccount) -> StoreResult<Bootstrapped> {
+        in_write_tx!(self, |conn| accounts::bootstrap(conn, new).await?)
+    }
+
+    async fn list_members(&self, account: &str, page: &PageRequest) -> StoreResult<Page<Member>> {
+        accounts::list_members(&mut *self.read().await?, account, PageWindow::new(page)).await
+    }
+
+    async fn get_member(&self, account: &str, member_id: &str) -> StoreResult<Member> {
+        accounts::find_member(&mut *self.read().await?, account, member_id)
+            .await?
+            .ok_or_else(|| StoreError::not_found("member"))
+    }
+
+    async fn create_member(&self, account: &str, new: NewMember) -> StoreResult<Member> {
+        in_write_tx!(self, |conn| accounts::add_member(conn, account, new)
+            .await?)
+    }
+
+    async fn create_management_token(
+        &self,
+        account: &str,
+        new: NewManagementToken,
+    ) -> StoreResult<ManagementToken> {
+        in_write_tx!(self, |conn| tokens::create(conn, account, new).await?)
+    }
+
+    async fn list_management_tokens(
+        &self,
+        account: &str,
+        member_id: Option<&str>,
+        page: &PageRequest,
+    ) -> StoreResult<Page<ManagementToken>> {
+        let window = PageWindow::new(page);
+        tokens::list(&mut *self.read().await?, account, member_id, window).await
+    }
+
+    async fn get_management_token(&self, account: &str, id: &str) -> StoreResult<ManagementToken> {
+        tokens::find(&mut *self.read().await?, account, id)
+            .await?
+            .ok_or_else(|| StoreError::not_found("management token"))
+    }
+
+    async fn delete_management_token(&self, account: &str, id: &str) -> StoreResult<()> {
+        in_write_tx!(self, |conn| tokens::delete(conn, account, id).await?)
+    }
+
+    async fn find_token_by_hash(&self, hash_hex: &str) -> StoreResult<Option<TokenPrincipal>> {
+        tokens::find_principal(&mut *self.read().await?, hash_hex).await
+    }
+
+    async fn create_workspace(
+        &self,
+        account: &str,
+        new: NewWorkspace,
+    ) -> StoreResult<WorkspaceWithEnvironments> {
+        in_write_tx!(self, |conn| workspaces::create(conn, account, new).await?)
+    }
+
+    async fn list_workspaces(
+        &self,
+        account: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Workspace>> {
+        workspaces::list(&mut *self.read().await?, account, PageWindow::new(page)).await
+    }
+
+    async fn get_workspace(&self, account: &str, id: &str) -> StoreResult<Workspace> {
+        workspaces::find(&mut *self.read().await?, account, id)
+            .await?
+            .ok_or_else(|| StoreError::not_found("workspace"))
+    }
+
+    async fn rename_workspace(
+        &self,
+        account: &str,
+        id: &str,
+        name: &str,
+    ) -> StoreResult<Workspace> {
+        in_write_tx!(self, |conn| workspaces::rename(conn, account, id, name)
+            .await?)
+    }
+
+    async fn delete_workspace(&self, account: &str, id: &str) -> StoreResult<()> {
+        in_write_tx!(self, |conn| workspaces::delete(conn, account, id).await?)
+    }
+
+    async fn list_environments(
+        &self,
+        account: &str,
+        workspace: &str,
+    ) -> StoreResult<Vec<Environment>> {
+        let mut conn = self.read().await?;
+        workspaces::require(&mut conn, account, workspace, None).await?;
+        workspaces::list_environments(&mut conn, account, workspace).await
+    }
+
+    async fn create_environment(
+        &self,
+        account: &str,
+        workspace: &str,
+        name: &str,
+        tag: &str,
+    ) -> StoreResult<Environment> {
+        in_write_tx!(self, |conn| {
+            workspaces::require(conn, account, workspace, None).await?;
+            workspaces::insert_environment(conn, account, workspace, name, tag).await?
+        })
+    }
+
+    async fn list_permissions(&self, account: &str) -> StoreResult<Vec<CatalogPermission>> {
+        catalog::list(&mut *self.read().await?, account).await
+    }
+
+    async fn create_permission(
+        &self,
+        account: &str,
+        name: &str,
+        description: Option<&str>,
+    ) -> StoreResult<CatalogPermission> {
+        in_write_tx!(self, |conn| catalog::create(
+            conn,
+            account,
+            name,
+            description
+        )
+        .await?)
+    }
+
+    async fn delete_permission(&self, account: &str, name: &str) -> StoreResult<()> {
+        in_write_tx!(self, |conn| catalog::delete_unused(conn, account, name)
+            .await?)
+    }
+
+    async fn create_key(&self, account: &str, new: NewKey) -> StoreResult<ApiKey> {
+        in_write_tx!(self, |conn| keys::create(conn, self.dialect, account, new)
+            .await?)
+    }
+
+    async fn list_keys(
+        &self,
+        account: &str,
+        filter: &KeyFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<ApiKey>> {
+        keys::list(
+            &mut *self.read().await?,
+            account,
+            filter,
+            PageWindow::new(page),
+        )
+        .await
+    }
+
+    async fn get_key(&self, account: &str, id: &str) -> StoreResult<ApiKey> {
+        keys::find(&mut *self.read().await?, account, id, "")
+            .await?
+            .ok_or_else(|| StoreError::not_found("key"))
+    }
+
+    async fn update_key(&self, account: &str, id: &str, patch: KeyPatch) -> StoreResult<ApiKey> {
+        in_write_tx!(self, |conn| keys::update(
+            conn,
+            self.dialect,
+            account,
+            id,
+            patch
+        )
+        .await?)
+    }
+
+    async fn set_key_status(
+        &self,
+        account: &str,
+        id: &str,
+        status: KeyStatus,
+    ) -> StoreResult<ApiKey> {
+        in_write_tx!(self, |conn| keys::set_status(conn, account, id, status)
+            .await?)
+    }
+
+    async fn find_key_for_verification(
+        &self,
+        hash_hex: &str,
+    ) -> StoreResult<Option<VerificationRecord>> {
+        keys::find_for_verification(&mut *self.read().await?, hash_hex).await
+    }
+
+    async fn record_key_usage(&self, usages: &[KeyUsage]) -> StoreResult<()> {
+        if usages.is_empty() {
+            return Ok(());
+        }
+        in_write_tx!(self, |conn| keys::record_usage(conn, usages).await?)
+    }
+
+    async fn list_allowlist(&self, account: &str) -> StoreResult<Vec<AllowlistEntry>> {
+        allowlist::list(&mut *self.read().await?, account).await
+    }
+
+    async fn create_allowlist_entry(
+        &self,
+        account: &str,
+        new: NewAllowlistEntry,
+    ) -> StoreResult<AllowlistEntry> {
+        in_write_tx!(self, |conn| allowlist::create(conn, account, new).await?)
+    }
+
+    async fn delete_allowlist_entry(&self, account: &str, id: &str) -> StoreResult<()> {
+        in_write_tx!(self, |conn| allowlist::delete(conn, account, id).await?)
+    }
+
+    async fn begin_idempotent(
+        &self,
+        account: &str,
+        key: &str,
+        fingerprint: &str,
+    ) -> StoreResult<IdempotencyClaim> {
+        in_write_tx!(self, |conn| idempotency::claim(
+            conn,
+            account,
+            key,
+            fingerprint
+        )
+        .await?)
+    }
+
+    async fn finish_idempotent(
+        &self,
+        account: &str,
+        key: &str,
+        status: u16,
+        body: &str,
+    ) -> StoreResult<()> {
+        in_write_tx!(self, |conn| idempotency::finish(
+            conn, account, key, status, body
+        )
+        .await?)
+    }
+
+    async fn abandon_idempotent(&self, account: &str, key: &str) -> StoreResult<()> {
+        in_write_tx!(self, |conn| idempotency::abandon(conn, account, key)
+            .await?)
+    }
+}

@@ -1,0 +1,83 @@
+//! SQLite: one file (or memory), WAL, foreign keys on, one writer at a time
+//! (see [`SqlStore`]'s write gate).
+
+use crate::error::StoreResult;
+use crate::sql::{Dialect, SqlStore, connect};
+use sqlx::Executor;
+use sqlx::any::AnyPoolOptions;
+use std::time::Duration;
+
+/// Set on every new connection. `foreign_keys` is per connection and off by
+/// default in SQLite; the cascades and tenant checks of the schema depend on
+/// it. `busy_timeout` makes a connection wait for another process's write
+/// lock instead of failing at once. WAL lets readers run beside the writer.
+const CONNECTION_PRAGMAS: &str =
+    "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL;";
+
+pub(crate) async fn open(url: &str) -> StoreResult<SqlStore> {
+    let options = AnyPoolOptions::new().after_connect(|conn, _meta| {
+        Box::pin(async move {
+            conn.execute(CONNECTION_PRAGMAS).await?;
+            Ok(())
+        })
+    });
+    let pool = if is_in_memory(url) {
+        connect(single_lasting_connection(options), url).await?
+    } else {
+        connect(options, &with_create_mode(url)).await?
+    };
+    sqlx::migrate!("migrations/sqlite").run(&pool).await?;
+    Ok(SqlStore::new(pool, Dialect::Sqlite))
+}
+
+fn is_in_memory(url: &str) -> bool {
+    url.contains(":memory:") || url.contains("mode=memory")
+}
+
+/// An in-memory database lives as long as its connection and is seen by no
+/// other: the pool keeps exactly one, forever.
+fn single_lasting_connection(options: AnyPoolOptions) -> AnyPoolOptions {
+    options
+        .min_connections(1)
+        .max_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .acquire_timeout(Duration::from_secs(30))
+}
+
+/// Adds `mode=rwc` (create the file if missing) unless the URL sets a mode.
+fn with_create_mode(url: &str) -> String {
+    if url.contains("mode=") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_mode_is_added_once() {
+        assert_eq!(with_create_mode("sqlite://k.db"), "sqlite://k.db?mode=rwc");
+        assert_eq!(
+            with_create_mode("sqlite://k.db?cache=shared"),
+            "sqlite://k.db?cache=shared&mode=rwc"
+        );
+        assert_eq!(
+            with_create_mode("sqlite://k.db?mode=ro"),
+            "sqlite://k.db?mode=ro"
+        );
+    }
+
+    #[tokio::test]
+    async fn in_memory_database_keeps_its_tables() {
+        let store = open("sqlite::memory:").await.unwrap();
+        for _ in 0..3 {
+            assert_eq!(crate::Store::count_accounts(&store).await.unwrap(), 0);
+        }
+    }
+}

@@ -1,0 +1,1710 @@
+//! The store's contract, checked against every backend: each suite function
+//! takes a [`Backend`], and `conformance_suite!` at the bottom turns it into
+//! one test per backend (`sqlite::name`, `postgres::name`).
+
+use ipnet::IpNet;
+use keyward_core::{
+    AccountPermission, DEFAULT_ENVIRONMENTS, KeyKind, KeyStatus, PermissionName, RateLimitPolicy,
+    Role,
+};
+use keyward_store::testing::{Backend, TestDatabase};
+use keyward_store::*;
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+use std::sync::Arc;
+
+// ── Fixtures ─────────────────────────────────────────────────────────────
+
+/// A store on a database of its own. Fields drop in order: the store (and
+/// its pool) before the database it uses.
+struct Fixture {
+    store: Arc<dyn Store>,
+    db: TestDatabase,
+}
+
+impl Fixture {
+    /// `None` only when PostgreSQL is unreachable and skipping is allowed.
+    async fn new(backend: Backend) -> Option<Fixture> {
+        let db = TestDatabase::create_or_skip(backend).await?;
+        let store = db.open_store().await;
+        Some(Fixture { store, db })
+    }
+
+    /// A new account named `label`, with the default environments.
+    async fn tenant(&self, label: &str) -> Tenant {
+        let boot = self
+            .store
+            .bootstrap_account(NewAccount {
+                name: format!("{label} Inc."),
+                owner_email: format!("owner@{label}.example"),
+                owner_password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+                workspace_name: "Main".into(),
+                environments: DEFAULT_ENVIRONMENTS
+                    .iter()
+                    .map(|(name, tag)| (name.to_string(), tag.to_string()))
+                    .collect(),
+                token_name: "bootstrap".into(),
+                token_hash_hex: hash(&format!("{label}-bootstrap-token")),
+                token_hint: "kwm_…abcd".into(),
+            })
+            .await
+            .expect("bootstrap");
+        Tenant {
+            account: boot.account.id.clone(),
+            workspace: boot.workspace.workspace.id.clone(),
+            boot,
+        }
+    }
+
+    /// Adds permissions to the tenant's catalog.
+    async fn catalog(&self, tenant: &Tenant, names: &[&str]) {
+        for name in names {
+            self.store
+                .create_permission(&tenant.account, name, None)
+                .await
+                .expect("create permission");
+        }
+    }
+
+    /// Creates a key from `new_key(…)` after `adjust` has changed it.
+    async fn key(&self, tenant: &Tenant, name: &str, adjust: impl FnOnce(&mut NewKey)) -> ApiKey {
+        let mut new = new_key(&tenant.workspace, name);
+        adjust(&mut new);
+        self.store
+            .create_key(&tenant.account, new)
+            .await
+            .expect("create key")
+    }
+
+    /// Runs SQL on the database directly, beside the store: for states no
+    /// store method produces (stale claims, tampered rows).
+    async fn raw_sql(&self, sql: &str) {
+        use sqlx::{Connection, Executor};
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(&self.db.url)
+            .await
+            .expect("raw connection");
+        conn.execute(sql).await.expect("raw sql");
+        conn.close().await.expect("close raw connection");
+    }
+}
+
+struct Tenant {
+    account: String,
+    workspace: String,
+    boot: Bootstrapped,
+}
+
+/// A stand-in for a SHA-256 hex digest, unique per label.
+fn hash(label: &str) -> String {
+    format!("{label:0>64}")
+}
+
+fn perm(name: &str) -> PermissionName {
+    PermissionName::parse(name).expect("valid permission name")
+}
+
+fn net(cidr: &str) -> IpNet {
+    cidr.parse().expect("valid CIDR")
+}
+
+fn new_key(workspace: &str, name: &str) -> NewKey {
+    NewKey {
+        workspace_id: workspace.to_owned(),
+        environment: "production".into(),
+        kind: KeyKind::Secret,
+        name: name.to_owned(),
+        hash_hex: hash(&format!("{workspace}-{name}")),
+        hint: format!("kw_live_…{}", &name[name.len().saturating_sub(4)..]),
+        permissions: vec![],
+        customer_id: None,
+        rate_limit: None,
+        allowed_ips: vec![],
+        expires_at: None,
+        meta: serde_json::Map::new(),
+        created_by: None,
+    }
+}
+
+fn page(limit: u32, after: Option<&str>) -> PageRequest {
+    PageRequest {
+        limit,
+        after: after.map(str::to_owned),
+    }
+}
+
+/// Follows `next_after` through every page of `size`, checking that each
+/// page but the last is full.
+async fn all_pages<T, F, Fut>(size: u32, mut fetch: F) -> Vec<Vec<T>>
+where
+    F: FnMut(PageRequest) -> Fut,
+    Fut: std::future::Future<Output = StoreResult<Page<T>>>,
+{
+    let mut pages = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = fetch(page(size, after.as_deref()))
+            .await
+            .expect("list page");
+        let last = page.next_after.is_none();
+        if !last {
+            assert_eq!(
+                page.items.len(),
+                size as usize,
+                "a page before the last is full"
+            );
+        }
+        pages.push(page.items);
+        after = page.next_after;
+        if last {
+            return pages;
+        }
+    }
+}
+
+fn ids(keys: &[ApiKey]) -> Vec<String> {
+    keys.iter().map(|k| k.id.clone()).collect()
+}
+
+// ── Error assertions ─────────────────────────────────────────────────────
+
+#[track_caller]
+fn assert_not_found<T: Debug>(result: StoreResult<T>, what: &str, field: Option<&str>) {
+    match result {
+        Err(StoreError::NotFound { what: w, field: f }) => {
+            assert_eq!((w, f), (what, field), "NotFound names the wrong thing");
+        }
+        other => panic!("expected NotFound {what}, got {other:?}"),
+    }
+}
+
+#[track_caller]
+fn assert_conflict<T: Debug>(result: StoreResult<T>, field: &str) -> String {
+    match result {
+        Err(StoreError::Conflict { field: f, message }) if f == field => message,
+        other => panic!("expected Conflict on {field}, got {other:?}"),
+    }
+}
+
+#[track_caller]
+fn assert_invalid<T: Debug>(result: StoreResult<T>, field: &str) -> String {
+    match result {
+        Err(StoreError::Invalid { field: f, message }) if f == field => message,
+        other => panic!("expected Invalid on {field}, got {other:?}"),
+    }
+}
+
+// ── Accounts, members, tokens ────────────────────────────────────────────
+
+async fn bootstrap_creates_everything(backend: Backend) {
+    let Some(f) = Fixture::new(backend).await else {
+        return;
+    };
+    let s = &f.store;
+    assert_eq!(s.count_accounts().await.unwrap(), 0);
+    let t = f.tenant("acme").await;
+    let boot = &t.boot;
+
+    assert_eq!(s.count_accounts().await.unwrap(), 1);
+    assert!(boot.account.id.starts_with("acct_"));
+    assert_eq!(boot.account.name, "acme Inc.");
+
+    let owner = s.get_member(&t.account, &boot.owner.id).await.unwrap();
+    assert_eq!(owner, boot.owner);
+    assert_eq!(owner.role, Role::Owner);
+    assert_eq!(owner.email, "owner@acme.example");
+    assert_eq!(
+        owner.effective_permissions(),
+        AccountPermission::ALL.to_vec()
+    );
+
+    let workspaces = s
+        .list_workspaces(&t.account, &PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(workspaces.items, vec![boot.workspace.workspace.clone()]);
+    let environments = s.list_environments(&t.account, &t.workspace).await.unwrap();
+    assert_eq!(environments, boot.workspace.environments);
+    let names_and_tags: Vec<(&str, &str)> = environments
+        .iter()
+        .map(|e| (e.name.as_str(), e.tag.as_str()))
+        .collect();
+    assert_eq!(
+        names_and_tags,
+        DEFAULT_ENVIRONMENTS.to_vec(),
+        "environments keep their order"
+    );
+
+    let token = s
+        .get_management_token(&t.account, &boot.token.id)
+        .await
+        .unwrap();
+    assert_eq!(token, boot.token);
+    assert_eq!(token.member_id, owner.id);
+    assert_eq!(token.permissions, AccountPermission::ALL.to_vec());
+
+    let principal = s
+        .find_token_by_hash(&hash("acme-bootstrap-token"))
+        .await
+        .unwrap()
+        .expect("token found by hash");
+    assert_eq!(principal.token, boot.token);
+    assert_eq!(principal.member, owner);
+    assert_eq!(
+        principal.effective_permissions(),
+        AccountPermission::ALL.to_vec()
+    );
+
+    // A second account of the same person reuses their user.
+    let second = s
+        .bootstrap_account(NewAccount {
+            name: "Side project".into(),
+            owner_email: "owner@acme.example".into(),
+            owner_password_hash: "$argon2id$other".into(),
+            workspace_name: "Side".into(),
+            environments: vec![("production".into(), "live".into())],
+            token_name: "bootstrap".into(),
+            token_hash_hex: hash("side-token"),
+            token_hint: "kwm_…side".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(second.owner.user_id, owner.user_id);
+    assert_ne!(second.account.id, t.account);
+    assert_eq!(s.count_accounts().await.unwrap(), 2);
+}
+
+async fn members_and_tokens(backend: Backend) {
+    let Some(f) = Fixture::new(backend).await else {
+        return;
+    };
+    let s = &f.store;
+    let t = f.tenant("acme").await;
+
+    let dev = s
+        .create_member(
+            &t.account,
+            NewMember {
+                email: "dev@acme.example".into(),
+                role: Role::Member,
+                permissions: vec![AccountPermission::VerifyKeys, AccountPermission::VerifyKeys],
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        dev.permissions,
+        vec![AccountPermission::VerifyKeys],
+        "grants de-duplicated"
+    );
+    assert_eq!(s.get_member(&t.account, &dev.id).await.unwrap(), dev);
+    let again = s
+        .create_member(
+            &t.account,
+            NewMember {
+                email: "dev@acme.example".into(),
+                role: Role::Admin,
+                permissions: vec![],
+            },
+        )
+        .await;
+    assert_conflict(again, "email");
+
+    // Members page in id order.
+    let pages = all_pages(1, |p| {
+        let s = s.clone();
+        let account = t.account.clone();
+        async move { s.list_members(&account, &p).await }
+    })
+    .await;
+    let listed: Vec<String> = pages.concat().iter().map(|m| m.id.clone()).collect();
+    assert_eq!(listed, vec![t.boot.owner.id.clone(), dev.id.clone()]);
+
+    // A token never does more than its member may.
+    let token = s
+        .create_management_token(
+            &t.account,
+            NewManagementToken {
+                member_id: dev.id.clone(),
+                name: "ci".into(),
+                hash_hex: hash("dev-token"),
+                hint: "kwm_…dev1".into(),
+                permissions: vec![
+                    AccountPermission::ManageMembers,
+                    AccountPermission::VerifyKeys,
+                ],
+                expires_at: Some(4_102_444_800_000),
+            },
+        )
+        .await
+        .unwrap();
+    let principal = s
+        .find_token_by_hash(&hash("dev-token"))
+        .await
+        .unwrap()
+        .expect("found");
+    assert_eq!(principal.token, token);
+    assert_eq!(principal.member, dev);
+    assert_eq!(
+        principal.effective_permissions(),
+        vec![AccountPermission::VerifyKeys]
+    );
+    assert!(
+        s.find_token_by_hash(&hash("no-such-token"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let missing_member = s
+        .create_management_token(
+            &t.account,
+            NewManagementToken {
+                member_id: "mem_nope".into(),
+                name: "x".into(),
+                hash_hex: hash("x"),
+                hint: "x".into(),
+                permissions: vec![],
+                expires_at: None,
+            },
+        )
+        .await;
+    assert_not_found(missing_member, "member", Some("member_id"));
+
+    let all = s
+        .list_management_tokens(&t.account, None, &PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(all.items, vec![t.boot.token.clone(), token.clone()]);
+    let devs = s
+        .list_management_tokens(&t.account, Some(&dev.id), &PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(devs.items, vec![token.clone()]);
+    assert_eq!(devs.next_after, None);
+
+    s.delete_management_token(&t.account, &token.id)
+        .await
+        .unwrap();
+    assert!(
+        s.find_token_by_hash(&hash("dev-token"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_not_found(
+        s.delete_management_token(&t.account, &token.id).await,
+        "management token",
+        None,
+    );
+}
+
+async fn accounts_cannot_reach_each_other(backend: Backend) {
+    let Some(f) = Fixture::new(backend).await else {
+        return;
+    };
+    let s = &f.store;
+    let a = f.tenant("alpha").await;
+    let b = f.tenant("bravo").await;
+    let key = f.key(&a, "alpha key", |_| {}).await;
+    let entry = s
+        .create_allowlist_entry(
+            &a.account,
+            NewAllowlistEntry {
+                cidr: net("10.0.0.0/8"),
+                description: None,
+                workspace_ids: vec![a.workspace.clone()],
+            },
+        )
+        .await
+        .unwrap();
+    let (a_member, a_token) = (&a.boot.owner.id, &a.boot.token.id);
+    let ws = &a.workspace;
+    let bx = &b.account;
+
+    // Workspaces and environments.
+    assert_not_found(s.get_workspace(bx, ws).await, "workspace", None);
+    assert_not_found(
+        s.rename_workspace(bx, ws, "mine now").await,
+        "workspace",
+        None,
+    );
+    assert_not_found(s.delete_workspace(bx, ws).await, "workspace", None);
+    assert_not_found(s.list_environments(bx, ws).await, "workspace", None);
+    assert_not_found(
+        s.create_environment(bx, ws, "qa", "qa").await,
+        "workspace",
+        None,
+    );
+    // Keys.
+    assert_not_found(s.get_key(bx, &key.id).await, "key", None);
+    let rename = KeyPatch {
+        name: Some("stolen".into()),
+        ..Default::default()
+    };
+    assert_not_found(s.update_key(bx, &key.id, rename).await, "key", None);
+    assert_not_found(
+        s.set_key_status(bx, &key.id, KeyStatus::Revoked).await,
+        "key",
+        None,
+    );
+    let planted = s.create_key(bx, new_key(ws, "planted")).await;
+    assert_not_found(planted, "workspace", Some("workspace_id"));
+    let filter = KeyFilter {
+        workspace_id: Some(ws.clone()),
+        ..Default::default()
+    };
+    assert!(
+        s.list_keys(bx, &filter, &PageRequest::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(
+        s.list_keys(bx, &KeyFilter::default(), &PageRequest::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    // Allowlist.
+    assert_not_found(
+        s.delete_allowlist_entry(bx, &entry.id).await,
+        "allowlist entry",
+        None,
+    );
+    assert!(s.list_allowlist(bx).await.unwrap().is_empty());
+    let grant_foreign = NewAllowlistEntry {
+        cidr: net("192.0.2.0/24"),
+        description: None,
+        workspace_ids: vec![b.workspace.clone(), ws.clone()],
+    };
+    assert_not_found(
+        s.create_allowlist_entry(bx, grant_foreign).await,
+        "workspace",
+        Some("workspace_ids"),
+    );
+    assert!(
+        s.list_allowlist(bx).await.unwrap().is_empty(),
+        "a refused entry leaves nothing behind"
+    );
+    // Members and tokens.
+    assert_not_found(s.get_member(bx, a_member).await, "member", None);
+    assert_not_found(
+        s.get_management_token(bx, a_token).await,
+        "management token",
+        None,
+    );
+    assert_not_found(
+        s.delete_management_token(bx, a_token).await,
+        "management token",
+        None,
+    );
+    let token_for_foreign_member = NewManagementToken {
+        member_id: a_member.clone(),
+        name: "sneaky".into(),
+        hash_hex: hash("sneaky"),
+        hint: "x".into(),
+        permissions: AccountPermission::ALL.to_vec(),
+        expires_at: None,
+    };
+    let sneaky = s
+        .create_management_token(bx, token_for_foreign_member)
+        .await;
+    assert_not_found(sneaky, "member", Some("member_id"));
+    let b_members = s.list_members(bx, &PageRequest::default()).await.unwrap();
+    assert_eq!(b_members.items, vec![b.boot.owner.clone()]);
+    let b_tokens = s
+        .list_management_tokens(bx, None, &PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(b_tokens.items, vec![b.boot.token.clone()]);
+    let foreign_member_filter = s
+        .list_management_tokens(bx, Some(a_member), &PageRequest::default())
+        .await;
+    assert!(foreign_member_filter.unwrap().items.is_empty());
+
+    // Nothing of alpha's moved.
+    assert_eq!(s.get_key(&a.account, &key.id).await.unwrap(), key);
+    assert_eq!(
+        s.get_workspace(&a.account, ws).await.unwrap(),
+        a.boot.workspace.workspace
+    );
+    assert_eq!(s.list_allowlist(&a.account).await.unwrap(), vec![entry]);
+    assert_eq!(
+        s.get_management_token(&a.account, a_token).await.unwrap(),
+        a.boot.token
+    );
+}
+
+// ── Workspaces, environments, catalog ────────────────────────────────────
+
+async fn workspaces_and_environments(backend: Backend) {
+    let Some(f) = Fixture::new(backend).await else {
+        return;
+    };
+    let s = &f.store;
+    let t = f.tenant("acme").await;
+
+    let second = s
+        .create_workspace(
+            &t.account,
+            NewWorkspace {
+                name: "Main".into(),
+                environments: vec![("qa".into(), "qa".into())],
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        second.workspace.name, "Main",
+        "workspace names need not be unique"
+    );
+    assert_eq!(second.environments.len(), 1);
+
+    let renamed = s
+        .rename_workspace(&t.account, &second.workspace.id, "Billing")
+        .await
+        .unwrap();
+    assert_eq!(renamed.name, "Billing");
+    assert_eq!(
+        s.get_workspace(&t.account, &second.workspace.id)
+            .await
+            .unwrap(),
+        renamed
+    );
+
+    let pages = all_pages(1, |p| {
+        let (s, account) = (s.clone(), t.account.clone());
+        async move { s.list_workspaces(&account, &p).await }
+    })
+    .await;
+    assert_eq!(pages.len(), 2);
+    assert_eq!(
+        pages.concat(),
+        vec![t.boot.workspace.workspace.clone(), renamed]
+    );
+
+    let eu = s
+        .create_environment(&t.account, &t.workspace, "eu-production", "eu")
+        .await
+        .unwrap();
+    assert_eq!(
+        (eu.name.as_str(), eu.tag.as_str(), eu.workspace_id.as_str()),
+        ("eu-production", "eu", t.workspace.as_str())
+    );
+    assert_conflict(
+        s.create_environment(&t.account, &t.workspace, "production", "prod2")
+            .await,
+        "name",
+    );
+    assert_conflict(
+        s.create_environment(&t.account, &t.workspace, "prod2", "live")
+            .await,
+        "tag",
+    );
+    // The same name in another workspace is fine.
+    s.create_environment(&t.account, &second.workspace.id, "production", "live")
+        .await
+        .unwrap();
+    let listed = s.list_environments(&t.account, &t.workspace).await.unwrap();
+    assert_eq!(listed.len(), 4);
+    assert_eq!(listed.last(), Some(&eu));
+
+    // A workspace whose environments clash is not created at all.
+    let clash = s
+        .create_workspace(
+            &t.account,
+            NewWorkspace {
+                name: "Clash".into(),
+                environments: vec![("a".into(), "x".into()), ("b".into(), "x".into())],
+            },
+        )
+        .await;
+    assert_conflict(clash, "tag");
+    let all = s
+        .list_workspaces(&t.account, &PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(all.items.len(), 2, "the refused workspace was rolled back");
+}
+
+async fn permission_catalog(backend: Backend) {
+    let Some(f) = Fixture::new(backend).await else {
+        return;
+    };
+    let s = &f.store;
+    let t = f.tenant("acme").await;
+
+    let read = s
+        .create_permission(&t.account, "customers:read", Some("Read customers"))
+        .await
+        .unwrap();
+    assert_eq!(read.name, perm("customers:read"));
+    assert_eq!(read.description.as_deref(), Some("Read customers"));
+    f.catalog(&t, &["a_b:c", "axb:c", "customers:write"]).await;
+    assert_conflict(
+        s.create_permission(&t.account, "customers:read", None)
+            .await,
+        "name",
+    );
+    let names: Vec<String> = s
+        .list_permissions(&t.account)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name.to_string())
+        .collect();
+    assert_eq!(
+        names,
+        ["a_b:c", "axb:c", "customers:read", "customers:write"]
+    );
+
+    // Another account has a catalog of its own.
+    let other = f.tenant("other").await;
+    assert!(s.list_permissions(&other.account).await.unwrap().is_empty());
+    s.create_permission(&other.account, "customers:read", None)
+        .await
+        .unwrap();
+
+    // In use: refused, naming how many keys hold it.
+    f.key(&t, "one", |k| k.permissions = vec![perm("customers:read")])
+        .await;
+    let two = f
+        .key(&t, "two", |k| {
+            k.permissions = vec![perm("customers:read"), perm("customers:write")]
+        })
+        .await;
+    f.key(&t, "three", |k| {
+        k.permissions = vec![perm("axb:c"), perm("customers:write")]
+    })
+    .await;
+    let refused = s.delete_permission(&t.account, "customers:read").await;
+    match refused {
+        Err(StoreError::InUse { message }) => assert!(message.contains("2 keys"), "{message}"),
+        other => panic!("expected InUse, got {other:?}"),
+    }
+    assert_eq!(
+        s.list_permissions(&t.account).await.unwrap().len(),
+        4,
+        "nothing deleted"
+    );
+    let write = s.delete_permission(&t.account, "customers:write").await;
+    assert!(matches!(write, Err(StoreError::InUse { message }) if message.contains("2 keys")));
+
+    // Unused: deleted. (`a_b:c` would match `axb:c` in an unescaped LIKE.)
+    s.delete_permission(&t.account, "a_b:c").await.unwrap();
+    assert_not_found(
+        s.delete_permission(&t.account, "a_b:c").await,
+        "permission",
+        None,
+    );
+    let patch = KeyPatch {
+        permissions: Some(vec![perm("customers:write")]),
+        ..Default::default()
+    };
+    s.update_key(&t.account, &two.id, patch).await.unwrap();
+    let read = s.delete_permission(&t.account, "customers:read").await;
+    assert!(matches!(read, Err(StoreError::InUse { message }) if message.contains("1 key;")));
+    // The other account's keys hold nothing: its copy goes.
+    s.delete_permission(&other.account, "customers:read")
+        .await
+        .unwrap();
+}
+
+// ── Keys ─────────────────────────────────────────────────────────────────
+
+async fn key_round_trip(backend: Backend) {
+    let Some(f) = Fixture::new(backend).await else {
+        return;
+    };
+    let s = &f.store;
+    let t = f.tenant("acme").await;
+    f.catalog(&t, &["customers:read", "customers:write"]).await;
+
+    let before = keyward_now();
+    let created = f
+        .key(&t, "Main Website Integration", |k| {
+            k.environment = "staging".into();
+            k.kind = KeyKind::Ingest;
+            k.permissions = vec![
+                perm("customers:write"),
+                perm("customers:read"),
+                perm("customers:write"),
+            ];
+            k.customer_id = Some("cus_123".into());
+            k.rate_limit = Some(RateLimitPolicy {
+                limit: 100,
+                window_seconds: 60,
+            });
+            k.allowed_ips = vec![net("203.0.113.0/24"), net("2001:db8::/32")];
+            k.expires_at = Some(4_102_444_800_000);
+            k.meta = json!({"plan": "pro", "nested": {"n": 1}})
+                .as_object()
+                .cloned()
+                .unwrap();
+            k.created_by = Some(t.boot.owner.id.clone());
+        })
+        .await;
+    assert!(created.id.starts_with("key_"));
+    assert_eq!(created.account_id, t.account);
+    assert_eq!(created.workspace_id, t.workspace);
+    assert_eq!(created.environment, "staging");
+    assert_eq!(created.kind, KeyKind::Ingest);
+    assert_eq!(created.status, KeyStatus::Active);
+    assert_eq!(
+        created.permissions,
+        vec![perm("customers:read"), perm("customers:write")],
+        "sorted, de-duplicated"
+    );
+    assert_eq!(created.hint, "kw_live_…tion");
+    assert!(created.created_at >= before && created.updated_at == created.created_at);
+    assert_eq!(
+        (created.last_used_at, created.last_used_ip.as_deref()),
+        (None, None)
+    );
+
+    let fetched = s.get_key(&t.account, &created.id).await.unwrap();
+    assert_eq!(fetched, created);
+    let by_hash = s
+        .find_key_for_verification(&hash(&format!("{}-Main Website Integration", t.workspace)))
+        .await
+        .unwrap()
+        .expect("found by hash");
+    assert_eq!(by_hash.key, created);
+    assert!(by_hash.workspace_allowlist.is_empty());
+    assert!(
+        s.find_key_for_verification(&hash("nope"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_not_found(s.get_key(&t.account, "key_nope").await, "key", None);
+}
+
+fn keyward_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+async fn key_rules_on_create(backend: Backend) {
+    let Some(f) = Fixture::new(backend).await else {
+        return;
+    };
+    let s = &f.store;
+    let t = f.tenant("acme").await;
+    f.catalog(&t, &["customers:read"]).await;
+    let other_ws = s
+        .create_workspace(
+            &t.account,
+            NewWorkspace {
+                name: "Other".into(),
+                environments: vec![("qa".into(), "qa".into())],
+            },
+        )
+        .await
+        .unwrap()
+        .workspace
+        .id;
+
+    f.key(&t, "primary", |_| {}).await;
+    let duplicate = s
+        .create_key(
+            &t.account,
+            NewKey {
+                hash_hex: hash("dup"),
+                ..new_key(&t.workspace, "primary")
+            },
+        )
+        .await;
+    assert_conflict(duplicate, "name");
+    // The same name in another workspace is another key.
+    let elsewhere = NewKey {
+        environment: "qa".into(),
+        ..new_key(&other_ws, "primary")
+    };
+    s.create_key(&t.account, elsewhere).await.unwrap();
+
+    let unknown_env = NewKey {
+        environment: "qa".into(),
+        ..new_key(&t.workspace, "qa key")
+    };
+    assert_not_found(
+        s.create_key(&t.account, unknown_env).await,
+        "environment",
+        Some("environment"),
+    );
+    let unknown_ws = new_key("ws_nope", "lost");
+    assert_not_found(
+        s.create_key(&t.account, unknown_ws).await,
+        "workspace",
+        Some("workspace_id"),
+    );
+
+    let uncatalogued = NewKey {
+        permissions: vec![
+            perm("customers:read"),
+            perm("orders:read"),
+            perm("orders:write"),
+        ],
+        ..new_key(&t.workspace, "too much")
+    };
+    let message = assert_invalid(s.create_key(&t.account, uncatalogued).await, "permissions");
+    assert!(
+        message.contains("orders:read") && message.contains("orders:write"),
+        "{message}"
+    );
+    assert!(!message.contains("customers:read"), "{message}");
+
+    let keys = s
+        .list_keys(&t.account, &KeyFilter::default(), &PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(keys.items.len(), 2, "refused keys were not stored");
+}
+
+async fn list_keys_filters_and_pages(backend: Backend) {
+    let Some(f) = Fixture::new(backend).await else {
+        return;
+    };
+    let s = &f.store;
+    let t = f.tenant("acme").await;
+    let mut production = Vec::new();
+    for i in 0..7 {
+        production.push(f.key(&t, &format!("prod {i}"), |_| {}).await);
+    }
+    for i in 0..3 {
+        f.key(&t, &format!("staging {i}"), |k| {
+            k.environment = "staging".into()
+        })
+        .await;
+    }
+    for key in [&production[1], &production[4]] {
+        s.set_key_status(&t.account, &key.id, KeyStatus::Inactive)
+            .await
+            .unwrap();
+    }
+
+    let filter = KeyFilter {
+        environment: Some("production".into()),
+        ..Default::default()
+    };
+    let pages = all_pages(3, |p| {
+        let (s, account, filter) = (s.clone(), t.account.clone(), filter.clone());
+        async move { s.list_keys(&account, &filter, &p).await }
+    })
+    .await;
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 1]);
+    assert_eq!(
+        ids(&pages.concat()),
+        ids(&production),
+        "in id (creation) order"
+    );
+
+    let active_production = KeyFilter {
+        workspace_id: Some(t.workspace.clone()),
+        environment: Some("production".into()),
+        status: Some(KeyStatus::Active),
+    };
+    let pages = all_pages(2, |p| {
+        let (s, account, filter) = (s.clone(), t.account.clone(), active_production.clone());
+        async move { s.list_keys(&account, &filter, &p).await }
+    })
+    .await;
+    let expected: Vec<String> = [0, 2, 3, 5, 6]
+        .iter()
+        .map(|&i| production[i].id.clone())
+        .collect();
+    assert_eq!(ids(&pages.concat()), expected);
+    assert!(pages.concat().iter().all(|k| k.status == KeyStatus::Active));
+
+    let inactive = KeyFilter {
+        status: Some(KeyStatus::Inactive),
+        ..Default::default()
+    };
+    let listed = s
+        .list_keys(&t.account, &inactive, &PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&listed.items),
+        vec![production[1].id.clone(), production[4].id.clone()]
+    );
+
+    let staging = KeyFilter {
+        environment: Some("staging".into()),
+        ..Default::default()
+    };
+    let listed = s
+        .list_keys(&t.account, &staging, &PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 3);
+    assert!(listed.items.iter().all(|k| k.environment == "staging"));
+
+    let nowhere = KeyFilter {
+        workspace_id: Some("ws_nope".into()),
+        ..Default::default()
+    };
+    assert!(
+        s.list_keys(&t.account, &nowhere, &PageRequest::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+
+    // An exactly full last page has no next page.
+    let all = s
+        .list_keys(&t.account, &KeyFilter::default(), &page(10, None))
+        .await
+        .unwrap();
+    assert_eq!((all.items.len(), all.next_after), (10, None));
+}
+
+async fn page_size_defaults_and_clamps(backend: Backend) {
+    let Some(f) = Fixture::new(backend).await else {
+        return;
+    };
+    let s = &f.store;
+    let t = f.tenant("acme").await;
+    for i in 0..101 {
+        f.key(&t, &format!("key {i:03}"), |_| {}).await;
+    }
+    let everything = KeyFilter::default();
+    let default = s
+        .list_keys(&t.account, &everything, &page(0, None))
+        .await
+        .unwrap();
+    assert_eq!(default.items.len(), 50);
+    assert_eq!(
+        default.next_after.as_deref(),
+        default.items.last().map(|k| k.id.as_str())
+    );
+    let clamped = s
+        .list_keys(&t.account, &everything, &page(1000, None))
+        .await
+        .unwrap();
+    assert_eq!(clamped.items.len(), 100);
+    let rest = s
+        .list_keys(
+            &t.account,
+            &everything,
+            &page(1000, clamped.next_after.as_deref()),
+        )
+        .await
+        .unwrap();
+    assert_eq!((rest.items.len(), rest.next_after), (1, None));
+}
+
+async fn update_key_fields(backend: Backend) {
+    let Some(f) = Fixture::new(backend).await else {
+        return;
+    };
+    let s = &f.store;
+    let t = f.tenant("acme").await;
+    f.catalog(&t, &["customers:read", "customers:write"]).await;
+    f.key(&t, "taken", |_| {}).await;
+    let original = f
+        .key(&t, "original", |k| {
+            k.permissions = vec![perm("customers:read")];
+            k.customer_id = Some("cus_1".into());
+            k.rate_limit = Some(RateLimitPolicy {
+                limit: 5,
+                window_seconds: 1,
+            });
+            k.allowed_ips = vec![net("10.0.0.0/8")];
+            k.expires_at = Some(4_000_000_000_000);
+            k.meta = json!({"a": 1}).as_object().cloned().unwrap();
+        })
+        .await;
+    let update = |patch: KeyPatch| {
+        let (s, account, id) = (s.clone(), t.account.clone(), original.id.clone());
+        async move { s.update_key(&account, &id, patch).await }
+    };
+
+    // An empty patch changes nothing but updated_at.
+    let same = update(KeyPatch::default()).await.unwrap();
+    assert_eq!(
+        ApiKey {
+            updated_at: original.updated_at,
+            ..same.clone()
+        },
+        original
+    );
+    assert!(same.updated_at >= original.updated_at);
+
+    let changed = update(KeyPatch {
+        name: Some("renamed".into()),
+        permissions: Some(vec![perm("customers:write"), perm("customers:read")]),
+        customer_id: Some(Some("cus_2".into())),
+        rate_limit: Some(Some(RateLimitPolicy {
+            limit: 1000,
+            window_seconds: 3600,
+        })),
+        allowed_ips: Some(vec![net("192.0.2.1/32")]),
+        expires_at: Some(Some(4_100_000_000_000)),
+        meta: Some(json!({"b": [true, null]}).as_object().cloned().unwrap()),
+    })
+    .await
+    .unwrap();
+    assert_eq!(changed.name, "renamed");
+    assert_eq!(
+        changed.permissions,
+        vec![perm("customers:read"), perm("customers:write")]
+    );
+    assert_eq!(changed.customer_id.as_deref(), Some("cus_2"));
+    assert_eq!(
+        changed.rate_limit,
+        Some(RateLimitPolicy {
+            limit: 1000,
+            window_seconds: 3600
+        })
+    );
+    assert_eq!(changed.allowed_ips, vec![net("192.0.2.1/32")]);
+    assert_eq!(changed.expires_at, Some(4_100_000_000_000));
+    assert_eq!(
+        serde_json::Value::Object(changed.meta.clone()),
+        json!({"b": [true, null]})
+    );
+    assert_eq!(s.get_key(&t.account, &original.id).await.unwrap(), changed);
+
+    let cleared = update(KeyPatch {
+        permissions: Some(vec![]),
+        customer_id: Some(None),
+        rate_limit: Some(None),
+        allowed_ips: Some(vec![]),
+        expires_at: Some(None),
+        meta: Some(serde_json::Map::new()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(cleared.name, "renamed", "unset fields stay");
+    assert!(cleared.permissions.is_empty());
+    assert_eq!(
+        (
+            cleared.customer_id.clone(),
+            cleared.rate_limit,
+            cleared.expires_at
+        ),
+        (None, None, None)
+    );
+    assert!(cleared.allowed_ips.is_empty() && cleared.meta.is_empty());
+    assert_eq!(s.get_key(&t.account, &original.id).await.unwrap(), cleared);
+
+    // The rules of create apply.
+    assert_conflict(
+        update(KeyPatch {
+            name: Some("taken".into()),
+            ..Default::default()
+        })
+        .await,
+        "name",
+    );
+    let renamed_to_itself = update(KeyPatch {
+        name: Some("renamed".into()),
+        ..Default::default()
+    })
+    .await;
+    let current = renamed_to_itself.unwrap();
+    assert_eq!(
+        ApiKey {
+            updated_at: cleared.updated_at,
+            ..current.clone()
+        },
+        cleared
+    );
+    let bad_permissions = KeyPatch {
+        permissions: Some(vec![perm("orders:read")]),
+        ..Default::default()
+    };
+    let message = assert_invalid(update(bad_permissions).await, "permissions");
+    assert!(message.contains("orders:read"));
+    assert_eq!(
+        s.get_key(&t.account, &original.id).await.unwrap(),
+        current,
+        "refused patches change nothing"
+    );
+    let missing = s
+        .update_key(&t.account, "key_nope", KeyPatch::default())
+        .await;
+    assert_not_found(missing, "key", None);
+}
+
+async fn key_status_and_revocation(backend: Backend) {
+    let Some(f) = Fixture::new(backend).await else {
+        return;
+    };
+    let s = &f.store;
+    let t = f.tenant("acme").await;
+    let key = f.key(&t, "k", |_| {}).await;
+    let set = |status| {
+        let (s, account, id) = (s.clone(), t.account.clone(), key.id.clone());
+        async move { s.set_key_status(&account, &id, status).await }
+    };
+
+    assert_eq!(
+        set(KeyStatus::Inactive).await.unwrap().status,
+        KeyStatus::Inactive
+    );
+    assert_eq!(
+        set(KeyStatus::Active).await.unwrap().status,
+        KeyStatus::Active
+    );
+    assert_eq!(
+        set(KeyStatus::Expired).await.unwrap().status,
+        KeyStatus::Expired
+    );
+    let revoked = set(KeyStatus::Revoked).await.unwrap();
+    assert_eq!(revoked.status, KeyStatus::Revoked);
+    assert!(revoked.updated_at >= key.updated_at);
+    for status in [KeyStatus::Active, KeyStatus::Inactive, KeyStatus::Expired] {
+        assert_conflict(set(status).await, "status");
+    }
+    assert_eq!(
+        set(KeyStatus::Revoked).await.unwrap().status,
+        KeyStatus::Revoked,
+        "revoking again is fine"
+    );
+    assert_eq!(
+        s.get_key(&t.account, &key.id).await.unwrap().status,
+        KeyStatus::Revoked
+    );
+    assert_not_found(
+        s.set_key_status(&t.account, "key_nope", KeyStatus::Active)
+            .await,
+        "key",
+        None,
+    );
+}
+
+async fn verification_sees_its_workspace_allowlist(backend: Backend) {
+    let Some(f) = Fixture::new(backend).await else {
+        return;
+    };
+    let s = &f.store;
+    let t = f.tenant("acme").await;
+    let w1 = t.workspace.clone();
+    let w2 = s
+        .create_workspace(
+            &t.account,
+            NewWorkspace {
+                name: "W2".into(),
+                environments: vec![("production".into(), "live".into())],
+            },
+        )
+        .await
+        .unwrap()
+        .workspace
+        .id;
+    let entry = |cidr: &str, workspaces: &[&String]| NewAllowlistEntry {
+        cidr: net(cidr),
+        description: Some(format!("range {cidr}")),
+        workspace_ids: workspaces.iter().map(|w| (*w).clone()).collect(),
+    };
+    let e1 = s
+        .create_allowlist_entry(&t.account, entry("10.1.0.0/16", &[&w1]))
+        .await
+        .unwrap();
+    let e2 = s
+        .create_allowlist_entry(&t.account, entry("2001:db8::/48", &[&w2, &w1, &w1]))
+        .await
+        .unwrap();
+    let e3 = s
+        .create_allowlist_entry(&t.account, entry("172.16.0.0/12", &[&w2]))
+        .await
+        .unwrap();
+    let mut both = vec![w1.clone(), w2.clone()];
+    both.sort();
+    assert_eq!(e2.workspace_ids, both, "sorted, de-duplicated");
+    assert_eq!(
+        s.list_allowlist(&t.account).await.unwrap(),
+        vec![e1.clone(), e2.clone(), e3.clone()]
+    );
+    // Another account's ranges never leak in.
+    let other = f.tenant("other").await;
+    s.create_allowlist_entry(&other.account, entry("0.0.0.0/0", &[&other.workspace]))
+        .await
+        .unwrap();
+
+    let in_w1 = f.key(&t, "in w1", |_| {}).await;
+    let in_w2 = s
+        .create_key(&t.account, new_key(&w2, "in w2"))
+        .await
+        .unwrap();
+    let ranges = |key: &ApiKey| {
+        let (s, hash_hex) = (
+            s.clone(),
+            hash(&format!("{}-{}", key.workspace_id, key.name)),
+        );
+        async move {
+            let record = s
+                .find_key_for_verification(&hash_hex)
+                .await
+                .unwrap()
+                .expect("key found");
+            record
+                .workspace_allowlist
+                .into_iter()
+                .collect::<BTreeSet<_>>()
+        }
+    };
+    assert_eq!(
+        ranges(&in_w1).await,
+        BTreeSet::from([net("10.1.0.0/16"), net("2001:db8::/48")])
+    );
+    assert_eq!(
+        ranges(&in_w2).await,
+        BTreeSet::from([net("172.16.0.0/12"), net("2001:db8::/48")])
+    );
+
+    s.delete_allowlist_entry(&t.account, &e2.id).await.unwrap();
+    assert_eq!(ranges(&in_w1).await, BTreeSet::from([net("10.1.0.0/16")]));
+    assert_not_found(
+        s.delete_allowlist_entry(&t.account, &e2.id).await,
+        "allowlist entry",
+        None,
+    );
+    let missing = entry("10.9.0.0/16", &[&w1, &"ws_nope".to_owned()]);
+    assert_not_found(
+        s.create_allowlist_entry(&t.account, missing).await,
+        "workspace",
+        Some("workspace_ids"),
+    );
+}
+
+async fn key_usage_moves_forward_only(backend: Backend) {
+    let Some(f) = Fixture::new(backend).await else {
+        return;
+    };
+    let s = &f.store;
+    let t = f.tenant("acme").await;
+    let k1 = f.key(&t, "one", |_| {}).await;
+    let k2 = f.key(&t, "two", |_| {}).await;
+    let usage = |key: &ApiKey, at: i64, ip: Option<&str>| KeyUsage {
+        key_id: key.id.clone(),
+        at,
+        ip: ip.map(str::to_owned),
+    };
+    let last_use = |key: &ApiKey| {
+        let (s, account, id) = (s.clone(), t.account.clone(), key.id.clone());
+        async move {
+            let key = s.get_key(&account, &id).await.unwrap();
+            (key.last_used_at, key.last_used_ip)
+        }
+    };
+
+    s.record_key_usage(&[]).await.unwrap();
+    let missing = KeyUsage {
+        key_id: "key_gone".into(),
+        at: 1,
+        ip: None,
+    };
+    s.record_key_usage(&[
+        usage(&k1, 1_000, Some("192.0.2.1")),
+        missing,
+        usage(&k2, 2_000, None),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(last_use(&k1).await, (Some(1_000), Some("192.0.2.1".into())));
+    assert_eq!(last_use(&k2).await, (Some(2_000), None));
+
+    s.record_key_usage(&[usage(&k1, 500, Some("198.51.100.7"))])
+        .await
+        .unwrap();
+    assert_eq!(
+        last_use(&k1).await,
+        (Some(1_000), Some("192.0.2.1".into())),
+        "never backwards"
+    );
+
+    // The latest use in a batch wins, whatever the order.
+    s.record_key_usage(&[
+        usage(&k1, 4_000, Some("192.0.2.4")),
+        usage(&k1, 3_000, Some("192.0.2.3")),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(last_use(&k1).await, (Some(4_000), Some("192.0.2.4".into())));
+    assert_eq!(
+        s.get_key(&t.account, &k1.id).await.unwrap().updated_at,
+        k1.updated_at,
+        "use is not an update"
+    );
+}
+
+async fn deleting_a_workspace_cascades(backend: Backend) {
+    let Some(f) = Fixture::new(backend).await else {
+        return;
+    };
+    let s = &f.store;
+    let t = f.tenant("acme").await;
+    let keep = s
+        .create_workspace(
+            &t.account,
+            NewWorkspace {
+                name: "Keep".into(),
+                environments: vec![("production".into(), "live".into())],
+            },
+        )
+        .await
+        .unwrap()
+        .workspace
+        .id;
+    let doomed = f.key(&t, "doomed", |_| {}).await;
+    let kept = s
+        .create_key(&t.account, new_key(&keep, "kept"))
+        .await
+        .unwrap();
+    let entry = s
+        .create_allowlist_entry(
+            &t.account,
+            NewAllowlistEntry {
+                cidr: net("10.0.0.0/8"),
+                description: None,
+                workspace_ids: vec![t.workspace.clone(), keep.clone()],
+            },
+        )
+        .await
+        .unwrap();
+
+    s.delete_workspace(&t.account, &t.workspace).await.unwrap();
+    assert_not_found(
+        s.get_workspace(&t.account, &t.workspace).await,
+        "workspace",
+        None,
+    );
+    assert_not_found(s.get_key(&t.account, &doomed.id).await, "key", None);
+    assert!(
+        s.find_key_for_verification(&hash(&format!("{}-doomed", t.workspace)))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_not_found(
+        s.list_environments(&t.account, &t.workspace).await,
+        "workspace",
+        None,
+    );
+    let all_keys = s
+        .list_keys(&t.account, &KeyFilter::default(), &PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(all_keys.items, vec![kept]);
+    let allowlist = s.list_allowlist(&t.account).await.unwrap();
+    assert_eq!(
+        allowlist,
+        vec![AllowlistEntry {
+            workspace_ids: vec![keep.clone()],
+            ..entry
+        }]
+    );
+    assert_not_found(
+        s.delete_workspace(&t.account, &t.workspace).await,
+        "workspace",
+        None,
+    );
+    // The environment names are free again in a new workspace.
+    s.create_workspace(
+        &t.account,
+        NewWorkspace {
+            name: "Main".into(),
+            environments: vec![("production".into(), "live".into())],
+        },
+    )
+    .await
+    .unwrap();
+}
+
+// ── Idempotency ──────────────────────────────────────────────────────────
+
+async fn idempotency_lifecycle(backend: Backend) {
+    let Some(f) = Fixture::new(backend).await else {
+        return;
+    };
+    let s = &f.store;
+    let t = f.tenant("acme").await;
+    let other = f.tenant("other").await;
+    let a = &t.account;
+
+    assert_eq!(
+        s.begin_idempotent(a, "k1", "fp-1").await.unwrap(),
+        IdempotencyClaim::Claimed
+    );
+    assert_eq!(
+        s.begin_idempotent(a, "k1", "fp-1").await.unwrap(),
+        IdempotencyClaim::InProgress
+    );
+    assert_eq!(
+        s.begin_idempotent(a, "k1", "fp-2").await.unwrap(),
+        IdempotencyClaim::Mismatch
+    );
+    // Keys are per account.
+    assert_eq!(
+        s.begin_idempotent(&other.account, "k1", "fp-2")
+            .await
+            .unwrap(),
+        IdempotencyClaim::Claimed
+    );
+
+    s.finish_idempotent(a, "k1", 201, r#"{"id":"key_1"}"#)
+        .await
+        .unwrap();
+    let replay = IdempotencyClaim::Completed {
+        status: 201,
+        body: r#"{"id":"key_1"}"#.into(),
+    };
+    assert_eq!(s.begin_idempotent(a, "k1", "fp-1").await.unwrap(), replay);
+    assert_eq!(
+        s.begin_idempotent(a, "k1", "fp-2").await.unwrap(),
+        IdempotencyClaim::Mismatch
+    );
+    s.abandon_idempotent(a, "k1").await.unwrap();
+    assert_eq!(
+        s.begin_idempotent(a, "k1", "fp-1").await.unwrap(),
+        replay,
+        "a finished key is not abandoned"
+    );
+    assert_not_found(
+        s.finish_idempotent(a, "k1", 200, "{}").await,
+        "idempotency key",
+        None,
+    );
+
+    assert_eq!(
+        s.begin_idempotent(a, "k2", "fp-1").await.unwrap(),
+        IdempotencyClaim::Claimed
+    );
+    s.abandon_idempotent(a, "k2").await.unwrap();
+    assert_eq!(
+        s.begin_idempotent(a, "k2", "fp-3").await.unwrap(),
+        IdempotencyClaim::Claimed,
+        "abandoned: free again"
+    );
+    assert_not_found(
+        s.finish_idempotent(a, "never", 200, "{}").await,
+        "idempotency key",
+        None,
+    );
+}
+
+async fn stale_idempotency_claims_are_reclaimed(backend: Backend) {
+    let Some(f) = Fixture::new(backend).await else {
+        return;
+    };
+    let s = &f.store;
+    let t = f.tenant("acme").await;
+    let a = &t.account;
+    assert_eq!(
+        s.begin_idempotent(a, "stale", "fp").await.unwrap(),
+        IdempotencyClaim::Claimed
+    );
+    assert_eq!(
+        s.begin_idempotent(a, "fresh", "fp").await.unwrap(),
+        IdempotencyClaim::Claimed
+    );
+    let six_minutes_ago = keyward_now() - 6 * 60 * 1000;
+    f.raw_sql(&format!(
+        "UPDATE idempotency_keys SET created_at = {six_minutes_ago} WHERE key = 'stale'"
+    ))
+    .await;
+
+    assert_eq!(
+        s.begin_idempotent(a, "stale", "other-fp").await.unwrap(),
+        IdempotencyClaim::Mismatch
+    );
+    assert_eq!(
+        s.begin_idempotent(a, "stale", "fp").await.unwrap(),
+        IdempotencyClaim::Claimed
+    );
+    assert_eq!(
+        s.begin_idempotent(a, "stale", "fp").await.unwrap(),
+        IdempotencyClaim::InProgress,
+        "the new claim is fresh"
+    );
+    assert_eq!(
+        s.begin_idempotent(a, "fresh", "fp").await.unwrap(),
+        IdempotencyClaim::InProgress
+    );
+}
+
+// ── Concurrency and integrity ────────────────────────────────────────────
+
+async fn concurrent_writers_all_succeed(backend: Backend) {
+    let Some(f) = Fixture::new(backend).await else {
+        return;
+    };
+    let t = f.tenant("acme").await;
+    f.catalog(&t, &["customers:read"]).await;
+
+    let creates = (0..20).map(|i| {
+        let (s, account, workspace) = (f.store.clone(), t.account.clone(), t.workspace.clone());
+        tokio::spawn(async move {
+            let new = NewKey {
+                permissions: vec![perm("customers:read")],
+                ..new_key(&workspace, &format!("concurrent {i:02}"))
+            };
+            s.create_key(&account, new).await
+        })
+    });
+    let claims = (0..10).map(|_| {
+        let (s, account) = (f.store.clone(), t.account.clone());
+        tokio::spawn(async move { s.begin_idempotent(&account, "same", "fp").await })
+    });
+    let creates: Vec<_> = creates.collect();
+    let claims: Vec<_> = claims.collect();
+    for handle in creates {
+        handle
+            .await
+            .expect("task")
+            .expect("concurrent create succeeds");
+    }
+    let mut outcomes = Vec::new();
+    for handle in claims {
+        outcomes.push(
+            handle
+                .await
+                .expect("task")
+                .expect("concurrent claim succeeds"),
+        );
+    }
+    let keys = f
+        .store
+        .list_keys(&t.account, &KeyFilter::default(), &PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(keys.items.len(), 20);
+    let claimed = outcomes
+        .iter()
+        .filter(|o| **o == IdempotencyClaim::Claimed)
+        .count();
+    assert_eq!(claimed, 1, "exactly one request claims a key: {outcomes:?}");
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, IdempotencyClaim::Claimed | IdempotencyClaim::InProgress))
+    );
+
+    // Racing creates of one name: one wins, the others conflict.
+    let racers = (0..8).map(|i| {
+        let (s, account, workspace) = (f.store.clone(), t.account.clone(), t.workspace.clone());
+        tokio::spawn(async move {
+            let new = NewKey {
+                hash_hex: hash(&format!("racer-{i}")),
+                ..new_key(&workspace, "contested")
+            };
+            s.create_key(&account, new).await
+        })
+    });
+    let mut won = 0;
+    for handle in racers.collect::<Vec<_>>() {
+        match handle.await.expect("task") {
+            Ok(_) => won += 1,
+            Err(e) => assert!(
+                matches!(e, StoreError::Conflict { field: "name", .. }),
+                "{e:?}"
+            ),
+        }
+    }
+    assert_eq!(won, 1);
+}
+
+async fn corrupt_rows_are_reported(backend: Backend) {
+    let Some(f) = Fixture::new(backend).await else {
+        return;
+    };
+    let s = &f.store;
+    let t = f.tenant("acme").await;
+    let key = f.key(&t, "k", |_| {}).await;
+    f.raw_sql(&format!(
+        "UPDATE api_keys SET status = 'bogus' WHERE id = '{}'",
+        key.id
+    ))
+    .await;
+    assert!(
+        matches!(s.get_key(&t.account, &key.id).await, Err(StoreError::Corrupt(m)) if m.contains("status"))
+    );
+    f.raw_sql(&format!(
+        "UPDATE api_keys SET status = 'active', meta = '[1]' WHERE id = '{}'",
+        key.id
+    ))
+    .await;
+    assert!(
+        matches!(s.get_key(&t.account, &key.id).await, Err(StoreError::Corrupt(m)) if m.contains("meta"))
+    );
+    f.raw_sql(&format!(
+        "UPDATE api_keys SET meta = '{{}}', rate_limit_limit = 5 WHERE id = '{}'",
+        key.id
+    ))
+    .await;
+    assert!(
+        matches!(s.get_key(&t.account, &key.id).await, Err(StoreError::Corrupt(m)) if m.contains("rate_limit"))
+    );
+}
+
+async fn reports_its_backend(backend: Backend) {
+    let Some(f) = Fixture::new(backend).await else {
+        return;
+    };
+    let expected = match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    assert_eq!(f.store.backend(), expected);
+    f.store.ping().await.unwrap();
+    // Opening again (migrations already applied) sees the same data.
+    f.tenant("acme").await;
+    let again = f.db.open_store().await;
+    assert_eq!(again.count_accounts().await.unwrap(), 1);
+}
+
+// ── One test per backend ─────────────────────────────────────────────────
+
+macro_rules! conformance_suite {
+    ($($test:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(keyward_store::testing::Backend::Sqlite).await
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(keyward_store::testing::Backend::Postgres).await
+                }
+            )+
+        }
+    };
+}
+
+conformance_suite!(
+    bootstrap_creates_everything,
+    members_and_tokens,
+    accounts_cannot_reach_each_other,
+    workspaces_and_environments,
+    permission_catalog,
+    key_round_trip,
+    key_rules_on_create,
+    list_keys_filters_and_pages,
+    page_size_defaults_and_clamps,
+    update_key_fields,
+    key_status_and_revocation,
+    verification_sees_its_workspace_allowlist,
+    key_usage_moves_forward_only,
+    deleting_a_workspace_cascades,
+    idempotency_lifecycle,
+    stale_idempotency_claims_are_reclaimed,
+    concurrent_writers_all_succeed,
+    corrupt_rows_are_reported,
+    reports_its_backend,
+);
