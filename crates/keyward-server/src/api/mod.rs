@@ -1,0 +1,153 @@
+//! The HTTP API: routes, the OpenAPI document built from the same route
+//! declarations (so the two cannot drift), and the cross-cutting layers.
+
+mod allowlist;
+mod keys;
+mod members;
+mod permissions;
+mod tokens;
+mod verify;
+pub mod views;
+mod workspaces;
+
+use crate::AppState;
+use crate::extract::MAX_BODY_BYTES;
+use crate::idempotency;
+use crate::problem::{Problem, ProblemDocument};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router, middleware};
+use keyward_core::InvalidValue;
+use serde::Serialize;
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// A `201 Created` JSON response.
+pub struct Created<T>(pub T);
+
+impl<T: Serialize> IntoResponse for Created<T> {
+    fn into_response(self) -> Response {
+        (StatusCode::CREATED, Json(self.0)).into_response()
+    }
+}
+
+/// Maps a core validation error to a 400 naming `name`.
+pub(crate) fn field(name: impl Into<String>) -> impl FnOnce(InvalidValue) -> Problem {
+    let name = name.into();
+    move |e| Problem::invalid(name, e.message)
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Keyward API", version = "1", description = "Issue, manage and verify API keys."),
+    modifiers(&BearerAuth),
+    security(("management_token" = [])),
+    tags(
+        (name = "workspaces", description = "Workspaces and their environments"),
+        (name = "keys", description = "API keys"),
+        (name = "permissions", description = "The account's permission catalog"),
+        (name = "ip-allowlist", description = "Addresses allowed to use each workspace's keys"),
+        (name = "members", description = "People in the account"),
+        (name = "management-tokens", description = "Tokens for automating this API"),
+        (name = "verify", description = "Checking a key on each request"),
+    ),
+    components(schemas(ProblemDocument))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "management_token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(workspaces::list, workspaces::create))
+        .routes(routes!(
+            workspaces::get,
+            workspaces::update,
+            workspaces::delete
+        ))
+        .routes(routes!(
+            workspaces::list_environments,
+            workspaces::create_environment
+        ))
+        .routes(routes!(keys::list, keys::create))
+        .routes(routes!(keys::get, keys::update))
+        .routes(routes!(keys::disable))
+        .routes(routes!(keys::enable))
+        .routes(routes!(keys::revoke))
+        .routes(routes!(permissions::list, permissions::create))
+        .routes(routes!(permissions::delete))
+        .routes(routes!(allowlist::list, allowlist::create))
+        .routes(routes!(allowlist::delete))
+        .routes(routes!(members::list, members::create))
+        .routes(routes!(tokens::list, tokens::create))
+        .routes(routes!(tokens::delete))
+        .routes(routes!(verify::verify))
+}
+
+/// The OpenAPI 3.1 document served at `/v1/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_routes().split_for_parts().1
+}
+
+pub fn router(state: AppState) -> Router {
+    let (api, document) = api_routes().split_for_parts();
+    let document = std::sync::Arc::new(document);
+    api.route(
+        "/v1/openapi.json",
+        get(move || async move { Json(document.as_ref().clone()) }),
+    )
+    .route("/healthz", get(healthz))
+    .route("/readyz", get(readyz))
+    .fallback(not_found)
+    .method_not_allowed_fallback(method_not_allowed)
+    .layer(middleware::from_fn_with_state(
+        state.clone(),
+        idempotency::middleware,
+    ))
+    .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+    .layer(TraceLayer::new_for_http())
+    .with_state(state)
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// Ready when the store answers.
+async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, Problem> {
+    state.store.ping().await?;
+    Ok(Json(
+        serde_json::json!({"status": "ready", "store": state.store.backend()}),
+    ))
+}
+
+async fn not_found() -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "route_not_found",
+        "no such endpoint; see /v1/openapi.json",
+    )
+}
+
+async fn method_not_allowed() -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not accept that method",
+    )
+}

@@ -1,0 +1,194 @@
+//! `POST /v1/verify`: the platform asks whether a request its client made
+//! with a key may proceed. Every outcome of the checks is a `200` with a
+//! verdict; non-200 answers mean the verify call itself was wrong.
+
+use crate::AppState;
+use crate::auth::{Authorized, VerifyKeys};
+use crate::clock::{from_ms_opt, now_ms};
+use crate::extract::Body;
+use crate::problem::{ApiResult, Problem, ProblemDocument};
+use crate::ratelimit::RateLimitState;
+use crate::verifier::{Verdict, VerifyInput};
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use keyward_core::verify::{Code, PresentedCredential};
+use keyward_core::{KeyKind, PermissionName, validate_customer_id, validate_environment_name};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::net::IpAddr;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+/// The key as presented (one of `key`, `authorization`, `x_api_key`) and
+/// what the platform's request needs.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    /// The key itself.
+    pub key: Option<String>,
+    /// The client's `Authorization` header, forwarded as-is (`Bearer …` or `Basic …`).
+    pub authorization: Option<String>,
+    /// The client's `X-API-Key` header, forwarded as-is.
+    pub x_api_key: Option<String>,
+    /// The environment the platform's endpoint serves.
+    pub environment: Option<String>,
+    /// Every permission the request needs.
+    #[serde(default)]
+    #[schema(value_type = Vec<String>)]
+    pub permissions: Vec<PermissionName>,
+    /// The client's address, for IP allowlists.
+    pub ip: Option<String>,
+    /// The customer the request acts for.
+    pub customer_id: Option<String>,
+    /// The request's `Origin` (reserved for publishable keys' origin lists).
+    pub origin: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerdictKey {
+    pub id: String,
+    pub name: String,
+    pub workspace_id: String,
+    pub environment: String,
+    pub kind: KeyKind,
+    pub customer_id: Option<String>,
+    #[schema(value_type = Vec<String>)]
+    pub permissions: Vec<PermissionName>,
+    #[schema(value_type = Object)]
+    pub meta: Map<String, Value>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RateLimitView {
+    pub limit: u32,
+    pub remaining: u32,
+    pub reset_seconds: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerdictBody {
+    pub valid: bool,
+    pub code: Code,
+    /// The HTTP status the platform should answer its client with.
+    pub status: u16,
+    pub key: Option<VerdictKey>,
+    pub rate_limit: Option<RateLimitView>,
+}
+
+const MAX_ORIGIN_LEN: usize = 2048;
+
+/// Verifies a key.
+#[utoipa::path(post, path = "/v1/verify", tag = "verify", request_body = VerifyRequest,
+    responses((status = 200, body = VerdictBody), (status = 400, body = ProblemDocument), (status = 401, body = ProblemDocument),
+              (status = 403, body = ProblemDocument), (status = 503, body = ProblemDocument)))]
+pub async fn verify(
+    State(state): State<AppState>,
+    Authorized(who, _): Authorized<VerifyKeys>,
+    Body(request): Body<VerifyRequest>,
+) -> ApiResult<Response> {
+    let credential = presented_credential(&request)?;
+    let ip = request
+        .ip
+        .as_deref()
+        .map(|s| {
+            s.parse::<IpAddr>()
+                .map_err(|_| Problem::invalid("ip", "must be an IPv4 or IPv6 address"))
+        })
+        .transpose()?;
+    if let Some(env) = &request.environment {
+        validate_environment_name(env).map_err(super::field("environment"))?;
+    }
+    if let Some(customer) = &request.customer_id {
+        validate_customer_id(customer).map_err(super::field("customer_id"))?;
+    }
+    if request
+        .origin
+        .as_ref()
+        .is_some_and(|o| o.len() > MAX_ORIGIN_LEN)
+    {
+        return Err(Problem::invalid(
+            "origin",
+            format!("at most {MAX_ORIGIN_LEN} characters"),
+        ));
+    }
+    let mut permissions = request.permissions.clone();
+    permissions.sort();
+    permissions.dedup();
+    let input = VerifyInput {
+        account_id: &who.account_id,
+        credential,
+        environment: request.environment.as_deref(),
+        permissions: &permissions,
+        ip,
+        customer_id: request.customer_id.as_deref(),
+    };
+    let verdict = state.verifier.verify(input, now_ms()).await?;
+    Ok(respond(verdict))
+}
+
+/// Exactly one of the three ways to pass the key. `None` when the forwarded
+/// header is unreadable: that is the client's malformed key, not a bad call.
+fn presented_credential(request: &VerifyRequest) -> ApiResult<Option<PresentedCredential>> {
+    match (&request.key, &request.authorization, &request.x_api_key) {
+        (Some(key), None, None) => Ok(Some(PresentedCredential::bare(key))),
+        (None, Some(header), None) => Ok(PresentedCredential::from_authorization(header)),
+        (None, None, Some(key)) => Ok(Some(PresentedCredential::bare(key))),
+        (None, None, None) => Err(Problem::invalid(
+            "key",
+            "give the key as key, authorization or x_api_key",
+        )),
+        _ => Err(Problem::invalid(
+            "key",
+            "give only one of key, authorization and x_api_key",
+        )),
+    }
+}
+
+fn respond(verdict: Verdict) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(state) = &verdict.rate_limit {
+        rate_limit_headers(state, &mut headers);
+    }
+    let body = VerdictBody {
+        valid: verdict.code.is_valid(),
+        code: verdict.code,
+        status: verdict.code.http_status(),
+        key: verdict.key.map(|k| VerdictKey {
+            id: k.id,
+            name: k.name,
+            workspace_id: k.workspace_id,
+            environment: k.environment,
+            kind: k.kind,
+            customer_id: k.customer_id,
+            permissions: k.permissions,
+            meta: k.meta,
+            expires_at: from_ms_opt(k.expires_at),
+        }),
+        rate_limit: verdict.rate_limit.map(|s| RateLimitView {
+            limit: s.limit,
+            remaining: s.remaining,
+            reset_seconds: s.reset_seconds,
+        }),
+    };
+    (headers, Json(body)).into_response()
+}
+
+/// `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers),
+/// and `Retry-After` on a denial, for the platform to pass on.
+fn rate_limit_headers(state: &RateLimitState, headers: &mut HeaderMap) {
+    let policy = format!("\"key\";q={};w={}", state.limit, state.window_seconds);
+    let current = format!("\"key\";r={};t={}", state.remaining, state.reset_seconds);
+    for (name, value) in [("ratelimit-policy", policy), ("ratelimit", current)] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    }
+    if let Some(retry) = state.retry_after_seconds {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(retry));
+    }
+}

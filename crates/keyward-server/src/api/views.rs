@@ -1,0 +1,253 @@
+//! How stored objects look in API responses. Secrets never appear here; the
+//! responses that reveal one carry it beside the view, once.
+
+use crate::clock::{from_ms, from_ms_opt};
+use keyward_core::{AccountPermission, KeyKind, KeyStatus, PermissionName, RateLimitPolicy, Role};
+use keyward_store as store;
+use serde::Serialize;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+/// A page of a list: `next_cursor` is `null` on the last page.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct List<T> {
+    pub data: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl<T> List<T> {
+    pub fn from_page<R>(page: store::Page<R>, view: impl Fn(R) -> T) -> Self {
+        Self {
+            data: page.items.into_iter().map(view).collect(),
+            next_cursor: page
+                .next_after
+                .as_deref()
+                .map(crate::extract::encode_cursor),
+        }
+    }
+
+    pub fn complete(items: impl IntoIterator<Item = T>) -> Self {
+        Self {
+            data: items.into_iter().collect(),
+            next_cursor: None,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EnvironmentView {
+    pub id: String,
+    pub workspace_id: String,
+    pub name: String,
+    /// The tag keys of this environment carry: `kw_<tag>_…`.
+    pub tag: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl From<store::Environment> for EnvironmentView {
+    fn from(e: store::Environment) -> Self {
+        Self {
+            id: e.id,
+            workspace_id: e.workspace_id,
+            name: e.name,
+            tag: e.tag,
+            created_at: from_ms(e.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkspaceView {
+    pub id: String,
+    pub name: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Present when a single workspace is returned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environments: Option<Vec<EnvironmentView>>,
+}
+
+impl WorkspaceView {
+    pub fn bare(w: store::Workspace) -> Self {
+        Self {
+            id: w.id,
+            name: w.name,
+            created_at: from_ms(w.created_at),
+            environments: None,
+        }
+    }
+
+    pub fn with_environments(w: store::WorkspaceWithEnvironments) -> Self {
+        Self {
+            environments: Some(
+                w.environments
+                    .into_iter()
+                    .map(EnvironmentView::from)
+                    .collect(),
+            ),
+            ..Self::bare(w.workspace)
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PermissionView {
+    #[schema(value_type = String, example = "customers:read")]
+    pub name: PermissionName,
+    pub description: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl From<store::CatalogPermission> for PermissionView {
+    fn from(p: store::CatalogPermission) -> Self {
+        Self {
+            name: p.name,
+            description: p.description,
+            created_at: from_ms(p.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyView {
+    pub id: String,
+    pub name: String,
+    pub workspace_id: String,
+    pub environment: String,
+    pub kind: KeyKind,
+    /// First and last characters of the secret, to tell keys apart.
+    #[schema(example = "kw_live_AbCd…wxyz")]
+    pub hint: String,
+    /// `expired` as soon as `expires_at` passes, even before the sweep records it.
+    pub status: KeyStatus,
+    #[schema(value_type = Vec<String>)]
+    pub permissions: Vec<PermissionName>,
+    pub customer_id: Option<String>,
+    pub rate_limit: Option<RateLimitPolicy>,
+    pub allowed_ips: Vec<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    #[schema(value_type = Object)]
+    pub meta: serde_json::Map<String, serde_json::Value>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    pub created_by: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
+    pub last_used_ip: Option<String>,
+}
+
+impl KeyView {
+    pub fn new(k: store::ApiKey, now_ms: i64) -> Self {
+        let status = match k.status {
+            KeyStatus::Active if k.expires_at.is_some_and(|at| now_ms >= at) => KeyStatus::Expired,
+            other => other,
+        };
+        Self {
+            id: k.id,
+            name: k.name,
+            workspace_id: k.workspace_id,
+            environment: k.environment,
+            kind: k.kind,
+            hint: k.hint,
+            status,
+            permissions: k.permissions,
+            customer_id: k.customer_id,
+            rate_limit: k.rate_limit,
+            allowed_ips: k.allowed_ips.iter().map(ToString::to_string).collect(),
+            expires_at: from_ms_opt(k.expires_at),
+            meta: k.meta,
+            created_at: from_ms(k.created_at),
+            created_by: k.created_by,
+            updated_at: from_ms(k.updated_at),
+            last_used_at: from_ms_opt(k.last_used_at),
+            last_used_ip: k.last_used_ip,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AllowlistEntryView {
+    pub id: String,
+    /// An address (`203.0.113.7/32`) or range (`10.0.0.0/8`).
+    pub address: String,
+    pub description: Option<String>,
+    pub workspace_ids: Vec<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl From<store::AllowlistEntry> for AllowlistEntryView {
+    fn from(e: store::AllowlistEntry) -> Self {
+        Self {
+            id: e.id,
+            address: e.cidr.to_string(),
+            description: e.description,
+            workspace_ids: e.workspace_ids,
+            created_at: from_ms(e.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemberView {
+    pub id: String,
+    pub user_id: String,
+    pub email: String,
+    pub role: Role,
+    /// Explicit grants.
+    pub permissions: Vec<AccountPermission>,
+    /// What the member holds: everything for owners and admins.
+    pub effective_permissions: Vec<AccountPermission>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl From<store::Member> for MemberView {
+    fn from(m: store::Member) -> Self {
+        Self {
+            effective_permissions: m.effective_permissions(),
+            id: m.id,
+            user_id: m.user_id,
+            email: m.email,
+            role: m.role,
+            permissions: m.permissions,
+            created_at: from_ms(m.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ManagementTokenView {
+    pub id: String,
+    pub name: String,
+    /// The member the token acts for; it never holds more than they do.
+    pub member_id: String,
+    pub hint: String,
+    pub permissions: Vec<AccountPermission>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
+}
+
+impl From<store::ManagementToken> for ManagementTokenView {
+    fn from(t: store::ManagementToken) -> Self {
+        Self {
+            id: t.id,
+            name: t.name,
+            member_id: t.member_id,
+            hint: t.hint,
+            permissions: t.permissions,
+            created_at: from_ms(t.created_at),
+            expires_at: from_ms_opt(t.expires_at),
+            last_used_at: from_ms_opt(t.last_used_at),
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! Minting credentials and hashing passwords: the two places the server
+//! draws from the OS CSPRNG.
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHasher, SaltString};
+use keyward_core::{EnvTag, KeyFormat, Secret};
+use rand_core::{OsRng, TryRngCore};
+
+/// A new key or token for `tag`, from the OS CSPRNG.
+pub fn mint(format: &KeyFormat, tag: &EnvTag) -> Secret {
+    format.generate(tag, &mut OsRng.unwrap_err())
+}
+
+/// Argon2id with the crate's default (OWASP-recommended) parameters, as a
+/// PHC string that records them, so they can be raised later.
+pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
+    let mut salt_bytes = [0u8; 16];
+    OsRng.unwrap_err().try_fill_bytes(&mut salt_bytes).ok();
+    let salt = SaltString::encode_b64(&salt_bytes)?;
+    Ok(Argon2::default()
+        .hash_password(password.as_bytes(), &salt)?
+        .to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use argon2::{PasswordHash, PasswordVerifier};
+
+    #[test]
+    fn passwords_round_trip_and_salts_differ() {
+        let a = hash_password("correct horse").unwrap();
+        let b = hash_password("correct horse").unwrap();
+        assert_ne!(a, b);
+        assert!(a.starts_with("$argon2id$"));
+        let parsed = PasswordHash::new(&a).unwrap();
+        assert!(
+            Argon2::default()
+                .verify_password(b"correct horse", &parsed)
+                .is_ok()
+        );
+        assert!(
+            Argon2::default()
+                .verify_password(b"wrong horse", &parsed)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn minted_keys_parse_and_differ() {
+        let format = KeyFormat::default();
+        let tag = EnvTag::parse("live").unwrap();
+        let a = mint(&format, &tag);
+        let b = mint(&format, &tag);
+        assert_ne!(a.expose(), b.expose());
+        assert!(format.parse(a.expose()).is_ok());
+    }
+}

@@ -1,0 +1,233 @@
+//! A real Keyward server on a loopback port, over a fresh database of either
+//! backend, and a small HTTP client for it.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use keyward_core::KeyFormat;
+use keyward_server::Server;
+use keyward_server::accounts::{AccountSetup, create_account};
+use keyward_store::Store;
+use keyward_store::testing::{Backend, TestDatabase};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+pub struct Tenant {
+    pub account_id: String,
+    pub workspace_id: String,
+    pub token: String,
+}
+
+pub struct TestServer {
+    pub base: String,
+    pub owner: Tenant,
+    pub store: Arc<dyn Store>,
+    client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    _db: TestDatabase,
+}
+
+static ACCOUNTS: AtomicU32 = AtomicU32::new(0);
+
+impl TestServer {
+    /// `None` when the backend is unavailable and skipping is allowed here.
+    pub async fn start(backend: Backend) -> Option<Self> {
+        let db = TestDatabase::create_or_skip(backend).await?;
+        let store = keyward_store::open(&db.url).await.expect("open store");
+        let owner = new_tenant(store.as_ref()).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = Server::new(store.clone(), KeyFormat::default());
+        tokio::spawn(server.serve(listener, async {
+            let _ = stopped.await;
+        }));
+        Some(Self {
+            base,
+            owner,
+            store,
+            client: reqwest::Client::new(),
+            stop: Some(stop),
+            _db: db,
+        })
+    }
+
+    /// Another tenant of the same deployment.
+    pub async fn new_tenant(&self) -> Tenant {
+        new_tenant(self.store.as_ref()).await
+    }
+
+    pub async fn call(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let response = self.send(token, method, path, body, &[]).await;
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, value)
+    }
+
+    pub async fn send(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.expect("request")
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(&self.owner.token, Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(&self.owner.token, Method::POST, path, Some(body))
+            .await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(&self.owner.token, Method::PATCH, path, Some(body))
+            .await
+    }
+
+    /// Adds `names` to the owner's permission catalog.
+    pub async fn catalog(&self, names: &[&str]) {
+        for name in names {
+            let (status, body) = self.post("/v1/permissions", json!({"name": name})).await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+        }
+    }
+
+    /// Issues a key in the owner's default workspace; returns (key, secret).
+    pub async fn issue(&self, body: Value) -> (Value, String) {
+        let path = format!("/v1/workspaces/{}/keys", self.owner.workspace_id);
+        let (status, created) = self.post(&path, body).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        let secret = created["secret"].as_str().unwrap().to_owned();
+        (created["key"].clone(), secret)
+    }
+
+    /// Verifies with the owner's token; returns (verdict, response headers).
+    pub async fn verify(&self, body: Value) -> (Value, reqwest::header::HeaderMap) {
+        let response = self
+            .send(
+                &self.owner.token,
+                Method::POST,
+                "/v1/verify",
+                Some(body),
+                &[],
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let headers = response.headers().clone();
+        (response.json().await.unwrap(), headers)
+    }
+
+    /// The verdict's code for a request.
+    pub async fn code(&self, body: Value) -> String {
+        self.verify(body).await.0["code"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn new_tenant(store: &dyn Store) -> Tenant {
+    let n = ACCOUNTS.fetch_add(1, Ordering::Relaxed);
+    let created = create_account(
+        store,
+        &KeyFormat::default(),
+        AccountSetup {
+            account_name: format!("Tenant {n}"),
+            owner_email: format!("owner{n}@example.com"),
+            owner_password: zeroize::Zeroizing::new("correct horse battery".into()),
+            workspace_name: "Default workspace".into(),
+        },
+    )
+    .await
+    .expect("create account");
+    Tenant {
+        account_id: created.account_id,
+        workspace_id: created.workspace_id,
+        token: created.management_token.expose().to_owned(),
+    }
+}
+
+/// Polls `probe` until it returns `Some`, failing after `limit`. For effects
+/// that happen asynchronously (batched writes); the limit is a generous
+/// failure deadline, not a performance assertion.
+pub async fn eventually<T, F, Fut>(limit: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "condition not reached within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs each listed async test against SQLite and PostgreSQL.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(server) = $crate::common::TestServer::start(keyward_store::testing::Backend::Sqlite).await {
+                        super::$name(server).await;
+                    }
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(server) = $crate::common::TestServer::start(keyward_store::testing::Backend::Postgres).await {
+                        super::$name(server).await;
+                    }
+                }
+            )*
+        }
+    };
+}
