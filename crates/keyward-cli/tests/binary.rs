@@ -1,0 +1,197 @@
+//! The real `keyward` binary, as a new user runs it: init, serve on a free
+//! port, issue and verify a key over HTTP, stop — and the secrets it handed
+//! out never appear in its logs, even at trace level.
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_keyward");
+
+fn keyward(db: &str) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .env("KEYWARD_DATABASE_URL", db)
+        .env_remove("KEYWARD_OWNER_PASSWORD");
+    command
+}
+
+fn init(db: &str, subcommand: &[&str], email: &str) -> std::process::Output {
+    let mut child = keyward(db)
+        .args(subcommand)
+        .args(["--email", email, "--password-stdin", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"correct horse battery staple\n")
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// A running `keyward serve`, its address, and everything it logs.
+struct Serving {
+    child: Child,
+    base: String,
+    log: mpsc::Receiver<String>,
+}
+
+impl Serving {
+    fn start(db: &str) -> Self {
+        let mut child = keyward(db)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("KEYWARD_LOG", "trace")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (tx, log) = mpsc::channel();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut seen = Vec::new();
+        let base = loop {
+            let line = log
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("no listening line: {seen:#?}"));
+            if let Some(at) = line.find("listening on http://") {
+                let rest = &line[at + "listening on ".len()..];
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+            seen.push(line);
+        };
+        Self { child, base, log }
+    }
+
+    /// Stops the server gracefully and returns its whole log.
+    fn stop(mut self) -> String {
+        // SIGTERM, so the server drains and flushes as in production.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "keyward serve exited with {status}");
+        self.log.try_iter().collect::<Vec<_>>().join("\n")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_serve_issue_verify_and_keep_secrets_out_of_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("keyward.db").display());
+
+    let output = init(&db, &["init"], "owner@example.com");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let created: Value = serde_json::from_slice(&output.stdout).unwrap();
+    for field in ["account_id", "user_id", "workspace_id", "management_token"] {
+        assert!(created[field].is_string(), "{field} missing from {created}");
+    }
+    let token = created["management_token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("kw_mgmt_"));
+
+    let again = init(&db, &["init"], "someone@example.com");
+    assert!(!again.status.success(), "a second init must refuse");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("account create"));
+
+    let tenant = init(&db, &["account", "create"], "other@example.com");
+    assert!(
+        tenant.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tenant.stderr)
+    );
+    let tenant: Value = serde_json::from_slice(&tenant.stdout).unwrap();
+    assert_ne!(tenant["account_id"], created["account_id"]);
+
+    let server = Serving::start(&db);
+    let http = reqwest::Client::new();
+    let keys = format!(
+        "{}/v1/workspaces/{}/keys",
+        server.base,
+        created["workspace_id"].as_str().unwrap()
+    );
+    let response = http
+        .post(&keys)
+        .bearer_auth(&token)
+        .json(&json!({"name": "Main Website Integration", "environment": "production"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let issued: Value = response.json().await.unwrap();
+    let secret = issued["secret"].as_str().unwrap().to_owned();
+
+    let verdict: Value = http
+        .post(format!("{}/v1/verify", server.base))
+        .bearer_auth(&token)
+        .json(&json!({"key": secret, "environment": "production"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(verdict["code"], "valid");
+    let other_token = tenant["management_token"].as_str().unwrap();
+    let verdict: Value = http
+        .post(format!("{}/v1/verify", server.base))
+        .bearer_auth(other_token)
+        .json(&json!({"authorization": format!("Bearer {secret}")}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(verdict["code"], "unknown_key", "tenants are isolated");
+
+    let log = server.stop();
+    assert!(log.contains("/v1/verify"), "trace logging was on: {log}");
+    for secret in [&secret, &token, other_token] {
+        let body = &secret[secret.len() - 20..];
+        assert!(!log.contains(body), "a secret leaked into the log");
+    }
+
+    // Migrations are idempotent and the data survived the restart.
+    let migrate = keyward(&db).arg("migrate").output().unwrap();
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+}
+
+#[test]
+fn help_names_every_command() {
+    let output = Command::new(BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8(output.stdout).unwrap();
+    for command in ["serve", "init", "account", "migrate"] {
+        assert!(help.contains(command), "{command} missing from --help");
+    }
+}
+
+#[test]
+fn init_without_a_password_explains_how_to_give_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("k.db").display());
+    let output = keyward(&db)
+        .args(["init", "--email", "a@example.com"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--password-stdin"));
+}
