@@ -17,7 +17,7 @@ pub struct UsageBuffer {
 }
 
 impl UsageBuffer {
-    pub fn record(&self, key_id: &str, at: i64, ip: Option<String>) {
+    pub fn record(&self, account_id: &str, key_id: &str, at: i64, ip: Option<String>) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         match pending.get_mut(key_id) {
             Some(usage) if usage.at >= at => {}
@@ -29,6 +29,7 @@ impl UsageBuffer {
                 pending.insert(
                     key_id.to_owned(),
                     KeyUsage {
+                        account_id: account_id.to_owned(),
                         key_id: key_id.to_owned(),
                         at,
                         ip,
@@ -53,7 +54,7 @@ impl UsageBuffer {
         if let Err(error) = store.record_key_usage(&batch).await {
             tracing::warn!(%error, keys = batch.len(), "could not record key usage; will retry");
             for usage in batch {
-                self.record(&usage.key_id, usage.at, usage.ip);
+                self.record(&usage.account_id, &usage.key_id, usage.at, usage.ip);
             }
         }
     }
@@ -79,10 +80,10 @@ mod tests {
     #[test]
     fn keeps_only_the_latest_use_per_key() {
         let buffer = UsageBuffer::default();
-        buffer.record("k1", 10, Some("10.0.0.1".into()));
-        buffer.record("k1", 30, Some("10.0.0.3".into()));
-        buffer.record("k1", 20, Some("10.0.0.2".into()));
-        buffer.record("k2", 5, None);
+        buffer.record("acct", "k1", 10, Some("10.0.0.1".into()));
+        buffer.record("acct", "k1", 30, Some("10.0.0.3".into()));
+        buffer.record("acct", "k1", 20, Some("10.0.0.2".into()));
+        buffer.record("acct", "k2", 5, None);
         let mut batch = buffer.take();
         batch.sort_by(|a, b| a.key_id.cmp(&b.key_id));
         assert_eq!(batch.len(), 2);

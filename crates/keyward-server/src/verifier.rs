@@ -94,6 +94,7 @@ impl Verifier {
         };
         if code.is_valid() {
             self.usage.record(
+                &record.key.account_id,
                 &record.key.id,
                 now_ms,
                 input.ip.map(|ip| ip.to_canonical().to_string()),

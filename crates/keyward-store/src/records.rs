@@ -224,6 +224,9 @@ pub struct VerificationRecord {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyUsage {
+    /// Scopes the write like every other: a use only ever touches a key of
+    /// the account it was verified for.
+    pub account_id: String,
     pub key_id: String,
     pub at: i64,
     pub ip: Option<String>,

@@ -1287,6 +1287,7 @@ async fn key_usage_moves_forward_only(backend: Backend) {
     let k1 = f.key(&t, "one", |_| {}).await;
     let k2 = f.key(&t, "two", |_| {}).await;
     let usage = |key: &ApiKey, at: i64, ip: Option<&str>| KeyUsage {
+        account_id: key.account_id.clone(),
         key_id: key.id.clone(),
         at,
         ip: ip.map(str::to_owned),
@@ -1301,6 +1302,7 @@ async fn key_usage_moves_forward_only(backend: Backend) {
 
     s.record_key_usage(&[]).await.unwrap();
     let missing = KeyUsage {
+        account_id: t.account.clone(),
         key_id: "key_gone".into(),
         at: 1,
         ip: None,
@@ -1337,6 +1339,15 @@ async fn key_usage_moves_forward_only(backend: Backend) {
         k1.updated_at,
         "use is not an update"
     );
+
+    // A use recorded for another account never touches this one's key.
+    let intruder = f.tenant("intruder").await;
+    let forged = KeyUsage {
+        account_id: intruder.account.clone(),
+        ..usage(&k2, 9_000, Some("203.0.113.66"))
+    };
+    s.record_key_usage(&[forged]).await.unwrap();
+    assert_eq!(last_use(&k2).await, (Some(2_000), None));
 }
 
 async fn deleting_a_workspace_cascades(backend: Backend) {

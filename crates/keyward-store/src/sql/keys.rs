@@ -294,11 +294,12 @@ pub(super) async fn record_usage(conn: &mut AnyConnection, usages: &[KeyUsage]) 
     for usage in ordered {
         sqlx::query(
             "UPDATE api_keys SET last_used_at = $2, last_used_ip = $3 \
-             WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)",
+             WHERE id = $1 AND account_id = $4 AND (last_used_at IS NULL OR last_used_at < $2)",
         )
         .bind(&usage.key_id)
         .bind(usage.at)
         .bind(usage.ip.as_deref())
+        .bind(&usage.account_id)
         .execute(&mut *conn)
         .await?;
     }
