@@ -3,8 +3,9 @@
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use keyward_core::KeyFormat;
-use keyward_server::Server;
 use keyward_server::accounts::{AccountSetup, CreatedAccount, create_account};
+use keyward_server::shared_limit::SharedLimits;
+use keyward_server::{Server, ServerConfig};
 use keyward_store::Store;
 use std::io::{BufRead, IsTerminal};
 use std::net::SocketAddr;
@@ -49,11 +50,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Run the HTTP server (admin API, verify API, health, OpenAPI).
-    Serve {
-        /// Address to listen on; port 0 picks a free port (the log says which).
-        #[arg(long, env = "KEYWARD_LISTEN", default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-    },
+    Serve(ServeArgs),
     /// Create the first account, its owner, a workspace and a management token.
     Init(AccountArgs),
     /// Manage accounts (tenants) of this deployment.
@@ -61,6 +58,37 @@ enum Command {
     Account(AccountCommand),
     /// Apply database migrations and exit (serve also applies them at start).
     Migrate,
+    /// Check the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute every account's audit hash chain and name the first broken
+    /// link; exits non-zero if any chain is broken.
+    Verify {
+        /// Check only this account.
+        #[arg(long)]
+        account: Option<String>,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (the log says which).
+    #[arg(long, env = "KEYWARD_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Days request logs are kept before the hourly purge deletes them.
+    #[arg(long, env = "KEYWARD_LOG_RETENTION_DAYS", default_value_t = 30)]
+    log_retention_days: u32,
+    /// Redis (`redis://host:6379`) for rate limits shared by every node;
+    /// without it each node enforces each key's limit on its own.
+    #[arg(long, env = "KEYWARD_REDIS_URL")]
+    redis_url: Option<String>,
+    /// API keys whose verification records stay cached in memory (LRU).
+    #[arg(long, env = "KEYWARD_CACHE_CAPACITY", default_value_t = 100_000)]
+    cache_capacity: usize,
 }
 
 #[derive(Subcommand)]
@@ -95,7 +123,7 @@ async fn main() -> Result<()> {
     let format =
         KeyFormat::new(&cli.key_prefix).map_err(|e| anyhow::anyhow!("--key-prefix: {e}"))?;
     match cli.command {
-        Command::Serve { listen } => serve(&cli.database_url, format, listen).await,
+        Command::Serve(args) => serve(&cli.database_url, format, args).await,
         Command::Init(args) => {
             let store = open_store(&cli.database_url).await?;
             if store.count_accounts().await? > 0 {
@@ -108,6 +136,10 @@ async fn main() -> Result<()> {
         Command::Account(AccountCommand::Create(args)) => {
             let store = open_store(&cli.database_url).await?;
             new_account(store.as_ref(), &format, args).await
+        }
+        Command::Audit(AuditCommand::Verify { account }) => {
+            let store = open_store(&cli.database_url).await?;
+            verify_audit(store.as_ref(), account).await
         }
         Command::Migrate => {
             let store = open_store(&cli.database_url).await?;
@@ -134,6 +166,37 @@ async fn open_store(url: &str) -> Result<Arc<dyn Store>> {
         .with_context(|| format!("opening the store at {}", redact_url(url)))
 }
 
+/// Prints one line per account checked; fails if any chain is broken.
+async fn verify_audit(store: &dyn Store, only: Option<String>) -> Result<()> {
+    let accounts = store.list_account_ids().await?;
+    let accounts = match only {
+        Some(account) if accounts.contains(&account) => vec![account],
+        Some(account) => bail!("no account {account} in this deployment"),
+        None => accounts,
+    };
+    let mut broken = 0;
+    for account in &accounts {
+        let report = store.verify_audit_chain(account).await?;
+        match report.broken {
+            None => println!("{account}: {} events, chain intact", report.events),
+            Some(link) => {
+                broken += 1;
+                println!(
+                    "{account}: chain broken at event #{} ({}): {}",
+                    link.seq, link.event_id, link.reason
+                );
+            }
+        }
+    }
+    if broken > 0 {
+        bail!(
+            "{broken} of {} audit chains are broken: the audit log was changed outside Keyward",
+            accounts.len()
+        );
+    }
+    Ok(())
+}
+
 /// Database URLs may carry a password; never print it.
 fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -144,14 +207,25 @@ fn redact_url(url: &str) -> String {
     }
 }
 
-async fn serve(database_url: &str, format: KeyFormat, listen: SocketAddr) -> Result<()> {
+async fn serve(database_url: &str, format: KeyFormat, args: ServeArgs) -> Result<()> {
+    let listen = args.listen;
+    let mut config = ServerConfig {
+        log_retention_days: args.log_retention_days,
+        ..ServerConfig::default()
+    };
+    config.cache.key_capacity = args.cache_capacity;
+    if let Some(url) = &args.redis_url {
+        let shared = SharedLimits::new(url, "keyward:ratelimit")
+            .map_err(|e| anyhow::anyhow!("--redis-url: {e}"))?;
+        config.shared_limits = Some(Arc::new(shared));
+    }
     let store = open_store(database_url).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
     let address = listener.local_addr()?;
     tracing::info!(%address, store = store.backend(), "keyward listening on http://{address}");
-    Server::new(store, format)
+    Server::with_config(store, format, config)
         .serve(listener, shutdown_signal())
         .await?;
     tracing::info!("stopped");
@@ -233,6 +307,8 @@ fn account_json(created: &CreatedAccount) -> serde_json::Value {
         "user_id": created.user_id,
         "workspace_id": created.workspace_id,
         "management_token": created.management_token.expose(),
+        "primary_site_id": created.primary_site_id,
+        "primary_secret": created.primary_secret.expose(),
     })
 }
 
@@ -246,6 +322,11 @@ fn print_account(created: &CreatedAccount, email: &str) {
     println!("Management token (shown once — store it now):");
     println!();
     println!("    {}", created.management_token.expose());
+    println!();
+    println!("The workspace's primary ingest credentials (also shown once):");
+    println!();
+    println!("    Site ID  {}", created.primary_site_id);
+    println!("    Secret   {}", created.primary_secret.expose());
     println!();
     println!(
         "Try it:  curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:8080/v1/workspaces"

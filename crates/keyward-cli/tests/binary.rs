@@ -97,7 +97,14 @@ async fn init_serve_issue_verify_and_keep_secrets_out_of_logs() {
         String::from_utf8_lossy(&output.stderr)
     );
     let created: Value = serde_json::from_slice(&output.stdout).unwrap();
-    for field in ["account_id", "user_id", "workspace_id", "management_token"] {
+    for field in [
+        "account_id",
+        "user_id",
+        "workspace_id",
+        "management_token",
+        "primary_site_id",
+        "primary_secret",
+    ] {
         assert!(created[field].is_string(), "{field} missing from {created}");
     }
     let token = created["management_token"].as_str().unwrap().to_owned();
@@ -174,11 +181,75 @@ async fn init_serve_issue_verify_and_keep_secrets_out_of_logs() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_names_the_first_broken_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("keyward.db").display());
+    for (subcommand, email) in [
+        (&["init"][..], "owner@example.com"),
+        (&["account", "create"], "other@example.com"),
+    ] {
+        let output = init(&db, subcommand, email);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    let verify = || keyward(&db).args(["audit", "verify"]).output().unwrap();
+    let intact = verify();
+    let stdout = String::from_utf8_lossy(&intact.stdout).into_owned();
+    assert!(
+        intact.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&intact.stderr)
+    );
+    assert_eq!(stdout.matches("chain intact").count(), 2, "{stdout}");
+
+    // Change the first event of one account behind Keyward's back.
+    sqlx::any::install_default_drivers();
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&db)
+        .await
+        .unwrap();
+    let (id, account): (String, String) =
+        sqlx::query_as("SELECT id, account_id FROM audit_events ORDER BY account_id, seq LIMIT 1")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    sqlx::query("UPDATE audit_events SET actor_ip = '198.51.100.1' WHERE id = $1")
+        .bind(&id)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::Connection::close(conn).await.unwrap();
+
+    let tampered = verify();
+    let stdout = String::from_utf8_lossy(&tampered.stdout).into_owned();
+    assert!(
+        !tampered.status.success(),
+        "a broken chain must fail: {stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("{account}: chain broken at event #1 ({id})")),
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches("chain intact").count(), 1, "{stdout}");
+    assert!(String::from_utf8_lossy(&tampered.stderr).contains("1 of 2 audit chains"));
+
+    // One account at a time; an unknown one is an error, not a pass.
+    let other = keyward(&db)
+        .args(["audit", "verify", "--account", "acct_nope"])
+        .output()
+        .unwrap();
+    assert!(!other.status.success());
+}
+
 #[test]
 fn help_names_every_command() {
     let output = Command::new(BIN).arg("--help").output().unwrap();
     let help = String::from_utf8(output.stdout).unwrap();
-    for command in ["serve", "init", "account", "migrate"] {
+    for command in ["serve", "init", "account", "migrate", "audit"] {
         assert!(help.contains(command), "{command} missing from --help");
     }
 }

@@ -178,6 +178,57 @@ impl KeyKind {
     }
 }
 
+/// What consumes a workspace's credentials (seeds 000, 002).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IntegrationKind {
+    /// The platform's JavaScript snippet in web pages: public credentials only.
+    JavascriptSnippet,
+    /// A server of the customer's calling the platform's API.
+    Server,
+    /// A Segment connection sending data in.
+    Segment,
+    Custom,
+}
+
+impl IntegrationKind {
+    pub const ALL: [IntegrationKind; 4] = [
+        IntegrationKind::JavascriptSnippet,
+        IntegrationKind::Server,
+        IntegrationKind::Segment,
+        IntegrationKind::Custom,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IntegrationKind::JavascriptSnippet => "javascript_snippet",
+            IntegrationKind::Server => "server",
+            IntegrationKind::Segment => "segment",
+            IntegrationKind::Custom => "custom",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, InvalidValue> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                InvalidValue::new("must be one of javascript_snippet, server, segment, custom")
+            })
+    }
+
+    /// Which kinds of key the integration may use: a snippet is public, so
+    /// only a publishable key; Segment sends data, so an ingest key.
+    pub fn accepts(self, key: KeyKind) -> bool {
+        match self {
+            IntegrationKind::JavascriptSnippet => key == KeyKind::Publishable,
+            IntegrationKind::Segment => key == KeyKind::Ingest,
+            IntegrationKind::Server | IntegrationKind::Custom => true,
+        }
+    }
+}
+
 /// A permission name from an account's catalog, such as `customers:read`:
 /// `resource:action`, lower-case ASCII letters, digits, `_`, `-` and `.`.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -210,6 +261,15 @@ impl PermissionName {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Ingest-class permissions only send data in (`events:write`,
+    /// `telemetry:track`, `profiles:ingest`): the only ones `ingest` and
+    /// `publishable` keys may hold, since those keys travel in client code.
+    pub fn is_ingest_class(&self) -> bool {
+        self.0
+            .split_once(':')
+            .is_some_and(|(_, action)| matches!(action, "write" | "track" | "ingest"))
     }
 }
 
@@ -300,6 +360,25 @@ pub const DEFAULT_ENVIRONMENTS: [(&str, &str); 3] = [
     ("staging", "stg"),
     ("development", "dev"),
 ];
+
+/// A web origin for a publishable key's list: `scheme://host[:port]`, as
+/// browsers send it in `Origin`, lower-cased. No path, query or fragment.
+pub fn normalize_origin(s: &str) -> Result<String, InvalidValue> {
+    let invalid = || {
+        InvalidValue::new("must be an origin such as https://shop.example or http://localhost:3000")
+    };
+    let (scheme, rest) = s.split_once("://").ok_or_else(invalid)?;
+    let host_ok = !rest.is_empty()
+        && rest.len() <= 253
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
+    if matches!(scheme, "http" | "https") && host_ok {
+        Ok(s.to_ascii_lowercase())
+    } else {
+        Err(invalid())
+    }
+}
 
 /// A customer identifier of the platform a key may be scoped to: 1 to 128
 /// printable ASCII characters without spaces.
@@ -418,6 +497,45 @@ mod tests {
         }
         assert!(validate_password("short").is_err());
         assert!(validate_password("twelve chars").is_ok());
+    }
+
+    #[test]
+    fn ingest_class_and_origins() {
+        assert!(
+            PermissionName::parse("events:write")
+                .unwrap()
+                .is_ingest_class()
+        );
+        assert!(
+            PermissionName::parse("telemetry:track")
+                .unwrap()
+                .is_ingest_class()
+        );
+        assert!(
+            !PermissionName::parse("customers:read")
+                .unwrap()
+                .is_ingest_class()
+        );
+        assert!(
+            !PermissionName::parse("write:read")
+                .unwrap()
+                .is_ingest_class()
+        );
+        assert_eq!(
+            normalize_origin("https://Shop.Example").unwrap(),
+            "https://shop.example"
+        );
+        assert!(normalize_origin("http://localhost:3000").is_ok());
+        for bad in [
+            "shop.example",
+            "ftp://x",
+            "https://",
+            "https://a/b",
+            "https://a?b",
+            "javascript://x",
+        ] {
+            assert!(normalize_origin(bad).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

@@ -31,13 +31,14 @@ pub enum Code {
     KeyExpired,
     WrongEnvironment,
     IpNotAllowed,
+    OriginNotAllowed,
     InsufficientPermissions,
     CustomerMismatch,
     RateLimited,
 }
 
 impl Code {
-    pub const ALL: [Code; 11] = [
+    pub const ALL: [Code; 12] = [
         Code::Valid,
         Code::MalformedKey,
         Code::UnknownKey,
@@ -46,6 +47,7 @@ impl Code {
         Code::KeyExpired,
         Code::WrongEnvironment,
         Code::IpNotAllowed,
+        Code::OriginNotAllowed,
         Code::InsufficientPermissions,
         Code::CustomerMismatch,
         Code::RateLimited,
@@ -61,6 +63,7 @@ impl Code {
             Code::KeyExpired => "key_expired",
             Code::WrongEnvironment => "wrong_environment",
             Code::IpNotAllowed => "ip_not_allowed",
+            Code::OriginNotAllowed => "origin_not_allowed",
             Code::InsufficientPermissions => "insufficient_permissions",
             Code::CustomerMismatch => "customer_mismatch",
             Code::RateLimited => "rate_limited",
@@ -77,7 +80,10 @@ impl Code {
             | Code::KeyRevoked
             | Code::KeyExpired
             | Code::WrongEnvironment => 401,
-            Code::IpNotAllowed | Code::InsufficientPermissions | Code::CustomerMismatch => 403,
+            Code::IpNotAllowed
+            | Code::OriginNotAllowed
+            | Code::InsufficientPermissions
+            | Code::CustomerMismatch => 403,
             Code::RateLimited => 429,
         }
     }
@@ -166,9 +172,14 @@ pub struct KeyFacts<'a> {
     pub id: &'a str,
     pub status: KeyStatus,
     pub expires_at_ms: Option<i64>,
+    /// When the presented secret is one a rotation replaced: the end of its
+    /// grace period, after which it answers `key_expired`.
+    pub secret_expires_at_ms: Option<i64>,
     pub environment: &'a str,
     pub workspace_allowlist: &'a [IpNet],
     pub key_allowlist: &'a [IpNet],
+    /// For publishable keys: the web origins allowed to present them.
+    pub allowed_origins: &'a [String],
     /// Sorted, so membership is a binary search.
     pub permissions: &'a [PermissionName],
     pub customer_id: Option<&'a str>,
@@ -186,6 +197,8 @@ pub struct Demand<'a> {
     pub ip: Option<IpAddr>,
     /// The customer the request acts for; a key scoped to another customer is refused.
     pub customer_id: Option<&'a str>,
+    /// The request's `Origin`, checked against a publishable key's list.
+    pub origin: Option<&'a str>,
     pub now_ms: i64,
 }
 
@@ -199,10 +212,11 @@ pub fn decide(key: &KeyFacts<'_>, demand: &Demand<'_>) -> Code {
             return Code::UnknownKey;
         }
     }
-    let checks: [fn(&KeyFacts<'_>, &Demand<'_>) -> Code; 6] = [
+    let checks: [fn(&KeyFacts<'_>, &Demand<'_>) -> Code; 7] = [
         check_status,
         check_environment,
         check_ip,
+        check_origin,
         check_permissions,
         check_customer,
         |_, _| Code::Valid,
@@ -219,7 +233,12 @@ fn check_status(key: &KeyFacts<'_>, demand: &Demand<'_>) -> Code {
         KeyStatus::Revoked => Code::KeyRevoked,
         KeyStatus::Inactive => Code::KeyInactive,
         KeyStatus::Expired => Code::KeyExpired,
-        KeyStatus::Active if key.expires_at_ms.is_some_and(|at| demand.now_ms >= at) => {
+        KeyStatus::Active
+            if [key.expires_at_ms, key.secret_expires_at_ms]
+                .into_iter()
+                .flatten()
+                .any(|at| demand.now_ms >= at) =>
+        {
             Code::KeyExpired
         }
         KeyStatus::Active => Code::Valid,
@@ -238,6 +257,26 @@ fn check_ip(key: &KeyFacts<'_>, demand: &Demand<'_>) -> Code {
         Code::Valid
     } else {
         Code::IpNotAllowed
+    }
+}
+
+/// A publishable key lives in web pages, so anyone can copy it; its origin
+/// list is what stops another site from using it. Server-side callers send
+/// no origin and are not restricted by it.
+fn check_origin(key: &KeyFacts<'_>, demand: &Demand<'_>) -> Code {
+    match demand.origin {
+        Some(origin) if !key.allowed_origins.is_empty() => {
+            if key
+                .allowed_origins
+                .iter()
+                .any(|allowed| allowed.eq_ignore_ascii_case(origin))
+            {
+                Code::Valid
+            } else {
+                Code::OriginNotAllowed
+            }
+        }
+        _ => Code::Valid,
     }
 }
 
@@ -277,6 +316,7 @@ mod tests {
         perms: Vec<PermissionName>,
         ws_ips: Vec<IpNet>,
         key_ips: Vec<IpNet>,
+        origins: Vec<String>,
     }
 
     impl Fixture {
@@ -285,6 +325,7 @@ mod tests {
                 perms: perms(&["customers:read", "telemetry:write"]),
                 ws_ips: vec![],
                 key_ips: vec![],
+                origins: vec![],
             }
         }
 
@@ -293,9 +334,11 @@ mod tests {
                 id: "key_1",
                 status: KeyStatus::Active,
                 expires_at_ms: Some(2_000),
+                secret_expires_at_ms: None,
                 environment: "production",
                 workspace_allowlist: &self.ws_ips,
                 key_allowlist: &self.key_ips,
+                allowed_origins: &self.origins,
                 permissions: &self.perms,
                 customer_id: Some("cus_1"),
             }
@@ -309,6 +352,7 @@ mod tests {
             permissions: needed,
             ip: Some("203.0.113.7".parse().unwrap()),
             customer_id: Some("cus_1"),
+            origin: None,
             now_ms: 1_000,
         }
     }
@@ -318,7 +362,10 @@ mod tests {
         for code in Code::ALL {
             let expected = match code {
                 Code::Valid => 200,
-                Code::IpNotAllowed | Code::InsufficientPermissions | Code::CustomerMismatch => 403,
+                Code::IpNotAllowed
+                | Code::OriginNotAllowed
+                | Code::InsufficientPermissions
+                | Code::CustomerMismatch => 403,
                 Code::RateLimited => 429,
                 _ => 401,
             };
@@ -356,6 +403,19 @@ mod tests {
             Code::KeyExpired,
             "expiry is inclusive"
         );
+
+        let mut replaced = f.key();
+        replaced.secret_expires_at_ms = Some(1_500);
+        assert_eq!(
+            decide(&replaced, &base),
+            Code::Valid,
+            "a replaced secret works in its grace"
+        );
+        let after_grace = Demand {
+            now_ms: 1_500,
+            ..base
+        };
+        assert_eq!(decide(&replaced, &after_grace), Code::KeyExpired);
 
         let staging = Demand {
             environment: Some("staging"),
@@ -401,6 +461,33 @@ mod tests {
             ..demand(&needed)
         };
         assert_eq!(decide(&f.key(), &no_ip), Code::IpNotAllowed);
+    }
+
+    #[test]
+    fn publishable_keys_answer_only_their_origins() {
+        let mut f = Fixture::new();
+        let needed = perms(&[]);
+        let from = |origin| Demand {
+            origin: Some(origin),
+            ..demand(&needed)
+        };
+        assert_eq!(
+            decide(&f.key(), &from("https://evil.example")),
+            Code::Valid,
+            "no list: any origin"
+        );
+        f.origins = vec!["https://shop.example".into()];
+        assert_eq!(decide(&f.key(), &from("https://shop.example")), Code::Valid);
+        assert_eq!(decide(&f.key(), &from("https://SHOP.example")), Code::Valid);
+        assert_eq!(
+            decide(&f.key(), &from("https://evil.example")),
+            Code::OriginNotAllowed
+        );
+        assert_eq!(
+            decide(&f.key(), &demand(&needed)),
+            Code::Valid,
+            "server-side calls carry no origin"
+        );
     }
 
     #[test]

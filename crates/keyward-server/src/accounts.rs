@@ -5,10 +5,10 @@
 
 use crate::secrets;
 use keyward_core::{
-    DEFAULT_ENVIRONMENTS, EnvTag, InvalidValue, KeyFormat, Secret, normalize_email,
+    DEFAULT_ENVIRONMENTS, EnvTag, InvalidValue, KeyFormat, KeyKind, Secret, normalize_email,
     validate_display_name, validate_password,
 };
-use keyward_store::{NewAccount, Store, StoreError};
+use keyward_store::{NewAccount, NewKey, Store, StoreError};
 
 pub struct AccountSetup {
     pub account_name: String,
@@ -26,6 +26,9 @@ pub struct CreatedAccount {
     pub member_id: String,
     pub workspace_id: String,
     pub management_token: Secret,
+    /// The first workspace's primary credentials: Site ID and secret.
+    pub primary_site_id: String,
+    pub primary_secret: Secret,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +60,9 @@ pub async fn create_account(
     let password_hash = secrets::hash_password(&setup.owner_password)
         .map_err(|e| SetupError::Hashing(e.to_string()))?;
     let token = secrets::mint(format, &EnvTag::management());
+    let (production, live) = DEFAULT_ENVIRONMENTS[0];
+    let live = EnvTag::parse_environment_tag(live).map_err(invalid("environment tag"))?;
+    let (primary, primary_secret) = primary_credentials(format, production, &live, None);
     let created = store
         .bootstrap_account(NewAccount {
             name: setup.account_name,
@@ -70,13 +76,51 @@ pub async fn create_account(
             token_name: "Created by keyward init".to_owned(),
             token_hash_hex: token.hash().to_hex(),
             token_hint: token.hint(),
+            primary_key: Some(primary),
         })
         .await?;
+    let primary_site_id = created
+        .workspace
+        .primary_key
+        .map(|k| k.id)
+        .unwrap_or_default();
     Ok(CreatedAccount {
         account_id: created.account.id,
         user_id: created.owner.user_id,
         member_id: created.owner.id,
         workspace_id: created.workspace.workspace.id,
         management_token: token,
+        primary_site_id,
+        primary_secret,
     })
+}
+
+/// Seed 000's default "primary" credentials of a new workspace: an ingest
+/// key (a Site ID + secret pair) in the given environment. The store fills
+/// in the workspace and creates it in the workspace's own transaction.
+pub fn primary_credentials(
+    format: &KeyFormat,
+    environment: &str,
+    tag: &EnvTag,
+    created_by: Option<String>,
+) -> (NewKey, Secret) {
+    let secret = secrets::mint(format, tag);
+    let key = NewKey {
+        workspace_id: String::new(),
+        environment: environment.to_owned(),
+        kind: KeyKind::Ingest,
+        name: "Primary".to_owned(),
+        hash_hex: secret.hash().to_hex(),
+        hint: secret.hint(),
+        permissions: vec![],
+        customer_id: None,
+        rate_limit: None,
+        allowed_ips: vec![],
+        expires_at: None,
+        meta: serde_json::Map::new(),
+        created_by,
+        allowed_origins: vec![],
+        public_value: None,
+    };
+    (key, secret)
 }

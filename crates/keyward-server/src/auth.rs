@@ -2,22 +2,34 @@
 //! token>` → the token's account and its effective account permissions.
 
 use crate::AppState;
+use crate::cache::{CachedPrincipal, Lookup};
 use crate::clock::now_ms;
+use crate::invalidate::InvalidationSlot;
 use crate::problem::Problem;
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use keyward_core::KeyHash;
 use keyward_core::verify::PresentedCredential;
 use keyward_core::{AccountPermission, EnvTag};
+use keyward_store::Actor;
+use keyward_store::StoreResult;
 use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// Who is making an authenticated request.
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub account_id: String,
     pub member_id: String,
+    /// The management token the request carried.
+    pub token_id: String,
+    /// The TCP peer's address, canonical (an IPv4-mapped IPv6 address reads
+    /// as IPv4). `None` only when the server runs without connection info.
+    pub peer_ip: Option<String>,
     pub permissions: Vec<AccountPermission>,
 }
 
@@ -25,6 +37,24 @@ impl Principal {
     pub fn has(&self, permission: AccountPermission) -> bool {
         self.permissions.contains(&permission)
     }
+
+    /// The actor the audit log records for this request's changes.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            member_id: Some(self.member_id.clone()),
+            token_id: Some(self.token_id.clone()),
+            ip: self.peer_ip.clone(),
+        }
+    }
+}
+
+/// The request's TCP peer. The peer, not `X-Forwarded-For`: a header any
+/// client can set must not decide what the audit log says.
+fn peer_ip(parts: &Parts) -> Option<String> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip().to_canonical().to_string())
 }
 
 /// An account permission an endpoint requires.
@@ -118,20 +148,58 @@ impl FromRequestParts<AppState> for Principal {
         if parsed.env_tag() != EnvTag::management().as_str() {
             return Err(invalid());
         }
-        let found = state
-            .store
-            .find_token_by_hash(&parsed.hash().to_hex())
+        let now = now_ms();
+        let cached = lookup_token(state, &parsed.hash(), now)
             .await
             .map_err(Problem::from)?
             .ok_or_else(invalid)?;
-        if found.token.expires_at.is_some_and(|at| at <= now_ms()) {
+        if cached.expires_at.is_some_and(|at| at <= now) {
             return Err(invalid());
         }
+        if let Some(slot) = parts.extensions.get::<InvalidationSlot>() {
+            slot.set(&cached.principal.account_id);
+        }
         Ok(Principal {
-            permissions: found.effective_permissions(),
-            account_id: found.token.account_id,
-            member_id: found.member.id,
+            peer_ip: peer_ip(parts),
+            ..cached.principal.clone()
         })
+    }
+}
+
+/// The token's principal (without the per-request peer address): from the
+/// cache, else from the store (and then cached, found or not). Deleting the
+/// token or changing its member invalidates the account's entries (see
+/// `crate::invalidate`).
+async fn lookup_token(
+    state: &AppState,
+    hash: &KeyHash,
+    now: i64,
+) -> StoreResult<Option<Arc<CachedPrincipal>>> {
+    let cache = state.verifier.cache();
+    let ticket = match cache.token(hash.as_bytes(), now) {
+        Lookup::Hit(principal) => return Ok(Some(principal)),
+        Lookup::Unknown => return Ok(None),
+        Lookup::Miss(ticket) => ticket,
+    };
+    match state.store.find_token_by_hash(&hash.to_hex()).await? {
+        Some(found) => {
+            let cached = Arc::new(CachedPrincipal {
+                expires_at: found.token.expires_at,
+                principal: Principal {
+                    permissions: found.effective_permissions(),
+                    token_id: found.token.id,
+                    account_id: found.token.account_id,
+                    member_id: found.member.id,
+                    peer_ip: None,
+                },
+            });
+            cache.insert_token(ticket, *hash.as_bytes(), cached.clone(), now);
+            Ok(Some(cached))
+        }
+        None => {
+            cache.insert_unknown(ticket, *hash.as_bytes(), now);
+            Ok(None)
+        }
     }
 }
 
@@ -155,5 +223,31 @@ impl<R: Requirement> FromRequestParts<AppState> for Authorized<R> {
             .into());
         }
         Ok(Authorized(principal, PhantomData))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts_from(peer: Option<&str>) -> Parts {
+        let mut request = axum::http::Request::new(());
+        if let Some(peer) = peer {
+            let addr: SocketAddr = peer.parse().unwrap();
+            request.extensions_mut().insert(ConnectInfo(addr));
+        }
+        request.into_parts().0
+    }
+
+    #[test]
+    fn the_peer_address_is_canonical() {
+        let ip = |peer| peer_ip(&parts_from(Some(peer)));
+        assert_eq!(ip("203.0.113.7:443").as_deref(), Some("203.0.113.7"));
+        assert_eq!(
+            ip("[::ffff:203.0.113.7]:443").as_deref(),
+            Some("203.0.113.7")
+        );
+        assert_eq!(ip("[2001:db8::1]:443").as_deref(), Some("2001:db8::1"));
+        assert_eq!(peer_ip(&parts_from(None)), None);
     }
 }

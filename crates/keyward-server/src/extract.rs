@@ -56,6 +56,43 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     }
 }
 
+/// A JSON body that may be left out entirely (`POST /v1/keys/{id}/revoke`
+/// with no options): an empty body reads as `T::default()`.
+pub struct OptionalBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalBody<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
+        let declared_empty = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() == b"0");
+        if declared_empty || !req.headers().contains_key(header::CONTENT_TYPE) {
+            let bytes = axum::body::Bytes::from_request(req, state)
+                .await
+                .map_err(|_| {
+                    Problem::new(
+                        StatusCode::BAD_REQUEST,
+                        "unreadable_body",
+                        "the body could not be read",
+                    )
+                })?;
+            if bytes.is_empty() {
+                return Ok(OptionalBody(T::default()));
+            }
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with Content-Type: application/json",
+            ));
+        }
+        Body::from_request(req, state)
+            .await
+            .map(|Body(value)| OptionalBody(value))
+    }
+}
+
 /// Parses JSON and reports the path of the field that failed.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     let mut de = serde_json::Deserializer::from_slice(bytes);

@@ -1,7 +1,7 @@
 //! Keyward's HTTP server: the admin REST API under `/v1`, the verify
 //! endpoint, health probes and the OpenAPI document, over any [`Store`].
 //!
-//! Request flow: axum router → [`auth`] (management token → principal with
+//! Request flow: axum router → `auth` (management token → principal with
 //! effective account permissions) → handler in [`api`] (validates input into
 //! core types, calls the store, renders a view) → JSON or an RFC 9457
 //! [`problem::Problem`].
@@ -9,17 +9,27 @@
 pub mod accounts;
 pub mod api;
 mod auth;
+pub mod cache;
 mod clock;
 mod extract;
 mod idempotency;
+mod invalidate;
+mod jobs;
 pub mod problem;
 mod ratelimit;
+pub mod request_logs;
 mod secrets;
+pub mod shared_limit;
+pub mod telemetry;
 mod usage;
 pub mod verifier;
 
+use cache::{CacheConfig, VerifyCache};
 use keyward_core::KeyFormat;
 use keyward_store::Store;
+use metrics_exporter_prometheus::PrometheusHandle;
+use request_logs::RequestLogBuffer;
+use shared_limit::SharedLimits;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,29 +43,82 @@ pub struct Shared {
     pub store: Arc<dyn Store>,
     pub format: KeyFormat,
     pub verifier: Verifier,
+    pub metrics: PrometheusHandle,
 }
 
 pub type AppState = Arc<Shared>;
 
+/// What a deployment tunes about the verify path.
+#[derive(Clone)]
+pub struct ServerConfig {
+    pub cache: CacheConfig,
+    /// Rate limits shared by all nodes through Redis; `None` keeps them per
+    /// node.
+    pub shared_limits: Option<Arc<SharedLimits>>,
+    /// Request logs older than this are purged.
+    pub log_retention_days: u32,
+    /// Request-log entries buffered at most between flushes.
+    pub log_buffer_capacity: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            cache: CacheConfig::default(),
+            shared_limits: None,
+            log_retention_days: 30,
+            log_buffer_capacity: request_logs::DEFAULT_CAPACITY,
+        }
+    }
+}
+
 /// A configured server: state plus the background work that must outlive
-/// requests (batched last-used writes).
+/// requests (batched last-used and request-log writes, the job worker, and
+/// following other nodes' changes).
 pub struct Server {
     state: AppState,
+    config: ServerConfig,
     usage: Arc<UsageBuffer>,
+    logs: Arc<RequestLogBuffer>,
+    cache: Arc<VerifyCache>,
 }
 
 impl Server {
     pub fn new(store: Arc<dyn Store>, format: KeyFormat) -> Self {
+        Self::with_config(store, format, ServerConfig::default())
+    }
+
+    pub fn with_config(store: Arc<dyn Store>, format: KeyFormat, config: ServerConfig) -> Self {
+        // First: the cache and the verifier register their metrics with it.
+        let metrics = telemetry::install();
         let usage = Arc::new(UsageBuffer::default());
-        let verifier = Verifier::new(store.clone(), format.clone(), usage.clone());
+        let logs = Arc::new(RequestLogBuffer::new(config.log_buffer_capacity));
+        let cache = Arc::new(VerifyCache::new(config.cache));
+        let verifier = Verifier::new(
+            store.clone(),
+            format.clone(),
+            usage.clone(),
+            logs.clone(),
+            cache.clone(),
+            config.shared_limits.clone(),
+        );
         Self {
             state: Arc::new(Shared {
                 store,
                 format,
                 verifier,
+                metrics,
             }),
+            config,
             usage,
+            logs,
+            cache,
         }
+    }
+
+    /// The verification engine, for embedding and benchmarks.
+    pub fn verifier(&self) -> &Verifier {
+        &self.state.verifier
     }
 
     pub fn router(&self) -> axum::Router {
@@ -63,14 +126,40 @@ impl Server {
     }
 
     /// Serves until `shutdown` resolves, then drains in-flight requests and
-    /// flushes buffered last-used writes before returning.
+    /// flushes buffered last-used and request-log writes before returning.
+    ///
+    /// On a store shared between nodes, it first subscribes to the store's
+    /// change feed, so that no change committed after the first request is
+    /// missed.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let store = self.state.store.clone();
+        let feed = store.change_feed().await.map_err(std::io::Error::other)?;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let flusher = tokio::spawn(self.usage.clone().run(self.state.store.clone(), stop_rx));
+        let mut tasks = vec![
+            tokio::spawn(self.usage.clone().run(store.clone(), stop_rx.clone())),
+            tokio::spawn(self.logs.clone().run(store.clone(), stop_rx.clone())),
+        ];
+        let worker = jobs::Worker::new(
+            store.clone(),
+            self.cache.clone(),
+            self.config.log_retention_days,
+        );
+        tasks.push(tokio::spawn(worker.run(stop_rx.clone())));
+        tasks.push(tokio::spawn(telemetry::run_upkeep(
+            self.state.metrics.clone(),
+            stop_rx.clone(),
+        )));
+        if let Some(feed) = feed {
+            tasks.push(tokio::spawn(invalidate::follow_changes(
+                self.cache.clone(),
+                feed,
+                stop_rx.clone(),
+            )));
+        }
         let app = self
             .router()
             .into_make_service_with_connect_info::<SocketAddr>();
@@ -78,7 +167,9 @@ impl Server {
             .with_graceful_shutdown(shutdown)
             .await;
         let _ = stop_tx.send(true);
-        let _ = flusher.await;
+        for task in tasks {
+            let _ = task.await;
+        }
         served
     }
 }

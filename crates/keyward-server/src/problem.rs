@@ -126,6 +126,7 @@ impl From<StoreError> for Problem {
             }
             StoreError::Invalid { field, message } => Problem::invalid(field, message),
             StoreError::InUse { message } => Problem::conflict("in_use", message),
+            StoreError::Refused { code, message } => Problem::conflict(code, message),
             StoreError::Unavailable(source) => {
                 tracing::error!(error = %source, "storage unavailable");
                 Problem::new(

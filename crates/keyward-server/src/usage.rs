@@ -4,6 +4,7 @@
 
 use keyward_store::{KeyUsage, Store};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -11,26 +12,74 @@ use tokio::sync::watch;
 /// How often pending uses are written, at the latest.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The latest use of one secret of one key. The address stays an `IpAddr`
+/// until the flush: the verify path formats nothing.
+struct LatestUse {
+    account_id: String,
+    at: i64,
+    ip: Option<IpAddr>,
+}
+
+#[derive(Default)]
+struct Pending {
+    /// By key id: uses of the key's current secret…
+    current: HashMap<String, LatestUse>,
+    /// …and of the secret a rotation replaced, tracked on its own.
+    replaced: HashMap<String, LatestUse>,
+}
+
+/// Runs `flush` every [`FLUSH_INTERVAL`] until `shutdown` fires, then once
+/// more so that nothing buffered is lost at a graceful stop. Shared by the
+/// last-used and request-log buffers.
+pub async fn flush_periodically<F, Fut>(mut shutdown: watch::Receiver<bool>, mut flush: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut ticker = tokio::time::interval(FLUSH_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => flush().await,
+            _ = shutdown.changed() => break,
+        }
+    }
+    flush().await;
+}
+
 #[derive(Default)]
 pub struct UsageBuffer {
-    pending: Mutex<HashMap<String, KeyUsage>>,
+    pending: Mutex<Pending>,
 }
 
 impl UsageBuffer {
-    pub fn record(&self, account_id: &str, key_id: &str, at: i64, ip: Option<String>) {
+    /// Notes a use. Allocates only for a key's first use since the last
+    /// flush; later ones update the entry in place.
+    pub fn touch(
+        &self,
+        account_id: &str,
+        key_id: &str,
+        replaced_secret: bool,
+        at: i64,
+        ip: Option<IpAddr>,
+    ) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        match pending.get_mut(key_id) {
-            Some(usage) if usage.at >= at => {}
-            Some(usage) => {
-                usage.at = at;
-                usage.ip = ip;
+        let uses = if replaced_secret {
+            &mut pending.replaced
+        } else {
+            &mut pending.current
+        };
+        match uses.get_mut(key_id) {
+            Some(latest) if latest.at >= at => {}
+            Some(latest) => {
+                latest.at = at;
+                latest.ip = ip;
             }
             None => {
-                pending.insert(
+                uses.insert(
                     key_id.to_owned(),
-                    KeyUsage {
+                    LatestUse {
                         account_id: account_id.to_owned(),
-                        key_id: key_id.to_owned(),
                         at,
                         ip,
                     },
@@ -39,9 +88,32 @@ impl UsageBuffer {
         }
     }
 
+    /// [`Self::touch`] for a use already in row form (a failed batch).
+    pub fn record(&self, usage: KeyUsage) {
+        let ip = usage.ip.as_deref().and_then(|ip| ip.parse().ok());
+        self.touch(
+            &usage.account_id,
+            &usage.key_id,
+            usage.replaced_secret,
+            usage.at,
+            ip,
+        );
+    }
+
     fn take(&self) -> Vec<KeyUsage> {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        pending.drain().map(|(_, usage)| usage).collect()
+        let taken = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        let rows = |uses: HashMap<String, LatestUse>, replaced_secret: bool| {
+            uses.into_iter().map(move |(key_id, latest)| KeyUsage {
+                account_id: latest.account_id,
+                key_id,
+                replaced_secret,
+                at: latest.at,
+                ip: latest.ip.map(|ip| ip.to_canonical().to_string()),
+            })
+        };
+        rows(taken.current, false)
+            .chain(rows(taken.replaced, true))
+            .collect()
     }
 
     /// Writes what is pending. On failure the uses are put back (unless a
@@ -51,25 +123,20 @@ impl UsageBuffer {
         if batch.is_empty() {
             return;
         }
+        metrics::histogram!(crate::telemetry::FLUSH_BATCH_SIZE, "buffer" => "usage")
+            .record(batch.len() as f64);
         if let Err(error) = store.record_key_usage(&batch).await {
+            metrics::counter!(crate::telemetry::FLUSH_FAILURES, "buffer" => "usage").increment(1);
             tracing::warn!(%error, keys = batch.len(), "could not record key usage; will retry");
             for usage in batch {
-                self.record(&usage.account_id, &usage.key_id, usage.at, usage.ip);
+                self.record(usage);
             }
         }
     }
 
     /// Flushes every [`FLUSH_INTERVAL`] until `shutdown` fires, then once more.
-    pub async fn run(self: Arc<Self>, store: Arc<dyn Store>, mut shutdown: watch::Receiver<bool>) {
-        let mut ticker = tokio::time::interval(FLUSH_INTERVAL);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => self.flush(store.as_ref()).await,
-                _ = shutdown.changed() => break,
-            }
-        }
-        self.flush(store.as_ref()).await;
+    pub async fn run(self: Arc<Self>, store: Arc<dyn Store>, shutdown: watch::Receiver<bool>) {
+        flush_periodically(shutdown, || self.flush(store.as_ref())).await;
     }
 }
 
@@ -77,16 +144,28 @@ impl UsageBuffer {
 mod tests {
     use super::*;
 
+    fn used(key_id: &str, replaced_secret: bool, at: i64, ip: Option<&str>) -> KeyUsage {
+        KeyUsage {
+            account_id: "acct".into(),
+            key_id: key_id.into(),
+            replaced_secret,
+            at,
+            ip: ip.map(str::to_owned),
+        }
+    }
+
     #[test]
-    fn keeps_only_the_latest_use_per_key() {
+    fn keeps_only_the_latest_use_per_key_and_secret() {
         let buffer = UsageBuffer::default();
-        buffer.record("acct", "k1", 10, Some("10.0.0.1".into()));
-        buffer.record("acct", "k1", 30, Some("10.0.0.3".into()));
-        buffer.record("acct", "k1", 20, Some("10.0.0.2".into()));
-        buffer.record("acct", "k2", 5, None);
+        buffer.record(used("k1", false, 10, Some("10.0.0.1")));
+        buffer.record(used("k1", false, 30, Some("10.0.0.3")));
+        buffer.record(used("k1", false, 20, Some("10.0.0.2")));
+        buffer.record(used("k1", true, 15, None));
+        buffer.record(used("k2", false, 5, None));
         let mut batch = buffer.take();
-        batch.sort_by(|a, b| a.key_id.cmp(&b.key_id));
-        assert_eq!(batch.len(), 2);
+        batch.sort_by_key(|u| (u.key_id.clone(), u.replaced_secret));
+        assert_eq!(batch.len(), 3);
+        assert_eq!((batch[1].at, batch[1].replaced_secret), (15, true));
         assert_eq!(
             (batch[0].at, batch[0].ip.as_deref()),
             (30, Some("10.0.0.3"))

@@ -1,14 +1,23 @@
-//! The verification engine: parse → look up → decide → rate-limit → record
-//! use. The HTTP verify endpoint is a thin adapter over it, and so will be the
-//! gateway and the embeddable library.
+//! The verification engine: parse → look up (cache, then store) → decide →
+//! rate-limit → record use and log the outcome. The HTTP verify endpoint is
+//! a thin adapter over it, and so will be the gateway and the embeddable
+//! library.
+//!
+//! Nothing here writes storage: last use and request logs go to buffers
+//! flushed in batches, and lookups are served from [`VerifyCache`] once warm.
 
+use crate::cache::{Lookup, VerifyCache};
 use crate::ratelimit::{RateLimitState, RateLimits};
+use crate::request_logs::{PendingLog, RequestLogBuffer};
+use crate::shared_limit::SharedLimits;
+use crate::telemetry as m;
 use crate::usage::UsageBuffer;
 use keyward_core::verify::{Code, Demand, KeyFacts, PresentedCredential, decide};
-use keyward_core::{EnvTag, KeyFormat, PermissionName};
-use keyward_store::{ApiKey, Store, StoreResult, VerificationRecord};
+use keyward_core::{EnvTag, KeyFormat, KeyHash, PermissionName, RateLimitPolicy};
+use keyward_store::{Store, StoreResult, VerificationRecord};
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// What the platform asks about one of its requests.
 #[derive(Debug)]
@@ -21,6 +30,7 @@ pub struct VerifyInput<'a> {
     pub permissions: &'a [PermissionName],
     pub ip: Option<IpAddr>,
     pub customer_id: Option<&'a str>,
+    pub origin: Option<&'a str>,
 }
 
 /// The outcome, with the key when the caller may see it (every outcome after
@@ -28,7 +38,8 @@ pub struct VerifyInput<'a> {
 #[derive(Debug)]
 pub struct Verdict {
     pub code: Code,
-    pub key: Option<ApiKey>,
+    /// Shared with the cache: the verdict never copies the key.
+    pub key: Option<Arc<VerificationRecord>>,
     pub rate_limit: Option<RateLimitState>,
 }
 
@@ -47,21 +58,84 @@ pub struct Verifier {
     format: KeyFormat,
     rate_limits: RateLimits,
     usage: Arc<UsageBuffer>,
+    logs: Arc<RequestLogBuffer>,
+    cache: Arc<VerifyCache>,
+    /// Limits shared by every node (Redis), when configured.
+    shared_limits: Option<Arc<SharedLimits>>,
+    metrics: VerifyMetrics,
+}
+
+/// Outcome counters and the latency histogram, registered once (a handle
+/// costs one atomic operation; the macros would look the series up each
+/// time).
+struct VerifyMetrics {
+    by_code: Vec<(Code, metrics::Counter)>,
+    latency: metrics::Histogram,
+}
+
+impl VerifyMetrics {
+    fn new() -> Self {
+        Self {
+            by_code: Code::ALL
+                .iter()
+                .map(|&code| {
+                    (
+                        code,
+                        metrics::counter!(m::VERIFICATIONS, "code" => code.as_str()),
+                    )
+                })
+                .collect(),
+            latency: metrics::histogram!(m::VERIFY_SECONDS),
+        }
+    }
+
+    fn record(&self, code: Code, elapsed: std::time::Duration) {
+        if let Some((_, counter)) = self.by_code.iter().find(|(c, _)| *c == code) {
+            counter.increment(1);
+        }
+        self.latency.record(elapsed.as_secs_f64());
+    }
 }
 
 impl Verifier {
-    pub fn new(store: Arc<dyn Store>, format: KeyFormat, usage: Arc<UsageBuffer>) -> Self {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        format: KeyFormat,
+        usage: Arc<UsageBuffer>,
+        logs: Arc<RequestLogBuffer>,
+        cache: Arc<VerifyCache>,
+        shared_limits: Option<Arc<SharedLimits>>,
+    ) -> Self {
         Self {
             store,
             format,
             rate_limits: RateLimits::default(),
             usage,
+            logs,
+            cache,
+            shared_limits,
+            metrics: VerifyMetrics::new(),
         }
     }
 
-    /// Runs every check of SPEC §3 in order. A store failure is an error, not
-    /// a denial: the caller must not mistake an outage for a bad key.
+    pub fn cache(&self) -> &VerifyCache {
+        &self.cache
+    }
+
+    /// Runs every check of SPEC §3 in order, then counts and logs the
+    /// outcome. A store failure is an error, not a denial: the caller must
+    /// not mistake an outage for a bad key (and it is not logged as one).
     pub async fn verify(&self, input: VerifyInput<'_>, now_ms: i64) -> StoreResult<Verdict> {
+        let started = Instant::now();
+        let verdict = self.check(&input, now_ms).await?;
+        let elapsed = started.elapsed();
+        self.metrics.record(verdict.code, elapsed);
+        self.logs
+            .record(pending_log(&input, &verdict, now_ms, elapsed));
+        Ok(verdict)
+    }
+
+    async fn check(&self, input: &VerifyInput<'_>, now_ms: i64) -> StoreResult<Verdict> {
         let Some(credential) = input.credential.as_ref() else {
             return Ok(Verdict::without_key(Code::MalformedKey));
         };
@@ -72,20 +146,16 @@ impl Verifier {
             // A management token is not an API key of the platform.
             return Ok(Verdict::without_key(Code::UnknownKey));
         }
-        let record = match self
-            .store
-            .find_key_for_verification(&parsed.hash().to_hex())
-            .await?
-        {
+        let record = match self.lookup(&parsed.hash(), now_ms).await? {
             Some(record) if record.key.account_id == input.account_id => record,
             _ => return Ok(Verdict::without_key(Code::UnknownKey)),
         };
-        let code = decide(&facts(&record), &demand(&input, credential, now_ms));
+        let code = decide(&facts(&record), &demand(input, credential, now_ms));
         if code == Code::UnknownKey {
             return Ok(Verdict::without_key(code));
         }
         let rate_limit = match (code, record.key.rate_limit) {
-            (Code::Valid, Some(policy)) => Some(self.rate_limits.check(&record.key.id, policy)),
+            (Code::Valid, Some(policy)) => Some(self.rate_limit(&record.key.id, policy).await),
             _ => None,
         };
         let code = match rate_limit {
@@ -93,18 +163,80 @@ impl Verifier {
             _ => code,
         };
         if code.is_valid() {
-            self.usage.record(
+            self.usage.touch(
                 &record.key.account_id,
                 &record.key.id,
+                record.replaced_secret_expires_at.is_some(),
                 now_ms,
-                input.ip.map(|ip| ip.to_canonical().to_string()),
+                input.ip,
             );
         }
         Ok(Verdict {
             code,
-            key: Some(record.key),
+            key: Some(record),
             rate_limit,
         })
+    }
+
+    /// Counts the request against the key's limit: the shared one when
+    /// configured and reachable, else this node's own.
+    async fn rate_limit(&self, key_id: &str, policy: RateLimitPolicy) -> RateLimitState {
+        let shared = match &self.shared_limits {
+            Some(shared) => shared.check(key_id, policy).await,
+            None => None,
+        };
+        shared.unwrap_or_else(|| self.rate_limits.check(key_id, policy))
+    }
+
+    /// The record with this hash: from the cache, else from the store (and
+    /// then cached, found or not).
+    async fn lookup(
+        &self,
+        hash: &KeyHash,
+        now_ms: i64,
+    ) -> StoreResult<Option<Arc<VerificationRecord>>> {
+        let ticket = match self.cache.key(hash.as_bytes(), now_ms) {
+            Lookup::Hit(record) => return Ok(Some(record)),
+            Lookup::Unknown => return Ok(None),
+            Lookup::Miss(ticket) => ticket,
+        };
+        match self.store.find_key_for_verification(&hash.to_hex()).await? {
+            Some(record) => {
+                let record = Arc::new(record);
+                self.cache
+                    .insert_key(ticket, *hash.as_bytes(), record.clone(), now_ms);
+                Ok(Some(record))
+            }
+            None => {
+                self.cache.insert_unknown(ticket, *hash.as_bytes(), now_ms);
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// The outcome for the request log: only copies and pointers here; the
+/// strings are built at flush time, off the verify path.
+fn pending_log(
+    input: &VerifyInput<'_>,
+    verdict: &Verdict,
+    now_ms: i64,
+    elapsed: std::time::Duration,
+) -> PendingLog {
+    let record = verdict.key.clone();
+    PendingLog {
+        at: now_ms,
+        // With a record, its account and environment are the ones logged.
+        account_id: record.is_none().then(|| input.account_id.to_owned()),
+        environment: record
+            .is_none()
+            .then(|| input.environment.map(str::to_owned))
+            .flatten(),
+        record,
+        ip: input.ip,
+        permissions: input.permissions.to_vec(),
+        code: verdict.code,
+        latency_us: i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX),
     }
 }
 
@@ -114,9 +246,11 @@ fn facts(record: &VerificationRecord) -> KeyFacts<'_> {
         id: &key.id,
         status: key.status,
         expires_at_ms: key.expires_at,
+        secret_expires_at_ms: record.replaced_secret_expires_at,
         environment: &key.environment,
         workspace_allowlist: &record.workspace_allowlist,
         key_allowlist: &key.allowed_ips,
+        allowed_origins: &key.allowed_origins,
         permissions: &key.permissions,
         customer_id: key.customer_id.as_deref(),
     }
@@ -133,6 +267,7 @@ fn demand<'a>(
         permissions: input.permissions,
         ip: input.ip,
         customer_id: input.customer_id,
+        origin: input.origin,
         now_ms,
     }
 }

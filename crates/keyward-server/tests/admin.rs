@@ -145,10 +145,20 @@ async fn keys_are_listed_filtered_and_updated(s: TestServer) {
             None => break,
         }
     }
-    assert_eq!(seen, ids);
+    let expected: Vec<_> = std::iter::once(s.owner.primary_key_id.clone())
+        .chain(ids.clone())
+        .collect();
+    assert_eq!(
+        seen, expected,
+        "the workspace's primary key first, then ours in order"
+    );
 
     let (_, production) = s.get(&format!("{base}?environment=production")).await;
-    assert_eq!(production["data"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        production["data"].as_array().unwrap().len(),
+        4,
+        "three and the primary key"
+    );
     s.post(&format!("/v1/keys/{}/disable", ids[0]), json!({}))
         .await;
     let (_, inactive) = s.get(&format!("{base}?status=inactive")).await;
@@ -560,7 +570,13 @@ async fn bad_input_is_a_4xx_naming_the_field(s: TestServer) {
         assert_eq!(problem["status"].as_u64(), Some(u64::from(status.as_u16())));
     }
     let (_, list) = s.get(&keys).await;
-    assert_eq!(list["data"], json!([]), "no half-written key");
+    let names: Vec<_> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].clone())
+        .collect();
+    assert_eq!(names, vec![json!("Primary")], "no half-written key");
 
     let other_cases: Vec<(&str, Value, &str)> = vec![
         (
@@ -718,7 +734,13 @@ async fn idempotent_creates_replay_without_the_secret(s: TestServer) {
         "secrets are never stored, so never replayed"
     );
     let (_, list) = s.get(&path).await;
-    assert_eq!(list["data"].as_array().unwrap().len(), 1, "created once");
+    let named_once = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["name"] == "once")
+        .count();
+    assert_eq!(named_once, 1, "created once");
 
     let other = s
         .send(
@@ -841,18 +863,26 @@ async fn every_documented_route_exists(s: TestServer) {
         ("/v1/workspaces/{id}", &["get", "patch", "delete"]),
         ("/v1/workspaces/{id}/environments", &["get", "post"]),
         ("/v1/workspaces/{id}/keys", &["get", "post"]),
-        ("/v1/keys/{id}", &["get", "patch"]),
+        ("/v1/keys/{id}", &["get", "patch", "delete"]),
         ("/v1/keys/{id}/disable", &["post"]),
         ("/v1/keys/{id}/enable", &["post"]),
         ("/v1/keys/{id}/revoke", &["post"]),
+        ("/v1/keys/{id}/rotate", &["post"]),
+        ("/v1/keys/{id}/end-grace", &["post"]),
+        ("/v1/workspaces/{id}/integrations", &["get", "post"]),
+        ("/v1/integrations/{id}", &["get", "patch", "delete"]),
         ("/v1/permissions", &["get", "post"]),
         ("/v1/permissions/{name}", &["delete"]),
         ("/v1/ip-allowlist", &["get", "post"]),
         ("/v1/ip-allowlist/{id}", &["delete"]),
         ("/v1/members", &["get", "post"]),
+        ("/v1/members/{id}", &["patch", "delete"]),
+        ("/v1/audit-events", &["get"]),
         ("/v1/management-tokens", &["get", "post"]),
         ("/v1/management-tokens/{id}", &["delete"]),
         ("/v1/verify", &["post"]),
+        ("/v1/logs", &["get"]),
+        ("/v1/keys/{id}/logs", &["get"]),
     ];
     for (path, methods) in expected {
         let documented = paths

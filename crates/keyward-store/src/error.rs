@@ -28,6 +28,10 @@ pub enum StoreError {
     /// The object is still referenced and cannot be removed.
     #[error("{message}")]
     InUse { message: String },
+    /// A lifecycle rule refuses the change (`last_ingest_key`,
+    /// `key_in_use`); `code` is stable for clients to branch on.
+    #[error("{message}")]
+    Refused { code: &'static str, message: String },
     /// Configuration error (bad URL, unsupported backend).
     #[error("{0}")]
     Config(String),

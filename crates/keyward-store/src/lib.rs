@@ -13,13 +13,16 @@ mod error;
 mod ids;
 mod postgres;
 mod records;
+mod request_logs;
 mod sql;
 mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use error::{StoreError, StoreResult};
+pub use postgres::ChangeFeed;
 pub use records::*;
+pub use request_logs::*;
 
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -40,6 +43,11 @@ pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
 
 /// Everything Keyward persists. Implementations must make each method atomic:
 /// it either applies completely or not at all.
+///
+/// Every method that changes tenant data takes the [`Actor`] behind the
+/// change and appends an audit event (see [`AuditEvent`]) to the account's
+/// hash chain in the same transaction: the change and its record commit
+/// together or not at all.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// `"sqlite"` or `"postgres"`, for logs and `/readyz`.
@@ -54,7 +62,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Creates an account with its owner (a new user, or an existing one
     /// found by email), a first workspace with its environments, and the
-    /// owner's first management token, all in one transaction.
+    /// owner's first management token, all in one transaction. Audited as
+    /// `account.created`, by the owner.
     async fn bootstrap_account(&self, new: NewAccount) -> StoreResult<Bootstrapped>;
 
     async fn list_members(&self, account: &str, page: &PageRequest) -> StoreResult<Page<Member>>;
@@ -63,13 +72,37 @@ pub trait Store: Send + Sync + 'static {
 
     /// Adds a user (created without a password if the email is new) to the
     /// account. Conflict on `email` if they are a member already.
-    async fn create_member(&self, account: &str, new: NewMember) -> StoreResult<Member>;
+    async fn create_member(
+        &self,
+        account: &str,
+        actor: &Actor,
+        new: NewMember,
+    ) -> StoreResult<Member>;
+
+    /// Changes a member's role and grants. Grants are kept only for the
+    /// `member` role (owners and admins hold everything), so a change to
+    /// owner or admin clears them. Refused with `last_owner` when it would
+    /// leave the account without an owner (checked under lock, so two
+    /// owners demoting each other cannot both succeed).
+    async fn update_member(
+        &self,
+        account: &str,
+        actor: &Actor,
+        member_id: &str,
+        patch: MemberPatch,
+    ) -> StoreResult<Member>;
+
+    /// Removes a member; their management tokens go with them. Refused with
+    /// `last_owner` for the account's last owner.
+    async fn delete_member(&self, account: &str, actor: &Actor, member_id: &str)
+    -> StoreResult<()>;
 
     // ── Management tokens ────────────────────────────────────────────────
 
     async fn create_management_token(
         &self,
         account: &str,
+        actor: &Actor,
         new: NewManagementToken,
     ) -> StoreResult<ManagementToken>;
 
@@ -83,7 +116,12 @@ pub trait Store: Send + Sync + 'static {
 
     async fn get_management_token(&self, account: &str, id: &str) -> StoreResult<ManagementToken>;
 
-    async fn delete_management_token(&self, account: &str, id: &str) -> StoreResult<()>;
+    async fn delete_management_token(
+        &self,
+        account: &str,
+        actor: &Actor,
+        id: &str,
+    ) -> StoreResult<()>;
 
     /// Finds the token with this SHA-256 hash (hex) together with its
     /// member's current role and grants. Not scoped: this is how the account
@@ -96,6 +134,7 @@ pub trait Store: Send + Sync + 'static {
     async fn create_workspace(
         &self,
         account: &str,
+        actor: &Actor,
         new: NewWorkspace,
     ) -> StoreResult<WorkspaceWithEnvironments>;
 
@@ -107,12 +146,17 @@ pub trait Store: Send + Sync + 'static {
 
     async fn get_workspace(&self, account: &str, id: &str) -> StoreResult<Workspace>;
 
-    async fn rename_workspace(&self, account: &str, id: &str, name: &str)
-    -> StoreResult<Workspace>;
+    async fn rename_workspace(
+        &self,
+        account: &str,
+        actor: &Actor,
+        id: &str,
+        name: &str,
+    ) -> StoreResult<Workspace>;
 
     /// Deletes the workspace, its environments, its keys and its allowlist
     /// grants.
-    async fn delete_workspace(&self, account: &str, id: &str) -> StoreResult<()>;
+    async fn delete_workspace(&self, account: &str, actor: &Actor, id: &str) -> StoreResult<()>;
 
     async fn list_environments(
         &self,
@@ -124,6 +168,7 @@ pub trait Store: Send + Sync + 'static {
     async fn create_environment(
         &self,
         account: &str,
+        actor: &Actor,
         workspace: &str,
         name: &str,
         tag: &str,
@@ -137,12 +182,13 @@ pub trait Store: Send + Sync + 'static {
     async fn create_permission(
         &self,
         account: &str,
+        actor: &Actor,
         name: &str,
         description: Option<&str>,
     ) -> StoreResult<CatalogPermission>;
 
     /// Refused with [`StoreError::InUse`] while any key holds the permission.
-    async fn delete_permission(&self, account: &str, name: &str) -> StoreResult<()>;
+    async fn delete_permission(&self, account: &str, actor: &Actor, name: &str) -> StoreResult<()>;
 
     // ── API keys ─────────────────────────────────────────────────────────
 
@@ -150,7 +196,7 @@ pub trait Store: Send + Sync + 'static {
     /// environment, Invalid on `permissions` naming any permission missing
     /// from the catalog, Conflict on `name` if the workspace has a key of
     /// that name.
-    async fn create_key(&self, account: &str, new: NewKey) -> StoreResult<ApiKey>;
+    async fn create_key(&self, account: &str, actor: &Actor, new: NewKey) -> StoreResult<ApiKey>;
 
     async fn list_keys(
         &self,
@@ -162,13 +208,20 @@ pub trait Store: Send + Sync + 'static {
     async fn get_key(&self, account: &str, id: &str) -> StoreResult<ApiKey>;
 
     /// Applies the fields set in `patch`, with the same checks as create.
-    async fn update_key(&self, account: &str, id: &str, patch: KeyPatch) -> StoreResult<ApiKey>;
+    async fn update_key(
+        &self,
+        account: &str,
+        actor: &Actor,
+        id: &str,
+        patch: KeyPatch,
+    ) -> StoreResult<ApiKey>;
 
     /// Sets the status. A revoked key stays revoked: any change away from
     /// `revoked` is a Conflict on `status`.
     async fn set_key_status(
         &self,
         account: &str,
+        actor: &Actor,
         id: &str,
         status: keyward_core::KeyStatus,
     ) -> StoreResult<ApiKey>;
@@ -193,10 +246,34 @@ pub trait Store: Send + Sync + 'static {
     async fn create_allowlist_entry(
         &self,
         account: &str,
+        actor: &Actor,
         new: NewAllowlistEntry,
     ) -> StoreResult<AllowlistEntry>;
 
-    async fn delete_allowlist_entry(&self, account: &str, id: &str) -> StoreResult<()>;
+    async fn delete_allowlist_entry(
+        &self,
+        account: &str,
+        actor: &Actor,
+        id: &str,
+    ) -> StoreResult<()>;
+
+    // ── Audit log ────────────────────────────────────────────────────────
+
+    /// The account's audit events matching `filter`, in chain order.
+    async fn list_audit_events(
+        &self,
+        account: &str,
+        filter: &AuditFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<AuditEvent>>;
+
+    /// Walks the account's audit chain, recomputing every hash, and reports
+    /// the first event that was changed, removed or re-linked.
+    async fn verify_audit_chain(&self, account: &str) -> StoreResult<AuditChainReport>;
+
+    /// Every account's id, for operator tools that walk all tenants (such as
+    /// `keyward audit verify`). Not scoped: no request may reach it.
+    async fn list_account_ids(&self) -> StoreResult<Vec<String>>;
 
     // ── Idempotency ──────────────────────────────────────────────────────
 
@@ -220,4 +297,132 @@ pub trait Store: Send + Sync + 'static {
     /// Releases a claim whose request failed before changing anything, so
     /// that a retry may run.
     async fn abandon_idempotent(&self, account: &str, key: &str) -> StoreResult<()>;
+
+    // ── Request logs and change notifications ────────────────────────────
+
+    /// Appends verification outcomes in one transaction (multi-row INSERTs:
+    /// the verify path batches these, never writing per request).
+    async fn insert_request_logs(&self, entries: &[NewRequestLog]) -> StoreResult<()>;
+
+    /// The account's request logs matching `filter`, newest first; `after`
+    /// is the id of the last log of the previous page.
+    async fn list_request_logs(
+        &self,
+        account: &str,
+        filter: &RequestLogFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<RequestLog>>;
+
+    /// Deletes the logs of every account written before `before` (Unix ms);
+    /// returns how many. Not scoped: the retention purge is an operator task.
+    async fn purge_request_logs(&self, before: i64) -> StoreResult<u64>;
+
+    /// A feed of changes committed by anyone sharing this store, already
+    /// listening when it returns, or `None` when only this process can
+    /// change the store (SQLite) and local invalidation is enough.
+    async fn change_feed(&self) -> StoreResult<Option<ChangeFeed>> {
+        Ok(None)
+    }
+
+    // ── Key lifecycle (seeds 000, 001, 003, 004) ─────────────────────────
+
+    /// Issues a new secret for the key — same id, name, permissions and
+    /// configuration. The replaced secret verifies until the grace period
+    /// ends (at once without one), then answers `key_expired`; a secret
+    /// replaced by an earlier rotation is forgotten. Conflict on `status` for
+    /// a revoked key.
+    async fn rotate_key(
+        &self,
+        account: &str,
+        actor: &Actor,
+        rotation: KeyReplacement,
+    ) -> StoreResult<ApiKey>;
+
+    /// Ends a rotation's grace period now. Conflict when none is running.
+    async fn end_key_grace(&self, account: &str, actor: &Actor, id: &str) -> StoreResult<ApiKey>;
+
+    /// Revokes for good. Refused (`last_ingest_key`) for a workspace's last
+    /// active ingest key, and (`key_in_use`, naming them) while integrations
+    /// use the key unless `force`. Revoking a revoked key changes nothing.
+    async fn revoke_key(
+        &self,
+        account: &str,
+        actor: &Actor,
+        id: &str,
+        force: bool,
+    ) -> StoreResult<ApiKey>;
+
+    /// Deletes for good, with the same refusals as revoke, once
+    /// `confirm_name` repeats the key's name (Invalid on `confirm_name`).
+    /// A forced delete leaves the integrations that used it without a key.
+    async fn delete_key(
+        &self,
+        account: &str,
+        actor: &Actor,
+        deletion: KeyDeletion,
+    ) -> StoreResult<()>;
+
+    // ── Integrations ─────────────────────────────────────────────────────
+
+    async fn list_integrations(
+        &self,
+        account: &str,
+        workspace: &str,
+    ) -> StoreResult<Vec<Integration>>;
+
+    async fn get_integration(&self, account: &str, id: &str) -> StoreResult<Integration>;
+
+    /// NotFound on `key_id` unless the key is in the same workspace; Invalid
+    /// on `key_id` for a revoked key or a kind the integration cannot use.
+    async fn create_integration(
+        &self,
+        account: &str,
+        actor: &Actor,
+        new: NewIntegration,
+    ) -> StoreResult<Integration>;
+
+    async fn update_integration(
+        &self,
+        account: &str,
+        actor: &Actor,
+        id: &str,
+        patch: IntegrationPatch,
+    ) -> StoreResult<Integration>;
+
+    async fn delete_integration(&self, account: &str, actor: &Actor, id: &str) -> StoreResult<()>;
+
+    // ── Background jobs ──────────────────────────────────────────────────
+
+    /// Queues a job: an account's (audited, visible in its API), or with
+    /// `account` `None` the deployment's own scheduled work.
+    async fn enqueue_job(
+        &self,
+        account: Option<&str>,
+        actor: &Actor,
+        new: NewJob,
+    ) -> StoreResult<Job>;
+
+    async fn list_jobs(&self, account: &str, page: &PageRequest) -> StoreResult<Page<Job>>;
+
+    async fn get_job(&self, account: &str, id: &str) -> StoreResult<Job>;
+
+    /// The worker's side: takes the oldest queued job of any account.
+    async fn claim_job(&self) -> StoreResult<Option<Job>>;
+
+    /// Progress of a running job; also its heartbeat.
+    async fn report_job_progress(&self, id: &str, done: u64, total: Option<u64>)
+    -> StoreResult<()>;
+
+    async fn finish_job(&self, id: &str, outcome: JobOutcome) -> StoreResult<()>;
+
+    /// Queues again (or fails, after too many attempts) the running jobs
+    /// whose heartbeat is older than `stale_before`: their worker died.
+    async fn recover_stale_jobs(&self, stale_before: i64) -> StoreResult<u64>;
+
+    /// Whether a job of this kind is queued or running.
+    async fn job_pending(&self, kind: &str) -> StoreResult<bool>;
+
+    /// Marks up to `limit` keys past their expiry `expired` (audited as the
+    /// system); returns how many.
+    async fn expire_due_keys(&self, limit: u32) -> StoreResult<u64>;
 }

@@ -1,12 +1,129 @@
 //! PostgreSQL: a pool and the migrations. Tables go to the connection's
 //! `search_path` (tests select a schema of their own through the URL).
+//!
+//! Also the change feed: the `0002` migration's triggers send
+//! `NOTIFY keyward_changes, '<account_id> <ms>'` on every committed change
+//! that verification or token authentication depends on, and [`ChangeFeed`]
+//! listens for them on a connection of its own.
 
-use crate::error::StoreResult;
+use crate::error::{StoreError, StoreResult};
+use crate::request_logs::Change;
 use crate::sql::{Dialect, SqlStore, connect};
 use sqlx::any::AnyPoolOptions;
+use sqlx::postgres::PgListener;
+use std::time::Duration;
+
+/// The channel the `0002` migration's triggers notify.
+const CHANNEL: &str = "keyward_changes";
+/// The longest wait between two attempts to re-establish the listener.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 pub(crate) async fn open(url: &str) -> StoreResult<SqlStore> {
     let pool = connect(AnyPoolOptions::new(), url).await?;
     sqlx::migrate!("migrations/postgres").run(&pool).await?;
-    Ok(SqlStore::new(pool, Dialect::Postgres))
+    Ok(SqlStore::new(pool, Dialect::Postgres).with_listen_url(url))
+}
+
+/// Changes committed to the database by any node, as [`Change`]s.
+///
+/// When the listening connection drops, notifications sent meanwhile are
+/// lost; the feed reconnects (with backoff) and, once it listens again,
+/// yields [`Change::Resync`] so that the caller drops everything it cached.
+pub struct ChangeFeed {
+    url: String,
+    listener: Option<PgListener>,
+}
+
+impl std::fmt::Debug for ChangeFeed {
+    // The URL may carry a password: never print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangeFeed")
+            .field("listening", &self.listener.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChangeFeed {
+    pub(crate) async fn start(url: &str) -> StoreResult<Self> {
+        let listener = listen(url).await?;
+        Ok(Self {
+            url: url.to_owned(),
+            listener: Some(listener),
+        })
+    }
+
+    /// Waits for the next change. Never fails: connection trouble turns into
+    /// retries and, once listening again, a [`Change::Resync`].
+    pub async fn next(&mut self) -> Change {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let Some(listener) = self.listener.as_mut() else {
+                match listen(&self.url).await {
+                    Ok(listener) => {
+                        self.listener = Some(listener);
+                        return Change::Resync;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "change feed: cannot listen; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        continue;
+                    }
+                }
+            };
+            // `try_recv` answers `None` when the connection was lost; we then
+            // reconnect ourselves so that the resync follows the new LISTEN.
+            match listener.try_recv().await {
+                Ok(Some(notification)) => return parse(notification.payload()),
+                Ok(None) => {
+                    tracing::warn!("change feed: connection lost; reconnecting");
+                    self.listener = None;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "change feed: receive failed; reconnecting");
+                    self.listener = None;
+                }
+            }
+        }
+    }
+}
+
+async fn listen(url: &str) -> StoreResult<PgListener> {
+    let mut listener = PgListener::connect(url)
+        .await
+        .map_err(StoreError::Unavailable)?;
+    listener
+        .listen(CHANNEL)
+        .await
+        .map_err(StoreError::Unavailable)?;
+    Ok(listener)
+}
+
+/// `<account_id> <ms>`; a payload of any other shape (which only a foreign
+/// NOTIFY on our channel could send) is treated as a change of everything.
+fn parse(payload: &str) -> Change {
+    match payload.split_once(' ') {
+        Some((account_id, at)) if !account_id.is_empty() => Change::Account {
+            account_id: account_id.to_owned(),
+            committed_at: at.parse().ok(),
+        },
+        _ => Change::Resync,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_name_the_account_and_the_time() {
+        assert_eq!(
+            parse("acct_01 1700000000123"),
+            Change::Account {
+                account_id: "acct_01".into(),
+                committed_at: Some(1_700_000_000_123)
+            }
+        );
+        assert_eq!(parse("garbage"), Change::Resync);
+    }
 }

@@ -53,6 +53,8 @@ pub struct NewAccount {
     pub token_name: String,
     pub token_hash_hex: String,
     pub token_hint: String,
+    /// The first workspace's "primary" credentials (see `NewWorkspace`).
+    pub primary_key: Option<NewKey>,
 }
 
 #[derive(Debug, Clone)]
@@ -67,6 +69,13 @@ pub struct NewMember {
     pub email: String,
     pub role: Role,
     pub permissions: Vec<AccountPermission>,
+}
+
+/// A change to a member: `None` leaves a field alone.
+#[derive(Debug, Clone, Default)]
+pub struct MemberPatch {
+    pub role: Option<Role>,
+    pub permissions: Option<Vec<AccountPermission>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,12 +144,18 @@ pub struct Environment {
 pub struct WorkspaceWithEnvironments {
     pub workspace: Workspace,
     pub environments: Vec<Environment>,
+    /// The "primary" credentials created with the workspace, if asked for.
+    pub primary_key: Option<ApiKey>,
 }
 
 pub struct NewWorkspace {
     pub name: String,
     /// `(name, tag)` pairs.
     pub environments: Vec<(String, String)>,
+    /// Seed 000's default "primary" credentials, created in the same
+    /// transaction so that no workspace exists without them. Its
+    /// `workspace_id` is filled in with the new workspace's.
+    pub primary_key: Option<NewKey>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,6 +191,68 @@ pub struct ApiKey {
     pub updated_at: i64,
     pub last_used_at: Option<i64>,
     pub last_used_ip: Option<String>,
+    /// Publishable keys: the web origins allowed to present the key.
+    pub allowed_origins: Vec<String>,
+    /// Publishable keys only: the key itself, public by design (it is
+    /// embedded in web pages), kept to render snippets. `None` for every
+    /// other kind, whose secrets are never stored.
+    pub public_value: Option<String>,
+    /// Set from a rotation until the next one: the replaced secret.
+    pub rotation: Option<KeyRotation>,
+}
+
+/// The secret a rotation replaced. It verifies until `expires_at`; after
+/// that it answers `key_expired` until the key is rotated again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRotation {
+    pub previous_hint: String,
+    pub expires_at: i64,
+    pub previous_last_used_at: Option<i64>,
+}
+
+/// A rotation: the new secret and how long the replaced one keeps working.
+pub struct KeyReplacement {
+    pub key_id: String,
+    pub hash_hex: String,
+    pub hint: String,
+    /// The new key itself, for publishable keys only (see `ApiKey::public_value`).
+    pub public_value: Option<String>,
+    /// 0 stops the replaced secret at once; at most 7 days.
+    pub grace_ms: i64,
+}
+
+/// A deletion: the name repeated, and whether to go ahead although
+/// integrations use the key.
+pub struct KeyDeletion {
+    pub key_id: String,
+    pub confirm_name: String,
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Integration {
+    pub id: String,
+    pub account_id: String,
+    pub workspace_id: String,
+    pub name: String,
+    pub kind: keyward_core::IntegrationKind,
+    /// `None` after a forced delete removed the key it used.
+    pub key_id: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+pub struct NewIntegration {
+    pub workspace_id: String,
+    pub name: String,
+    pub kind: keyward_core::IntegrationKind,
+    pub key_id: String,
+}
+
+#[derive(Default)]
+pub struct IntegrationPatch {
+    pub name: Option<String>,
+    pub key_id: Option<String>,
 }
 
 pub struct NewKey {
@@ -192,6 +269,8 @@ pub struct NewKey {
     pub expires_at: Option<i64>,
     pub meta: serde_json::Map<String, serde_json::Value>,
     pub created_by: Option<String>,
+    pub allowed_origins: Vec<String>,
+    pub public_value: Option<String>,
 }
 
 /// A partial update: `None` leaves a field alone; `Some(None)` clears an
@@ -205,6 +284,7 @@ pub struct KeyPatch {
     pub allowed_ips: Option<Vec<IpNet>>,
     pub expires_at: Option<Option<i64>>,
     pub meta: Option<serde_json::Map<String, serde_json::Value>>,
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -220,6 +300,9 @@ pub struct VerificationRecord {
     pub key: ApiKey,
     /// The key's workspace's allowlist: every range granted to it.
     pub workspace_allowlist: Vec<IpNet>,
+    /// `Some(until)` when the presented secret is the one a rotation
+    /// replaced: it verifies until then and is expired after.
+    pub replaced_secret_expires_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,6 +311,9 @@ pub struct KeyUsage {
     /// the account it was verified for.
     pub account_id: String,
     pub key_id: String,
+    /// Whether the secret used was the one a rotation replaced, whose last
+    /// use is kept apart so users can see when nothing uses it any more.
+    pub replaced_secret: bool,
     pub at: i64,
     pub ip: Option<String>,
 }
@@ -260,4 +346,142 @@ pub enum IdempotencyClaim {
     Mismatch,
     /// Done before: replay this response.
     Completed { status: u16, body: String },
+}
+
+/// Who did something, as the audit log records it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Actor {
+    /// The member acting (directly, or through one of their tokens).
+    pub member_id: Option<String>,
+    /// The management token the request carried, if any.
+    pub token_id: Option<String>,
+    /// The address the request came from.
+    pub ip: Option<String>,
+}
+
+impl Actor {
+    /// Keyward itself: scheduled work that no request started.
+    pub fn system() -> Self {
+        Self::default()
+    }
+}
+
+/// One entry of an account's audit log. `before` / `after` hold the fields
+/// that matter to the action (never hashes or secrets; hints are fine).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEvent {
+    pub id: String,
+    pub account_id: String,
+    /// 1, 2, … within the account: the order of the hash chain.
+    pub seq: i64,
+    pub at: i64,
+    pub actor: Actor,
+    /// `key.created`, `workspace.deleted`, …
+    pub action: String,
+    pub object_type: String,
+    pub object_id: String,
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
+    /// The previous event's `hash`; 64 zeros for the account's first event.
+    pub prev_hash: String,
+    /// SHA-256 (hex) of `prev_hash` and the canonical form of the event.
+    pub hash: String,
+}
+
+/// Which audit events to list; every set field must match.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub action: Option<String>,
+    pub object_id: Option<String>,
+    pub actor_member_id: Option<String>,
+    /// Inclusive lower bound on `at` (Unix ms).
+    pub from: Option<i64>,
+    /// Exclusive upper bound on `at` (Unix ms).
+    pub to: Option<i64>,
+}
+
+/// The outcome of checking one account's audit chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditChainReport {
+    pub account_id: String,
+    /// Events checked (up to and including a broken link).
+    pub events: u64,
+    /// The first event that does not chain, if any.
+    pub broken: Option<BrokenLink>,
+}
+
+/// Where an audit chain breaks and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokenLink {
+    pub seq: i64,
+    pub event_id: String,
+    pub reason: String,
+}
+
+/// The state of a background job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, keyward_core::InvalidValue> {
+        [
+            JobStatus::Queued,
+            JobStatus::Running,
+            JobStatus::Succeeded,
+            JobStatus::Failed,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+        .ok_or_else(|| {
+            keyward_core::InvalidValue::new("must be one of queued, running, succeeded, failed")
+        })
+    }
+}
+
+/// Long work done by the worker: what it is, how far it got, how it ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: String,
+    /// `None` for the deployment's own scheduled work.
+    pub account_id: Option<String>,
+    /// `expire_keys`, `disable_keys`, `revoke_keys`.
+    pub kind: String,
+    pub params: serde_json::Map<String, serde_json::Value>,
+    pub status: JobStatus,
+    pub progress_done: u64,
+    pub progress_total: Option<u64>,
+    pub result: Option<serde_json::Map<String, serde_json::Value>>,
+    pub error: Option<String>,
+    pub attempts: u32,
+    pub created_by: Option<String>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub heartbeat_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+pub struct NewJob {
+    pub kind: String,
+    pub params: serde_json::Map<String, serde_json::Value>,
+    pub created_by: Option<String>,
+}
+
+/// How a job ended.
+pub enum JobOutcome {
+    Succeeded(serde_json::Map<String, serde_json::Value>),
+    Failed(String),
 }

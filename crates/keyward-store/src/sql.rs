@@ -12,17 +12,24 @@
 
 mod accounts;
 mod allowlist;
+pub(crate) mod audit;
 mod catalog;
 mod decode;
 mod idempotency;
+mod integrations;
+mod jobs;
 mod keys;
+mod lifecycle;
+mod request_logs;
 mod tokens;
 mod workspaces;
 
 use crate::error::{StoreError, StoreResult};
+use crate::ids::now_ms;
 use crate::records::*;
 use async_trait::async_trait;
 use keyward_core::KeyStatus;
+use serde_json::json;
 use sqlx::any::AnyPoolOptions;
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, Transaction};
@@ -98,6 +105,9 @@ pub(crate) struct SqlStore {
     /// nothing SQLite would not serialise anyway. Readers never take it (WAL
     /// lets them run beside the writer). `None` on PostgreSQL.
     write_gate: Option<Mutex<()>>,
+    /// Where [`crate::ChangeFeed`] connects to LISTEN; `None` on SQLite,
+    /// which only this process writes.
+    listen_url: Option<String>,
 }
 
 /// A write transaction, holding the write gate (if any) until it ends.
@@ -125,6 +135,14 @@ impl SqlStore {
             pool,
             dialect,
             write_gate,
+            listen_url: None,
+        }
+    }
+
+    pub(crate) fn with_listen_url(self, url: &str) -> Self {
+        Self {
+            listen_url: Some(url.to_owned()),
+            ..self
         }
     }
 
@@ -267,8 +285,40 @@ impl crate::Store for SqlStore {
         accounts::count(&mut *self.read().await?).await
     }
 
-    async fn bootstrap_account(&self, new: NewAccount) -> StoreResult<Bootstrapped> {
-        in_write_tx!(self, |conn| accounts::bootstrap(conn, new).await?)
+    async fn bootstrap_account(&self, mut new: NewAccount) -> StoreResult<Bootstrapped> {
+        in_write_tx!(self, |conn| {
+            let primary_key = new.primary_key.take();
+            let mut boot = accounts::bootstrap(conn, new).await?;
+            let owner = Actor {
+                member_id: Some(boot.owner.id.clone()),
+                ..Actor::system()
+            };
+            let after = json!({
+                "name": boot.account.name,
+                "owner_email": boot.owner.email,
+                "workspace_id": boot.workspace.workspace.id,
+                "management_token_id": boot.token.id,
+            });
+            audit::append(
+                conn,
+                &boot.account.id,
+                &owner,
+                "account.created",
+                "account",
+                &boot.account.id,
+                None,
+                Some(after),
+            )
+            .await?;
+            if let Some(mut key) = primary_key {
+                key.workspace_id = boot.workspace.workspace.id.clone();
+                let account = boot.account.id.clone();
+                let key =
+                    lifecycle::create_audited(conn, self.dialect, &account, &owner, key).await?;
+                boot.workspace.primary_key = Some(key);
+            }
+            boot
+        })
     }
 
     async fn list_members(&self, account: &str, page: &PageRequest) -> StoreResult<Page<Member>> {
@@ -281,17 +331,101 @@ impl crate::Store for SqlStore {
             .ok_or_else(|| StoreError::not_found("member"))
     }
 
-    async fn create_member(&self, account: &str, new: NewMember) -> StoreResult<Member> {
-        in_write_tx!(self, |conn| accounts::add_member(conn, account, new)
-            .await?)
+    async fn create_member(
+        &self,
+        account: &str,
+        actor: &Actor,
+        new: NewMember,
+    ) -> StoreResult<Member> {
+        in_write_tx!(self, |conn| {
+            let member = accounts::add_member(conn, account, new).await?;
+            let after = audit::member_state(&member);
+            audit::append(
+                conn,
+                account,
+                actor,
+                "member.created",
+                "member",
+                &member.id,
+                None,
+                Some(after),
+            )
+            .await?;
+            member
+        })
+    }
+
+    async fn update_member(
+        &self,
+        account: &str,
+        actor: &Actor,
+        member_id: &str,
+        patch: MemberPatch,
+    ) -> StoreResult<Member> {
+        in_write_tx!(self, |conn| {
+            let (before, after) =
+                accounts::update_member(conn, self.dialect, account, member_id, patch).await?;
+            let (old, new) =
+                audit::changed_fields(&audit::member_state(&before), &audit::member_state(&after));
+            audit::append(
+                conn,
+                account,
+                actor,
+                "member.updated",
+                "member",
+                member_id,
+                Some(old),
+                Some(new),
+            )
+            .await?;
+            after
+        })
+    }
+
+    async fn delete_member(
+        &self,
+        account: &str,
+        actor: &Actor,
+        member_id: &str,
+    ) -> StoreResult<()> {
+        in_write_tx!(self, |conn| {
+            let removed = accounts::delete_member(conn, self.dialect, account, member_id).await?;
+            audit::append(
+                conn,
+                account,
+                actor,
+                "member.deleted",
+                "member",
+                member_id,
+                Some(audit::member_state(&removed)),
+                None,
+            )
+            .await?
+        })
     }
 
     async fn create_management_token(
         &self,
         account: &str,
+        actor: &Actor,
         new: NewManagementToken,
     ) -> StoreResult<ManagementToken> {
-        in_write_tx!(self, |conn| tokens::create(conn, account, new).await?)
+        in_write_tx!(self, |conn| {
+            let token = tokens::create(conn, account, new).await?;
+            let after = audit::token_state(&token);
+            audit::append(
+                conn,
+                account,
+                actor,
+                "management_token.created",
+                "management_token",
+                &token.id,
+                None,
+                Some(after),
+            )
+            .await?;
+            token
+        })
     }
 
     async fn list_management_tokens(
@@ -310,8 +444,30 @@ impl crate::Store for SqlStore {
             .ok_or_else(|| StoreError::not_found("management token"))
     }
 
-    async fn delete_management_token(&self, account: &str, id: &str) -> StoreResult<()> {
-        in_write_tx!(self, |conn| tokens::delete(conn, account, id).await?)
+    async fn delete_management_token(
+        &self,
+        account: &str,
+        actor: &Actor,
+        id: &str,
+    ) -> StoreResult<()> {
+        in_write_tx!(self, |conn| {
+            let token = tokens::find(conn, account, id)
+                .await?
+                .ok_or_else(|| StoreError::not_found("management token"))?;
+            tokens::delete(conn, account, id).await?;
+            let before = audit::token_state(&token);
+            audit::append(
+                conn,
+                account,
+                actor,
+                "management_token.deleted",
+                "management_token",
+                id,
+                Some(before),
+                None,
+            )
+            .await?
+        })
     }
 
     async fn find_token_by_hash(&self, hash_hex: &str) -> StoreResult<Option<TokenPrincipal>> {
@@ -321,9 +477,37 @@ impl crate::Store for SqlStore {
     async fn create_workspace(
         &self,
         account: &str,
-        new: NewWorkspace,
+        actor: &Actor,
+        mut new: NewWorkspace,
     ) -> StoreResult<WorkspaceWithEnvironments> {
-        in_write_tx!(self, |conn| workspaces::create(conn, account, new).await?)
+        in_write_tx!(self, |conn| {
+            let primary_key = new.primary_key.take();
+            let mut created = workspaces::create(conn, account, new).await?;
+            let environments: Vec<&str> = created
+                .environments
+                .iter()
+                .map(|e| e.name.as_str())
+                .collect();
+            let after = json!({"name": created.workspace.name, "environments": environments});
+            audit::append(
+                conn,
+                account,
+                actor,
+                "workspace.created",
+                "workspace",
+                &created.workspace.id,
+                None,
+                Some(after),
+            )
+            .await?;
+            if let Some(mut key) = primary_key {
+                key.workspace_id = created.workspace.id.clone();
+                let key =
+                    lifecycle::create_audited(conn, self.dialect, account, actor, key).await?;
+                created.primary_key = Some(key);
+            }
+            created
+        })
     }
 
     async fn list_workspaces(
@@ -343,15 +527,48 @@ impl crate::Store for SqlStore {
     async fn rename_workspace(
         &self,
         account: &str,
+        actor: &Actor,
         id: &str,
         name: &str,
     ) -> StoreResult<Workspace> {
-        in_write_tx!(self, |conn| workspaces::rename(conn, account, id, name)
-            .await?)
+        in_write_tx!(self, |conn| {
+            let before = workspaces::find(conn, account, id)
+                .await?
+                .ok_or_else(|| StoreError::not_found("workspace"))?;
+            let renamed = workspaces::rename(conn, account, id, name).await?;
+            audit::append(
+                conn,
+                account,
+                actor,
+                "workspace.updated",
+                "workspace",
+                id,
+                Some(json!({"name": before.name})),
+                Some(json!({"name": renamed.name})),
+            )
+            .await?;
+            renamed
+        })
     }
 
-    async fn delete_workspace(&self, account: &str, id: &str) -> StoreResult<()> {
-        in_write_tx!(self, |conn| workspaces::delete(conn, account, id).await?)
+    async fn delete_workspace(&self, account: &str, actor: &Actor, id: &str) -> StoreResult<()> {
+        in_write_tx!(self, |conn| {
+            let before = workspaces::find(conn, account, id)
+                .await?
+                .ok_or_else(|| StoreError::not_found("workspace"))?;
+            workspaces::delete(conn, account, id).await?;
+            audit::append(
+                conn,
+                account,
+                actor,
+                "workspace.deleted",
+                "workspace",
+                id,
+                Some(json!({"name": before.name})),
+                None,
+            )
+            .await?
+        })
     }
 
     async fn list_environments(
@@ -367,13 +584,28 @@ impl crate::Store for SqlStore {
     async fn create_environment(
         &self,
         account: &str,
+        actor: &Actor,
         workspace: &str,
         name: &str,
         tag: &str,
     ) -> StoreResult<Environment> {
         in_write_tx!(self, |conn| {
             workspaces::require(conn, account, workspace, None).await?;
-            workspaces::insert_environment(conn, account, workspace, name, tag).await?
+            let environment =
+                workspaces::insert_environment(conn, account, workspace, name, tag).await?;
+            let after = json!({"workspace_id": workspace, "name": name, "tag": tag});
+            audit::append(
+                conn,
+                account,
+                actor,
+                "environment.created",
+                "environment",
+                &environment.id,
+                None,
+                Some(after),
+            )
+            .await?;
+            environment
         })
     }
 
@@ -384,26 +616,53 @@ impl crate::Store for SqlStore {
     async fn create_permission(
         &self,
         account: &str,
+        actor: &Actor,
         name: &str,
         description: Option<&str>,
     ) -> StoreResult<CatalogPermission> {
-        in_write_tx!(self, |conn| catalog::create(
+        in_write_tx!(self, |conn| {
+            let permission = catalog::create(conn, account, name, description).await?;
+            audit::append(
+                conn,
+                account,
+                actor,
+                "permission.created",
+                "permission",
+                name,
+                None,
+                Some(json!({"description": description})),
+            )
+            .await?;
+            permission
+        })
+    }
+
+    async fn delete_permission(&self, account: &str, actor: &Actor, name: &str) -> StoreResult<()> {
+        in_write_tx!(self, |conn| {
+            catalog::delete_unused(conn, account, name).await?;
+            audit::append(
+                conn,
+                account,
+                actor,
+                "permission.deleted",
+                "permission",
+                name,
+                None,
+                None,
+            )
+            .await?
+        })
+    }
+
+    async fn create_key(&self, account: &str, actor: &Actor, new: NewKey) -> StoreResult<ApiKey> {
+        in_write_tx!(self, |conn| lifecycle::create_audited(
             conn,
+            self.dialect,
             account,
-            name,
-            description
+            actor,
+            new
         )
         .await?)
-    }
-
-    async fn delete_permission(&self, account: &str, name: &str) -> StoreResult<()> {
-        in_write_tx!(self, |conn| catalog::delete_unused(conn, account, name)
-            .await?)
-    }
-
-    async fn create_key(&self, account: &str, new: NewKey) -> StoreResult<ApiKey> {
-        in_write_tx!(self, |conn| keys::create(conn, self.dialect, account, new)
-            .await?)
     }
 
     async fn list_keys(
@@ -427,25 +686,48 @@ impl crate::Store for SqlStore {
             .ok_or_else(|| StoreError::not_found("key"))
     }
 
-    async fn update_key(&self, account: &str, id: &str, patch: KeyPatch) -> StoreResult<ApiKey> {
-        in_write_tx!(self, |conn| keys::update(
-            conn,
-            self.dialect,
-            account,
-            id,
-            patch
-        )
-        .await?)
+    async fn update_key(
+        &self,
+        account: &str,
+        actor: &Actor,
+        id: &str,
+        patch: KeyPatch,
+    ) -> StoreResult<ApiKey> {
+        in_write_tx!(self, |conn| {
+            // Locked (on PostgreSQL) before it is read, so that the audited
+            // "before" is the state this update replaces.
+            let before = keys::find(conn, account, id, self.dialect.row_lock("FOR UPDATE OF k"))
+                .await?
+                .ok_or_else(|| StoreError::not_found("key"))?;
+            let key = keys::update(conn, self.dialect, account, id, patch).await?;
+            let (before, after) =
+                audit::changed_fields(&audit::key_state(&before), &audit::key_state(&key));
+            audit::append(
+                conn,
+                account,
+                actor,
+                "key.updated",
+                "key",
+                id,
+                Some(before),
+                Some(after),
+            )
+            .await?;
+            key
+        })
     }
 
     async fn set_key_status(
         &self,
         account: &str,
+        actor: &Actor,
         id: &str,
         status: KeyStatus,
     ) -> StoreResult<ApiKey> {
-        in_write_tx!(self, |conn| keys::set_status(conn, account, id, status)
-            .await?)
+        in_write_tx!(self, |conn| {
+            keys::find(conn, account, id, self.dialect.row_lock("FOR UPDATE OF k")).await?;
+            keys::set_status(conn, account, actor, id, status).await?
+        })
     }
 
     async fn find_key_for_verification(
@@ -469,13 +751,71 @@ impl crate::Store for SqlStore {
     async fn create_allowlist_entry(
         &self,
         account: &str,
+        actor: &Actor,
         new: NewAllowlistEntry,
     ) -> StoreResult<AllowlistEntry> {
-        in_write_tx!(self, |conn| allowlist::create(conn, account, new).await?)
+        in_write_tx!(self, |conn| {
+            let entry = allowlist::create(conn, account, new).await?;
+            audit::append(
+                conn,
+                account,
+                actor,
+                "ip_allowlist.created",
+                "ip_allowlist_entry",
+                &entry.id,
+                None,
+                Some(audit::allowlist_state(&entry)),
+            )
+            .await?;
+            entry
+        })
     }
 
-    async fn delete_allowlist_entry(&self, account: &str, id: &str) -> StoreResult<()> {
-        in_write_tx!(self, |conn| allowlist::delete(conn, account, id).await?)
+    async fn delete_allowlist_entry(
+        &self,
+        account: &str,
+        actor: &Actor,
+        id: &str,
+    ) -> StoreResult<()> {
+        in_write_tx!(self, |conn| {
+            // The account's list is short; reading it keeps what was deleted
+            // in the audit event.
+            let before = allowlist::list(conn, account)
+                .await?
+                .into_iter()
+                .find(|entry| entry.id == id)
+                .ok_or_else(|| StoreError::not_found("allowlist entry"))?;
+            allowlist::delete(conn, account, id).await?;
+            audit::append(
+                conn,
+                account,
+                actor,
+                "ip_allowlist.deleted",
+                "ip_allowlist_entry",
+                id,
+                Some(audit::allowlist_state(&before)),
+                None,
+            )
+            .await?
+        })
+    }
+
+    async fn list_audit_events(
+        &self,
+        account: &str,
+        filter: &AuditFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<AuditEvent>> {
+        let window = PageWindow::new(page);
+        audit::list(&mut *self.read().await?, account, filter, window).await
+    }
+
+    async fn verify_audit_chain(&self, account: &str) -> StoreResult<AuditChainReport> {
+        audit::verify(&mut *self.read().await?, account).await
+    }
+
+    async fn list_account_ids(&self) -> StoreResult<Vec<String>> {
+        accounts::list_ids(&mut *self.read().await?).await
     }
 
     async fn begin_idempotent(
@@ -508,6 +848,218 @@ impl crate::Store for SqlStore {
 
     async fn abandon_idempotent(&self, account: &str, key: &str) -> StoreResult<()> {
         in_write_tx!(self, |conn| idempotency::abandon(conn, account, key)
+            .await?)
+    }
+
+    async fn insert_request_logs(&self, entries: &[crate::NewRequestLog]) -> StoreResult<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        in_write_tx!(self, |conn| request_logs::insert(
+            conn,
+            self.dialect,
+            entries
+        )
+        .await?)
+    }
+
+    async fn list_request_logs(
+        &self,
+        account: &str,
+        filter: &crate::RequestLogFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<crate::RequestLog>> {
+        request_logs::list(
+            &mut *self.read().await?,
+            account,
+            filter,
+            PageWindow::new(page),
+        )
+        .await
+    }
+
+    async fn purge_request_logs(&self, before: i64) -> StoreResult<u64> {
+        in_write_tx!(self, |conn| request_logs::purge(conn, before).await?)
+    }
+
+    async fn change_feed(&self) -> StoreResult<Option<crate::ChangeFeed>> {
+        match &self.listen_url {
+            Some(url) => Ok(Some(crate::ChangeFeed::start(url).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn rotate_key(
+        &self,
+        account: &str,
+        actor: &Actor,
+        rotation: KeyReplacement,
+    ) -> StoreResult<ApiKey> {
+        in_write_tx!(self, |conn| lifecycle::rotate(
+            conn,
+            self.dialect,
+            account,
+            actor,
+            rotation
+        )
+        .await?)
+    }
+
+    async fn end_key_grace(&self, account: &str, actor: &Actor, id: &str) -> StoreResult<ApiKey> {
+        in_write_tx!(self, |conn| lifecycle::end_grace(
+            conn,
+            self.dialect,
+            account,
+            actor,
+            id
+        )
+        .await?)
+    }
+
+    async fn revoke_key(
+        &self,
+        account: &str,
+        actor: &Actor,
+        id: &str,
+        force: bool,
+    ) -> StoreResult<ApiKey> {
+        in_write_tx!(self, |conn| lifecycle::revoke(
+            conn,
+            self.dialect,
+            account,
+            actor,
+            id,
+            force
+        )
+        .await?)
+    }
+
+    async fn delete_key(
+        &self,
+        account: &str,
+        actor: &Actor,
+        deletion: KeyDeletion,
+    ) -> StoreResult<()> {
+        in_write_tx!(self, |conn| lifecycle::delete(
+            conn,
+            self.dialect,
+            account,
+            actor,
+            deletion
+        )
+        .await?)
+    }
+
+    async fn list_integrations(
+        &self,
+        account: &str,
+        workspace: &str,
+    ) -> StoreResult<Vec<Integration>> {
+        integrations::list(&mut *self.read().await?, account, workspace).await
+    }
+
+    async fn get_integration(&self, account: &str, id: &str) -> StoreResult<Integration> {
+        integrations::find(&mut *self.read().await?, account, id).await
+    }
+
+    async fn create_integration(
+        &self,
+        account: &str,
+        actor: &Actor,
+        new: NewIntegration,
+    ) -> StoreResult<Integration> {
+        in_write_tx!(self, |conn| integrations::create(
+            conn,
+            self.dialect,
+            account,
+            actor,
+            new
+        )
+        .await?)
+    }
+
+    async fn update_integration(
+        &self,
+        account: &str,
+        actor: &Actor,
+        id: &str,
+        patch: IntegrationPatch,
+    ) -> StoreResult<Integration> {
+        in_write_tx!(self, |conn| integrations::update(
+            conn,
+            self.dialect,
+            account,
+            actor,
+            id,
+            patch
+        )
+        .await?)
+    }
+
+    async fn delete_integration(&self, account: &str, actor: &Actor, id: &str) -> StoreResult<()> {
+        in_write_tx!(self, |conn| integrations::delete(conn, account, actor, id)
+            .await?)
+    }
+
+    async fn enqueue_job(
+        &self,
+        account: Option<&str>,
+        actor: &Actor,
+        new: NewJob,
+    ) -> StoreResult<Job> {
+        in_write_tx!(self, |conn| jobs::enqueue(
+            conn,
+            account,
+            actor,
+            new,
+            now_ms()
+        )
+        .await?)
+    }
+
+    async fn list_jobs(&self, account: &str, page: &PageRequest) -> StoreResult<Page<Job>> {
+        jobs::list(&mut *self.read().await?, account, PageWindow::new(page)).await
+    }
+
+    async fn get_job(&self, account: &str, id: &str) -> StoreResult<Job> {
+        jobs::find(&mut *self.read().await?, account, id).await
+    }
+
+    async fn claim_job(&self) -> StoreResult<Option<Job>> {
+        in_write_tx!(self, |conn| jobs::claim(conn, self.dialect, now_ms())
+            .await?)
+    }
+
+    async fn report_job_progress(
+        &self,
+        id: &str,
+        done: u64,
+        total: Option<u64>,
+    ) -> StoreResult<()> {
+        in_write_tx!(self, |conn| jobs::progress(conn, id, done, total, now_ms())
+            .await?)
+    }
+
+    async fn finish_job(&self, id: &str, outcome: JobOutcome) -> StoreResult<()> {
+        in_write_tx!(self, |conn| jobs::finish(conn, id, outcome, now_ms())
+            .await?)
+    }
+
+    async fn recover_stale_jobs(&self, stale_before: i64) -> StoreResult<u64> {
+        in_write_tx!(self, |conn| jobs::recover_stale(
+            conn,
+            stale_before,
+            now_ms()
+        )
+        .await?)
+    }
+
+    async fn job_pending(&self, kind: &str) -> StoreResult<bool> {
+        jobs::pending_of_kind(&mut *self.read().await?, kind).await
+    }
+
+    async fn expire_due_keys(&self, limit: u32) -> StoreResult<u64> {
+        in_write_tx!(self, |conn| jobs::expire_due_keys(conn, now_ms(), limit)
             .await?)
     }
 }

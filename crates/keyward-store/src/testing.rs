@@ -1,6 +1,6 @@
 //! Throw-away databases for tests (cargo feature `testing`).
 //!
-//! ```ignore
+//! ```text
 //! let Some(db) = TestDatabase::create_or_skip(Backend::Postgres).await else { return };
 //! let store = db.open_store().await;
 //! ```

@@ -47,6 +47,7 @@ impl Fixture {
                 token_name: "bootstrap".into(),
                 token_hash_hex: hash(&format!("{label}-bootstrap-token")),
                 token_hint: "kwm_…abcd".into(),
+                primary_key: None,
             })
             .await
             .expect("bootstrap");
@@ -61,7 +62,7 @@ impl Fixture {
     async fn catalog(&self, tenant: &Tenant, names: &[&str]) {
         for name in names {
             self.store
-                .create_permission(&tenant.account, name, None)
+                .create_permission(&tenant.account, &actor(), name, None)
                 .await
                 .expect("create permission");
         }
@@ -72,7 +73,7 @@ impl Fixture {
         let mut new = new_key(&tenant.workspace, name);
         adjust(&mut new);
         self.store
-            .create_key(&tenant.account, new)
+            .create_key(&tenant.account, &actor(), new)
             .await
             .expect("create key")
     }
@@ -94,6 +95,15 @@ struct Tenant {
     account: String,
     workspace: String,
     boot: Bootstrapped,
+}
+
+/// Who the suite's changes are made by, as the audit log should record it.
+fn actor() -> Actor {
+    Actor {
+        member_id: Some("mem_suite".into()),
+        token_id: Some("tok_suite".into()),
+        ip: Some("192.0.2.10".into()),
+    }
 }
 
 /// A stand-in for a SHA-256 hex digest, unique per label.
@@ -124,6 +134,8 @@ fn new_key(workspace: &str, name: &str) -> NewKey {
         expires_at: None,
         meta: serde_json::Map::new(),
         created_by: None,
+        allowed_origins: vec![],
+        public_value: None,
     }
 }
 
@@ -267,6 +279,7 @@ async fn bootstrap_creates_everything(backend: Backend) {
             token_name: "bootstrap".into(),
             token_hash_hex: hash("side-token"),
             token_hint: "kwm_…side".into(),
+            primary_key: None,
         })
         .await
         .unwrap();
@@ -285,6 +298,7 @@ async fn members_and_tokens(backend: Backend) {
     let dev = s
         .create_member(
             &t.account,
+            &actor(),
             NewMember {
                 email: "dev@acme.example".into(),
                 role: Role::Member,
@@ -302,6 +316,7 @@ async fn members_and_tokens(backend: Backend) {
     let again = s
         .create_member(
             &t.account,
+            &actor(),
             NewMember {
                 email: "dev@acme.example".into(),
                 role: Role::Admin,
@@ -325,6 +340,7 @@ async fn members_and_tokens(backend: Backend) {
     let token = s
         .create_management_token(
             &t.account,
+            &actor(),
             NewManagementToken {
                 member_id: dev.id.clone(),
                 name: "ci".into(),
@@ -360,6 +376,7 @@ async fn members_and_tokens(backend: Backend) {
     let missing_member = s
         .create_management_token(
             &t.account,
+            &actor(),
             NewManagementToken {
                 member_id: "mem_nope".into(),
                 name: "x".into(),
@@ -384,7 +401,7 @@ async fn members_and_tokens(backend: Backend) {
     assert_eq!(devs.items, vec![token.clone()]);
     assert_eq!(devs.next_after, None);
 
-    s.delete_management_token(&t.account, &token.id)
+    s.delete_management_token(&t.account, &actor(), &token.id)
         .await
         .unwrap();
     assert!(
@@ -394,10 +411,272 @@ async fn members_and_tokens(backend: Backend) {
             .is_none()
     );
     assert_not_found(
-        s.delete_management_token(&t.account, &token.id).await,
+        s.delete_management_token(&t.account, &actor(), &token.id)
+            .await,
         "management token",
         None,
     );
+}
+
+#[track_caller]
+fn assert_refused<T: Debug>(result: StoreResult<T>, code: &str) {
+    match result {
+        Err(StoreError::Refused { code: c, .. }) if c == code => {}
+        other => panic!("expected Refused {code}, got {other:?}"),
+    }
+}
+
+async fn members_change_and_leave_but_an_owner_stays(backend: Backend) {
+    let Some(f) = Fixture::new(backend).await else {
+        return;
+    };
+    let s = &f.store;
+    let t = f.tenant("acme").await;
+    let other = f.tenant("globex").await;
+    let owner = t.boot.owner.id.clone();
+    let new_member = |email: &str| NewMember {
+        email: email.into(),
+        role: Role::Member,
+        permissions: vec![AccountPermission::VerifyKeys],
+    };
+    let dev = s
+        .create_member(&t.account, &actor(), new_member("dev@acme.example"))
+        .await
+        .unwrap();
+
+    // Grants change for members; a promotion clears them.
+    let granted = s
+        .update_member(
+            &t.account,
+            &actor(),
+            &dev.id,
+            MemberPatch {
+                permissions: Some(vec![
+                    AccountPermission::ManageApiCredentials,
+                    AccountPermission::ManageApiCredentials,
+                ]),
+                ..MemberPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        granted.permissions,
+        [AccountPermission::ManageApiCredentials]
+    );
+    assert_eq!(s.get_member(&t.account, &dev.id).await.unwrap(), granted);
+    let admin = s
+        .update_member(
+            &t.account,
+            &actor(),
+            &dev.id,
+            MemberPatch {
+                role: Some(Role::Admin),
+                ..MemberPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((admin.role, admin.permissions.len()), (Role::Admin, 0));
+    assert_invalid(
+        s.update_member(
+            &t.account,
+            &actor(),
+            &dev.id,
+            MemberPatch {
+                permissions: Some(vec![AccountPermission::VerifyKeys]),
+                ..MemberPatch::default()
+            },
+        )
+        .await,
+        "permissions",
+    );
+
+    // The last owner can be neither demoted nor removed…
+    let demote = || MemberPatch {
+        role: Some(Role::Admin),
+        ..MemberPatch::default()
+    };
+    assert_refused(
+        s.update_member(&t.account, &actor(), &owner, demote())
+            .await,
+        "last_owner",
+    );
+    assert_refused(
+        s.delete_member(&t.account, &actor(), &owner).await,
+        "last_owner",
+    );
+    // …until there is another.
+    s.update_member(
+        &t.account,
+        &actor(),
+        &dev.id,
+        MemberPatch {
+            role: Some(Role::Owner),
+            ..MemberPatch::default()
+        },
+    )
+    .await
+    .unwrap();
+    s.update_member(&t.account, &actor(), &owner, demote())
+        .await
+        .unwrap();
+    assert_refused(
+        s.delete_member(&t.account, &actor(), &dev.id).await,
+        "last_owner",
+    );
+
+    // Two owners demoting each other at once: one wins, one is refused.
+    s.update_member(
+        &t.account,
+        &actor(),
+        &owner,
+        MemberPatch {
+            role: Some(Role::Owner),
+            ..MemberPatch::default()
+        },
+    )
+    .await
+    .unwrap();
+    let racers = [owner.clone(), dev.id.clone()].map(|id| {
+        let (s, account) = (s.clone(), t.account.clone());
+        tokio::spawn(async move {
+            s.update_member(
+                &account,
+                &actor(),
+                &id,
+                MemberPatch {
+                    role: Some(Role::Admin),
+                    ..MemberPatch::default()
+                },
+            )
+            .await
+        })
+    });
+    let mut refused = 0;
+    for racer in racers {
+        match racer.await.expect("task") {
+            Ok(_) => {}
+            Err(StoreError::Refused {
+                code: "last_owner", ..
+            }) => refused += 1,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(refused, 1);
+    let members = s
+        .list_members(&t.account, &PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        members
+            .items
+            .iter()
+            .filter(|m| m.role == Role::Owner)
+            .count(),
+        1
+    );
+
+    // Removing a member removes their tokens.
+    let leaver = s
+        .create_member(&t.account, &actor(), new_member("leaver@acme.example"))
+        .await
+        .unwrap();
+    s.create_management_token(
+        &t.account,
+        &actor(),
+        NewManagementToken {
+            member_id: leaver.id.clone(),
+            name: "ci".into(),
+            hash_hex: hash("leaver-token"),
+            hint: "kwm_…lvr1".into(),
+            permissions: vec![AccountPermission::VerifyKeys],
+            expires_at: None,
+        },
+    )
+    .await
+    .unwrap();
+    s.delete_member(&t.account, &actor(), &leaver.id)
+        .await
+        .unwrap();
+    assert!(
+        s.find_token_by_hash(&hash("leaver-token"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_not_found(s.get_member(&t.account, &leaver.id).await, "member", None);
+    assert_not_found(
+        s.delete_member(&t.account, &actor(), &leaver.id).await,
+        "member",
+        None,
+    );
+
+    // Another account's member is not there.
+    assert_not_found(
+        s.update_member(&other.account, &actor(), &dev.id, MemberPatch::default())
+            .await,
+        "member",
+        None,
+    );
+    assert_not_found(
+        s.delete_member(&other.account, &actor(), &dev.id).await,
+        "member",
+        None,
+    );
+
+    // Audited, with what changed; refusals left nothing.
+    let events = audit_events(
+        s,
+        &t.account,
+        AuditFilter {
+            object_id: Some(dev.id.clone()),
+            ..AuditFilter::default()
+        },
+    )
+    .await;
+    // (Whether the race's winner was this member decides a fifth event.)
+    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions[..4],
+        [
+            "member.created",
+            "member.updated",
+            "member.updated",
+            "member.updated"
+        ],
+        "{events:?}"
+    );
+    assert_eq!(
+        events[1].before,
+        Some(json!({"permissions": ["keys:verify"]}))
+    );
+    assert_eq!(
+        events[1].after,
+        Some(json!({"permissions": ["manage_api_credentials"]}))
+    );
+    assert_eq!(
+        events[2].after,
+        Some(json!({"role": "admin", "permissions": []}))
+    );
+    let removed = audit_events(
+        s,
+        &t.account,
+        AuditFilter {
+            action: Some("member.deleted".into()),
+            ..AuditFilter::default()
+        },
+    )
+    .await;
+    assert_eq!(removed.len(), 1);
+    assert_eq!(removed[0].object_id, leaver.id);
+    assert_eq!(
+        removed[0].before,
+        Some(
+            json!({"email": "leaver@acme.example", "role": "member", "permissions": ["keys:verify"]})
+        )
+    );
+    assert_eq!(s.verify_audit_chain(&t.account).await.unwrap().broken, None);
 }
 
 async fn accounts_cannot_reach_each_other(backend: Backend) {
@@ -411,6 +690,7 @@ async fn accounts_cannot_reach_each_other(backend: Backend) {
     let entry = s
         .create_allowlist_entry(
             &a.account,
+            &actor(),
             NewAllowlistEntry {
                 cidr: net("10.0.0.0/8"),
                 description: None,
@@ -426,14 +706,18 @@ async fn accounts_cannot_reach_each_other(backend: Backend) {
     // Workspaces and environments.
     assert_not_found(s.get_workspace(bx, ws).await, "workspace", None);
     assert_not_found(
-        s.rename_workspace(bx, ws, "mine now").await,
+        s.rename_workspace(bx, &actor(), ws, "mine now").await,
         "workspace",
         None,
     );
-    assert_not_found(s.delete_workspace(bx, ws).await, "workspace", None);
+    assert_not_found(
+        s.delete_workspace(bx, &actor(), ws).await,
+        "workspace",
+        None,
+    );
     assert_not_found(s.list_environments(bx, ws).await, "workspace", None);
     assert_not_found(
-        s.create_environment(bx, ws, "qa", "qa").await,
+        s.create_environment(bx, &actor(), ws, "qa", "qa").await,
         "workspace",
         None,
     );
@@ -443,13 +727,18 @@ async fn accounts_cannot_reach_each_other(backend: Backend) {
         name: Some("stolen".into()),
         ..Default::default()
     };
-    assert_not_found(s.update_key(bx, &key.id, rename).await, "key", None);
     assert_not_found(
-        s.set_key_status(bx, &key.id, KeyStatus::Revoked).await,
+        s.update_key(bx, &actor(), &key.id, rename).await,
         "key",
         None,
     );
-    let planted = s.create_key(bx, new_key(ws, "planted")).await;
+    assert_not_found(
+        s.set_key_status(bx, &actor(), &key.id, KeyStatus::Revoked)
+            .await,
+        "key",
+        None,
+    );
+    let planted = s.create_key(bx, &actor(), new_key(ws, "planted")).await;
     assert_not_found(planted, "workspace", Some("workspace_id"));
     let filter = KeyFilter {
         workspace_id: Some(ws.clone()),
@@ -471,7 +760,7 @@ async fn accounts_cannot_reach_each_other(backend: Backend) {
     );
     // Allowlist.
     assert_not_found(
-        s.delete_allowlist_entry(bx, &entry.id).await,
+        s.delete_allowlist_entry(bx, &actor(), &entry.id).await,
         "allowlist entry",
         None,
     );
@@ -482,7 +771,7 @@ async fn accounts_cannot_reach_each_other(backend: Backend) {
         workspace_ids: vec![b.workspace.clone(), ws.clone()],
     };
     assert_not_found(
-        s.create_allowlist_entry(bx, grant_foreign).await,
+        s.create_allowlist_entry(bx, &actor(), grant_foreign).await,
         "workspace",
         Some("workspace_ids"),
     );
@@ -498,7 +787,7 @@ async fn accounts_cannot_reach_each_other(backend: Backend) {
         None,
     );
     assert_not_found(
-        s.delete_management_token(bx, a_token).await,
+        s.delete_management_token(bx, &actor(), a_token).await,
         "management token",
         None,
     );
@@ -511,7 +800,7 @@ async fn accounts_cannot_reach_each_other(backend: Backend) {
         expires_at: None,
     };
     let sneaky = s
-        .create_management_token(bx, token_for_foreign_member)
+        .create_management_token(bx, &actor(), token_for_foreign_member)
         .await;
     assert_not_found(sneaky, "member", Some("member_id"));
     let b_members = s.list_members(bx, &PageRequest::default()).await.unwrap();
@@ -551,9 +840,11 @@ async fn workspaces_and_environments(backend: Backend) {
     let second = s
         .create_workspace(
             &t.account,
+            &actor(),
             NewWorkspace {
                 name: "Main".into(),
                 environments: vec![("qa".into(), "qa".into())],
+                primary_key: None,
             },
         )
         .await
@@ -565,7 +856,7 @@ async fn workspaces_and_environments(backend: Backend) {
     assert_eq!(second.environments.len(), 1);
 
     let renamed = s
-        .rename_workspace(&t.account, &second.workspace.id, "Billing")
+        .rename_workspace(&t.account, &actor(), &second.workspace.id, "Billing")
         .await
         .unwrap();
     assert_eq!(renamed.name, "Billing");
@@ -588,7 +879,7 @@ async fn workspaces_and_environments(backend: Backend) {
     );
 
     let eu = s
-        .create_environment(&t.account, &t.workspace, "eu-production", "eu")
+        .create_environment(&t.account, &actor(), &t.workspace, "eu-production", "eu")
         .await
         .unwrap();
     assert_eq!(
@@ -596,19 +887,25 @@ async fn workspaces_and_environments(backend: Backend) {
         ("eu-production", "eu", t.workspace.as_str())
     );
     assert_conflict(
-        s.create_environment(&t.account, &t.workspace, "production", "prod2")
+        s.create_environment(&t.account, &actor(), &t.workspace, "production", "prod2")
             .await,
         "name",
     );
     assert_conflict(
-        s.create_environment(&t.account, &t.workspace, "prod2", "live")
+        s.create_environment(&t.account, &actor(), &t.workspace, "prod2", "live")
             .await,
         "tag",
     );
     // The same name in another workspace is fine.
-    s.create_environment(&t.account, &second.workspace.id, "production", "live")
-        .await
-        .unwrap();
+    s.create_environment(
+        &t.account,
+        &actor(),
+        &second.workspace.id,
+        "production",
+        "live",
+    )
+    .await
+    .unwrap();
     let listed = s.list_environments(&t.account, &t.workspace).await.unwrap();
     assert_eq!(listed.len(), 4);
     assert_eq!(listed.last(), Some(&eu));
@@ -617,9 +914,11 @@ async fn workspaces_and_environments(backend: Backend) {
     let clash = s
         .create_workspace(
             &t.account,
+            &actor(),
             NewWorkspace {
                 name: "Clash".into(),
                 environments: vec![("a".into(), "x".into()), ("b".into(), "x".into())],
+                primary_key: None,
             },
         )
         .await;
@@ -639,14 +938,19 @@ async fn permission_catalog(backend: Backend) {
     let t = f.tenant("acme").await;
 
     let read = s
-        .create_permission(&t.account, "customers:read", Some("Read customers"))
+        .create_permission(
+            &t.account,
+            &actor(),
+            "customers:read",
+            Some("Read customers"),
+        )
         .await
         .unwrap();
     assert_eq!(read.name, perm("customers:read"));
     assert_eq!(read.description.as_deref(), Some("Read customers"));
     f.catalog(&t, &["a_b:c", "axb:c", "customers:write"]).await;
     assert_conflict(
-        s.create_permission(&t.account, "customers:read", None)
+        s.create_permission(&t.account, &actor(), "customers:read", None)
             .await,
         "name",
     );
@@ -665,7 +969,7 @@ async fn permission_catalog(backend: Backend) {
     // Another account has a catalog of its own.
     let other = f.tenant("other").await;
     assert!(s.list_permissions(&other.account).await.unwrap().is_empty());
-    s.create_permission(&other.account, "customers:read", None)
+    s.create_permission(&other.account, &actor(), "customers:read", None)
         .await
         .unwrap();
 
@@ -681,7 +985,9 @@ async fn permission_catalog(backend: Backend) {
         k.permissions = vec![perm("axb:c"), perm("customers:write")]
     })
     .await;
-    let refused = s.delete_permission(&t.account, "customers:read").await;
+    let refused = s
+        .delete_permission(&t.account, &actor(), "customers:read")
+        .await;
     match refused {
         Err(StoreError::InUse { message }) => assert!(message.contains("2 keys"), "{message}"),
         other => panic!("expected InUse, got {other:?}"),
@@ -691,13 +997,17 @@ async fn permission_catalog(backend: Backend) {
         4,
         "nothing deleted"
     );
-    let write = s.delete_permission(&t.account, "customers:write").await;
+    let write = s
+        .delete_permission(&t.account, &actor(), "customers:write")
+        .await;
     assert!(matches!(write, Err(StoreError::InUse { message }) if message.contains("2 keys")));
 
     // Unused: deleted. (`a_b:c` would match `axb:c` in an unescaped LIKE.)
-    s.delete_permission(&t.account, "a_b:c").await.unwrap();
+    s.delete_permission(&t.account, &actor(), "a_b:c")
+        .await
+        .unwrap();
     assert_not_found(
-        s.delete_permission(&t.account, "a_b:c").await,
+        s.delete_permission(&t.account, &actor(), "a_b:c").await,
         "permission",
         None,
     );
@@ -705,11 +1015,15 @@ async fn permission_catalog(backend: Backend) {
         permissions: Some(vec![perm("customers:write")]),
         ..Default::default()
     };
-    s.update_key(&t.account, &two.id, patch).await.unwrap();
-    let read = s.delete_permission(&t.account, "customers:read").await;
+    s.update_key(&t.account, &actor(), &two.id, patch)
+        .await
+        .unwrap();
+    let read = s
+        .delete_permission(&t.account, &actor(), "customers:read")
+        .await;
     assert!(matches!(read, Err(StoreError::InUse { message }) if message.contains("1 key;")));
     // The other account's keys hold nothing: its copy goes.
-    s.delete_permission(&other.account, "customers:read")
+    s.delete_permission(&other.account, &actor(), "customers:read")
         .await
         .unwrap();
 }
@@ -801,9 +1115,11 @@ async fn key_rules_on_create(backend: Backend) {
     let other_ws = s
         .create_workspace(
             &t.account,
+            &actor(),
             NewWorkspace {
                 name: "Other".into(),
                 environments: vec![("qa".into(), "qa".into())],
+                primary_key: None,
             },
         )
         .await
@@ -815,6 +1131,7 @@ async fn key_rules_on_create(backend: Backend) {
     let duplicate = s
         .create_key(
             &t.account,
+            &actor(),
             NewKey {
                 hash_hex: hash("dup"),
                 ..new_key(&t.workspace, "primary")
@@ -827,20 +1144,20 @@ async fn key_rules_on_create(backend: Backend) {
         environment: "qa".into(),
         ..new_key(&other_ws, "primary")
     };
-    s.create_key(&t.account, elsewhere).await.unwrap();
+    s.create_key(&t.account, &actor(), elsewhere).await.unwrap();
 
     let unknown_env = NewKey {
         environment: "qa".into(),
         ..new_key(&t.workspace, "qa key")
     };
     assert_not_found(
-        s.create_key(&t.account, unknown_env).await,
+        s.create_key(&t.account, &actor(), unknown_env).await,
         "environment",
         Some("environment"),
     );
     let unknown_ws = new_key("ws_nope", "lost");
     assert_not_found(
-        s.create_key(&t.account, unknown_ws).await,
+        s.create_key(&t.account, &actor(), unknown_ws).await,
         "workspace",
         Some("workspace_id"),
     );
@@ -853,7 +1170,10 @@ async fn key_rules_on_create(backend: Backend) {
         ],
         ..new_key(&t.workspace, "too much")
     };
-    let message = assert_invalid(s.create_key(&t.account, uncatalogued).await, "permissions");
+    let message = assert_invalid(
+        s.create_key(&t.account, &actor(), uncatalogued).await,
+        "permissions",
+    );
     assert!(
         message.contains("orders:read") && message.contains("orders:write"),
         "{message}"
@@ -884,7 +1204,7 @@ async fn list_keys_filters_and_pages(backend: Backend) {
         .await;
     }
     for key in [&production[1], &production[4]] {
-        s.set_key_status(&t.account, &key.id, KeyStatus::Inactive)
+        s.set_key_status(&t.account, &actor(), &key.id, KeyStatus::Inactive)
             .await
             .unwrap();
     }
@@ -1024,7 +1344,7 @@ async fn update_key_fields(backend: Backend) {
         .await;
     let update = |patch: KeyPatch| {
         let (s, account, id) = (s.clone(), t.account.clone(), original.id.clone());
-        async move { s.update_key(&account, &id, patch).await }
+        async move { s.update_key(&account, &actor(), &id, patch).await }
     };
 
     // An empty patch changes nothing but updated_at.
@@ -1049,6 +1369,7 @@ async fn update_key_fields(backend: Backend) {
         allowed_ips: Some(vec![net("192.0.2.1/32")]),
         expires_at: Some(Some(4_100_000_000_000)),
         meta: Some(json!({"b": [true, null]}).as_object().cloned().unwrap()),
+        allowed_origins: Some(vec!["https://shop.example".into()]),
     })
     .await
     .unwrap();
@@ -1067,6 +1388,10 @@ async fn update_key_fields(backend: Backend) {
     );
     assert_eq!(changed.allowed_ips, vec![net("192.0.2.1/32")]);
     assert_eq!(changed.expires_at, Some(4_100_000_000_000));
+    assert_eq!(
+        changed.allowed_origins,
+        vec!["https://shop.example".to_owned()]
+    );
     assert_eq!(
         serde_json::Value::Object(changed.meta.clone()),
         json!({"b": [true, null]})
@@ -1131,7 +1456,7 @@ async fn update_key_fields(backend: Backend) {
         "refused patches change nothing"
     );
     let missing = s
-        .update_key(&t.account, "key_nope", KeyPatch::default())
+        .update_key(&t.account, &actor(), "key_nope", KeyPatch::default())
         .await;
     assert_not_found(missing, "key", None);
 }
@@ -1145,7 +1470,7 @@ async fn key_status_and_revocation(backend: Backend) {
     let key = f.key(&t, "k", |_| {}).await;
     let set = |status| {
         let (s, account, id) = (s.clone(), t.account.clone(), key.id.clone());
-        async move { s.set_key_status(&account, &id, status).await }
+        async move { s.set_key_status(&account, &actor(), &id, status).await }
     };
 
     assert_eq!(
@@ -1176,7 +1501,7 @@ async fn key_status_and_revocation(backend: Backend) {
         KeyStatus::Revoked
     );
     assert_not_found(
-        s.set_key_status(&t.account, "key_nope", KeyStatus::Active)
+        s.set_key_status(&t.account, &actor(), "key_nope", KeyStatus::Active)
             .await,
         "key",
         None,
@@ -1193,9 +1518,11 @@ async fn verification_sees_its_workspace_allowlist(backend: Backend) {
     let w2 = s
         .create_workspace(
             &t.account,
+            &actor(),
             NewWorkspace {
                 name: "W2".into(),
                 environments: vec![("production".into(), "live".into())],
+                primary_key: None,
             },
         )
         .await
@@ -1208,15 +1535,19 @@ async fn verification_sees_its_workspace_allowlist(backend: Backend) {
         workspace_ids: workspaces.iter().map(|w| (*w).clone()).collect(),
     };
     let e1 = s
-        .create_allowlist_entry(&t.account, entry("10.1.0.0/16", &[&w1]))
+        .create_allowlist_entry(&t.account, &actor(), entry("10.1.0.0/16", &[&w1]))
         .await
         .unwrap();
     let e2 = s
-        .create_allowlist_entry(&t.account, entry("2001:db8::/48", &[&w2, &w1, &w1]))
+        .create_allowlist_entry(
+            &t.account,
+            &actor(),
+            entry("2001:db8::/48", &[&w2, &w1, &w1]),
+        )
         .await
         .unwrap();
     let e3 = s
-        .create_allowlist_entry(&t.account, entry("172.16.0.0/12", &[&w2]))
+        .create_allowlist_entry(&t.account, &actor(), entry("172.16.0.0/12", &[&w2]))
         .await
         .unwrap();
     let mut both = vec![w1.clone(), w2.clone()];
@@ -1228,13 +1559,17 @@ async fn verification_sees_its_workspace_allowlist(backend: Backend) {
     );
     // Another account's ranges never leak in.
     let other = f.tenant("other").await;
-    s.create_allowlist_entry(&other.account, entry("0.0.0.0/0", &[&other.workspace]))
-        .await
-        .unwrap();
+    s.create_allowlist_entry(
+        &other.account,
+        &actor(),
+        entry("0.0.0.0/0", &[&other.workspace]),
+    )
+    .await
+    .unwrap();
 
     let in_w1 = f.key(&t, "in w1", |_| {}).await;
     let in_w2 = s
-        .create_key(&t.account, new_key(&w2, "in w2"))
+        .create_key(&t.account, &actor(), new_key(&w2, "in w2"))
         .await
         .unwrap();
     let ranges = |key: &ApiKey| {
@@ -1263,16 +1598,19 @@ async fn verification_sees_its_workspace_allowlist(backend: Backend) {
         BTreeSet::from([net("172.16.0.0/12"), net("2001:db8::/48")])
     );
 
-    s.delete_allowlist_entry(&t.account, &e2.id).await.unwrap();
+    s.delete_allowlist_entry(&t.account, &actor(), &e2.id)
+        .await
+        .unwrap();
     assert_eq!(ranges(&in_w1).await, BTreeSet::from([net("10.1.0.0/16")]));
     assert_not_found(
-        s.delete_allowlist_entry(&t.account, &e2.id).await,
+        s.delete_allowlist_entry(&t.account, &actor(), &e2.id).await,
         "allowlist entry",
         None,
     );
     let missing = entry("10.9.0.0/16", &[&w1, &"ws_nope".to_owned()]);
     assert_not_found(
-        s.create_allowlist_entry(&t.account, missing).await,
+        s.create_allowlist_entry(&t.account, &actor(), missing)
+            .await,
         "workspace",
         Some("workspace_ids"),
     );
@@ -1289,6 +1627,7 @@ async fn key_usage_moves_forward_only(backend: Backend) {
     let usage = |key: &ApiKey, at: i64, ip: Option<&str>| KeyUsage {
         account_id: key.account_id.clone(),
         key_id: key.id.clone(),
+        replaced_secret: false,
         at,
         ip: ip.map(str::to_owned),
     };
@@ -1304,6 +1643,7 @@ async fn key_usage_moves_forward_only(backend: Backend) {
     let missing = KeyUsage {
         account_id: t.account.clone(),
         key_id: "key_gone".into(),
+        replaced_secret: false,
         at: 1,
         ip: None,
     };
@@ -1359,9 +1699,11 @@ async fn deleting_a_workspace_cascades(backend: Backend) {
     let keep = s
         .create_workspace(
             &t.account,
+            &actor(),
             NewWorkspace {
                 name: "Keep".into(),
                 environments: vec![("production".into(), "live".into())],
+                primary_key: None,
             },
         )
         .await
@@ -1370,12 +1712,13 @@ async fn deleting_a_workspace_cascades(backend: Backend) {
         .id;
     let doomed = f.key(&t, "doomed", |_| {}).await;
     let kept = s
-        .create_key(&t.account, new_key(&keep, "kept"))
+        .create_key(&t.account, &actor(), new_key(&keep, "kept"))
         .await
         .unwrap();
     let entry = s
         .create_allowlist_entry(
             &t.account,
+            &actor(),
             NewAllowlistEntry {
                 cidr: net("10.0.0.0/8"),
                 description: None,
@@ -1385,7 +1728,9 @@ async fn deleting_a_workspace_cascades(backend: Backend) {
         .await
         .unwrap();
 
-    s.delete_workspace(&t.account, &t.workspace).await.unwrap();
+    s.delete_workspace(&t.account, &actor(), &t.workspace)
+        .await
+        .unwrap();
     assert_not_found(
         s.get_workspace(&t.account, &t.workspace).await,
         "workspace",
@@ -1417,16 +1762,18 @@ async fn deleting_a_workspace_cascades(backend: Backend) {
         }]
     );
     assert_not_found(
-        s.delete_workspace(&t.account, &t.workspace).await,
+        s.delete_workspace(&t.account, &actor(), &t.workspace).await,
         "workspace",
         None,
     );
     // The environment names are free again in a new workspace.
     s.create_workspace(
         &t.account,
+        &actor(),
         NewWorkspace {
             name: "Main".into(),
             environments: vec![("production".into(), "live".into())],
+            primary_key: None,
         },
     )
     .await
@@ -1545,6 +1892,235 @@ async fn stale_idempotency_claims_are_reclaimed(backend: Backend) {
     );
 }
 
+// ── Audit log ────────────────────────────────────────────────────────────
+
+async fn audit_events(
+    store: &Arc<dyn Store>,
+    account: &str,
+    filter: AuditFilter,
+) -> Vec<AuditEvent> {
+    all_pages(2, |page| {
+        let (store, filter) = (store.clone(), filter.clone());
+        async move { store.list_audit_events(account, &filter, &page).await }
+    })
+    .await
+    .concat()
+}
+
+async fn every_change_is_audited_in_its_account(backend: Backend) {
+    let Some(f) = Fixture::new(backend).await else {
+        return;
+    };
+    let s = &f.store;
+    let t = f.tenant("acme").await;
+    let other = f.tenant("globex").await;
+    f.catalog(&t, &["customers:read"]).await;
+    let key = f.key(&t, "Main Website Integration", |_| {}).await;
+    s.update_key(
+        &t.account,
+        &actor(),
+        &key.id,
+        KeyPatch {
+            name: Some("Renamed".into()),
+            permissions: Some(vec![perm("customers:read")]),
+            ..KeyPatch::default()
+        },
+    )
+    .await
+    .unwrap();
+    s.set_key_status(&t.account, &actor(), &key.id, KeyStatus::Inactive)
+        .await
+        .unwrap();
+    // A refused change leaves no event: it rolls back with the change.
+    let taken = f.key(&t, "Taken", |_| {}).await;
+    assert_conflict(
+        s.update_key(
+            &t.account,
+            &actor(),
+            &taken.id,
+            KeyPatch {
+                name: Some("Renamed".into()),
+                ..KeyPatch::default()
+            },
+        )
+        .await,
+        "name",
+    );
+    s.delete_workspace(&t.account, &actor(), &t.workspace)
+        .await
+        .unwrap();
+
+    let events = audit_events(s, &t.account, AuditFilter::default()).await;
+    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "account.created",
+            "permission.created",
+            "key.created",
+            "key.updated",
+            "key.disabled",
+            "key.created",
+            "workspace.deleted",
+        ]
+    );
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=7).collect::<Vec<_>>()
+    );
+    assert!(events.iter().all(|e| e.account_id == t.account));
+    let owner = Actor {
+        member_id: Some(t.boot.owner.id.clone()),
+        ..Actor::system()
+    };
+    assert_eq!(events[0].actor, owner);
+    assert_eq!(events[0].object_id, t.account);
+    assert!(events[1..].iter().all(|e| e.actor == actor()));
+
+    // An update records only what changed; nothing records a hash.
+    let updated = &events[3];
+    assert_eq!(
+        (updated.object_type.as_str(), updated.object_id.as_str()),
+        ("key", key.id.as_str())
+    );
+    assert_eq!(
+        updated.before,
+        Some(json!({"name": "Main Website Integration", "permissions": []}))
+    );
+    assert_eq!(
+        updated.after,
+        Some(json!({"name": "Renamed", "permissions": ["customers:read"]}))
+    );
+    assert_eq!(events[4].after, Some(json!({"status": "inactive"})));
+    let created = events[2].after.as_ref().expect("created state");
+    assert_eq!(created["hint"], json!(key.hint));
+    for event in &events {
+        let text = format!("{:?} {:?}", event.before, event.after);
+        assert!(
+            !text.contains(&hash(&format!("{}-{}", t.workspace, key.name))),
+            "{text}"
+        );
+        assert!(!text.contains("hash"), "{text}");
+    }
+    // The workspace's history stays after it is gone.
+    assert_eq!(events[6].before, Some(json!({"name": "Main"})));
+
+    // Filters.
+    let by_object = AuditFilter {
+        object_id: Some(key.id.clone()),
+        ..AuditFilter::default()
+    };
+    assert_eq!(audit_events(s, &t.account, by_object).await.len(), 3);
+    let by_action = AuditFilter {
+        action: Some("key.created".into()),
+        ..AuditFilter::default()
+    };
+    assert_eq!(audit_events(s, &t.account, by_action).await.len(), 2);
+    let by_actor = AuditFilter {
+        actor_member_id: Some(t.boot.owner.id.clone()),
+        ..AuditFilter::default()
+    };
+    assert_eq!(audit_events(s, &t.account, by_actor).await, events[..1]);
+    let window = AuditFilter {
+        from: Some(events[2].at),
+        to: Some(events[6].at + 1),
+        ..AuditFilter::default()
+    };
+    let in_window = audit_events(s, &t.account, window).await;
+    assert!(
+        in_window.len() >= 5 && in_window.iter().all(|e| e.seq >= 2),
+        "{in_window:?}"
+    );
+    let empty = AuditFilter {
+        to: Some(events[0].at),
+        ..AuditFilter::default()
+    };
+    assert!(audit_events(s, &t.account, empty).await.is_empty());
+
+    // The other account has its own chain and sees none of these.
+    let theirs = audit_events(s, &other.account, AuditFilter::default()).await;
+    assert_eq!(theirs.len(), 1);
+    assert_eq!(theirs[0].action, "account.created");
+    assert_eq!(theirs[0].object_id, other.account);
+    let foreign = AuditFilter {
+        object_id: Some(key.id.clone()),
+        ..AuditFilter::default()
+    };
+    assert!(audit_events(s, &other.account, foreign).await.is_empty());
+    let mut accounts = s.list_account_ids().await.unwrap();
+    accounts.sort();
+    let mut expected = vec![t.account.clone(), other.account.clone()];
+    expected.sort();
+    assert_eq!(accounts, expected);
+}
+
+async fn audit_chain_detects_tampering(backend: Backend) {
+    let Some(f) = Fixture::new(backend).await else {
+        return;
+    };
+    let s = &f.store;
+    let t = f.tenant("acme").await;
+    let other = f.tenant("globex").await;
+    let key = f.key(&t, "k", |_| {}).await;
+    for status in [KeyStatus::Inactive, KeyStatus::Active, KeyStatus::Inactive] {
+        s.set_key_status(&t.account, &actor(), &key.id, status)
+            .await
+            .unwrap();
+    }
+    let events = audit_events(s, &t.account, AuditFilter::default()).await;
+    assert_eq!(events.len(), 5);
+    let intact = s.verify_audit_chain(&t.account).await.unwrap();
+    assert_eq!((intact.events, intact.broken), (5, None));
+
+    // An edited row is named, with the reason.
+    let edited = &events[2];
+    f.raw_sql(&format!(
+        "UPDATE audit_events SET after_state = '{{\"status\":\"active\"}}' WHERE id = '{}'",
+        edited.id
+    ))
+    .await;
+    let report = s.verify_audit_chain(&t.account).await.unwrap();
+    let broken = report.broken.expect("edit detected");
+    assert_eq!(
+        (broken.seq, broken.event_id.as_str()),
+        (3, edited.id.as_str())
+    );
+    assert!(broken.reason.contains("changed"), "{}", broken.reason);
+    assert_eq!(report.events, 3);
+    // Another account's chain is unaffected.
+    assert_eq!(
+        s.verify_audit_chain(&other.account).await.unwrap().broken,
+        None
+    );
+
+    // Putting the exact value back restores the chain: the hash is of the
+    // content, whatever the text's key order.
+    f.raw_sql(&format!(
+        "UPDATE audit_events SET after_state = '{{\"status\":\"inactive\"}}' WHERE id = '{}'",
+        edited.id
+    ))
+    .await;
+    assert_eq!(s.verify_audit_chain(&t.account).await.unwrap().broken, None);
+
+    // A deleted middle row breaks the link at the next event.
+    f.raw_sql(&format!(
+        "DELETE FROM audit_events WHERE id = '{}'",
+        events[1].id
+    ))
+    .await;
+    let broken = s
+        .verify_audit_chain(&t.account)
+        .await
+        .unwrap()
+        .broken
+        .expect("deletion detected");
+    assert_eq!(
+        (broken.seq, broken.event_id.as_str()),
+        (3, events[2].id.as_str())
+    );
+    assert!(broken.reason.contains("missing"), "{}", broken.reason);
+}
+
 // ── Concurrency and integrity ────────────────────────────────────────────
 
 async fn concurrent_writers_all_succeed(backend: Backend) {
@@ -1561,7 +2137,7 @@ async fn concurrent_writers_all_succeed(backend: Backend) {
                 permissions: vec![perm("customers:read")],
                 ..new_key(&workspace, &format!("concurrent {i:02}"))
             };
-            s.create_key(&account, new).await
+            s.create_key(&account, &actor(), new).await
         })
     });
     let claims = (0..10).map(|_| {
@@ -1610,7 +2186,7 @@ async fn concurrent_writers_all_succeed(backend: Backend) {
                 hash_hex: hash(&format!("racer-{i}")),
                 ..new_key(&workspace, "contested")
             };
-            s.create_key(&account, new).await
+            s.create_key(&account, &actor(), new).await
         })
     });
     let mut won = 0;
@@ -1624,6 +2200,11 @@ async fn concurrent_writers_all_succeed(backend: Backend) {
         }
     }
     assert_eq!(won, 1);
+
+    // Every committed change appended one event, none forked the chain:
+    // account, permission, 20 keys, the contested key.
+    let report = f.store.verify_audit_chain(&t.account).await.unwrap();
+    assert_eq!((report.events, report.broken), (23, None));
 }
 
 async fn corrupt_rows_are_reported(backend: Backend) {
@@ -1715,6 +2296,9 @@ conformance_suite!(
     deleting_a_workspace_cascades,
     idempotency_lifecycle,
     stale_idempotency_claims_are_reclaimed,
+    members_change_and_leave_but_an_owner_stays,
+    every_change_is_audited_in_its_account,
+    audit_chain_detects_tampering,
     concurrent_writers_all_succeed,
     corrupt_rows_are_reported,
     reports_its_backend,

@@ -70,6 +70,7 @@ pub async fn create(
         .store
         .create_allowlist_entry(
             &who.account_id,
+            &who.actor(),
             NewAllowlistEntry {
                 cidr,
                 description: request.description,
@@ -90,7 +91,7 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     state
         .store
-        .delete_allowlist_entry(&who.account_id, &id)
+        .delete_allowlist_entry(&who.account_id, &who.actor(), &id)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,23 +1,25 @@
 //! API keys: issue, list, inspect, update, disable / enable, revoke.
 
-use super::views::{KeyView, List};
+use super::views::{CreatedKey, KeyView, List};
 use super::{Created, field};
 use crate::AppState;
 use crate::auth::{Authorized, ManageCredentials, Principal};
 use crate::clock::{now_ms, to_ms};
-use crate::extract::{Body, Pagination, Timestamp, double_option, serde_urlencoded_query};
+use crate::extract::{
+    Body, OptionalBody, Pagination, Timestamp, double_option, serde_urlencoded_query,
+};
 use crate::problem::{ApiResult, Problem, ProblemDocument};
 use crate::secrets;
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::Uri;
+use axum::http::{StatusCode, Uri};
 use ipnet::IpNet;
 use keyward_core::{
-    EnvTag, KeyKind, KeyStatus, PermissionName, RateLimitPolicy, ip, validate_customer_id,
-    validate_display_name, validate_environment_name,
+    EnvTag, KeyKind, KeyStatus, PermissionName, RateLimitPolicy, ip, normalize_origin,
+    validate_customer_id, validate_display_name, validate_environment_name,
 };
-use keyward_store::{KeyFilter, KeyPatch, NewKey};
-use serde::{Deserialize, Serialize};
+use keyward_store::{KeyDeletion, KeyFilter, KeyPatch, KeyReplacement, NewKey};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
@@ -26,6 +28,8 @@ type Auth = Authorized<ManageCredentials>;
 const MAX_PERMISSIONS: usize = 100;
 const MAX_ALLOWED_IPS: usize = 100;
 const MAX_META_BYTES: usize = 4096;
+const MAX_ORIGINS: usize = 20;
+const MAX_GRACE_SECONDS: u32 = 7 * 24 * 60 * 60;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -52,6 +56,10 @@ pub struct CreateKey {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub meta: Map<String, Value>,
+    /// Publishable keys only, and required for them: the web origins
+    /// (`https://shop.example`) allowed to present the key.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
 }
 
 /// Fields left out are unchanged; `null` clears an optional field.
@@ -73,14 +81,35 @@ pub struct UpdateKey {
     pub allowed_ips: Option<Vec<String>>,
     #[schema(value_type = Option<Object>)]
     pub meta: Option<Map<String, Value>>,
+    /// Publishable keys only.
+    pub allowed_origins: Option<Vec<String>>,
 }
 
-/// A new key and its secret — the only time the secret is shown.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CreatedKey {
-    pub key: KeyView,
-    /// Store it now: Keyward keeps only its hash.
-    pub secret: String,
+#[derive(Debug, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKey {
+    /// How long the replaced secret keeps working: 0 (the default) stops it
+    /// at once; at most 604800 (7 days).
+    #[serde(default)]
+    pub grace_seconds: u32,
+}
+
+#[derive(Debug, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeKey {
+    /// Revoke although integrations still use the key.
+    #[serde(default)]
+    pub force: bool,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteKey {
+    /// The key's name, repeated: deleting cannot be undone.
+    pub confirm_name: String,
+    /// Delete although integrations still use the key (they are left without one).
+    #[serde(default)]
+    pub force: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,6 +147,57 @@ fn parse_allowed_ips(entries: &[String]) -> ApiResult<Vec<IpNet>> {
         .enumerate()
         .map(|(i, entry)| ip::parse_rule(entry).map_err(field(format!("allowed_ips[{i}]"))))
         .collect()
+}
+
+fn normalize_origins(origins: &[String]) -> ApiResult<Vec<String>> {
+    if origins.len() > MAX_ORIGINS {
+        return Err(Problem::invalid(
+            "allowed_origins",
+            format!("at most {MAX_ORIGINS} origins"),
+        ));
+    }
+    let mut normalized = origins
+        .iter()
+        .enumerate()
+        .map(|(i, o)| normalize_origin(o).map_err(field(format!("allowed_origins[{i}]"))))
+        .collect::<ApiResult<Vec<_>>>()?;
+    normalized.sort();
+    normalized.dedup();
+    Ok(normalized)
+}
+
+/// What each kind may carry (seed 001): ingest and publishable keys travel in
+/// client code, so they hold only ingest-class permissions; only publishable
+/// keys have (and must have) an origin list.
+fn check_kind_rules(
+    kind: KeyKind,
+    permissions: &[PermissionName],
+    origins: &[String],
+) -> ApiResult<()> {
+    let client_side = kind != KeyKind::Secret;
+    if let Some(p) = permissions
+        .iter()
+        .find(|p| client_side && !p.is_ingest_class())
+    {
+        return Err(Problem::invalid(
+            "permissions",
+            format!(
+                "{} keys hold only ingest permissions (…:write, …:track, …:ingest), not {p}",
+                kind.as_str()
+            ),
+        ));
+    }
+    match (kind, origins.is_empty()) {
+        (KeyKind::Publishable, true) => Err(Problem::invalid(
+            "allowed_origins",
+            "a publishable key needs the web origins allowed to use it",
+        )),
+        (KeyKind::Secret | KeyKind::Ingest, false) => Err(Problem::invalid(
+            "allowed_origins",
+            "only publishable keys have allowed origins; use allowed_ips for servers",
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn validate_rate_limit(policy: &RateLimitPolicy) -> ApiResult<()> {
@@ -221,12 +301,17 @@ pub async fn create(
     let new = validated_new_key(&who, workspace, request)?;
     let tag = environment_tag(&state, &who.account_id, &new.workspace_id, &new.environment).await?;
     let secret = secrets::mint(&state.format, &tag);
+    let public_value = (new.kind == KeyKind::Publishable).then(|| secret.expose().to_owned());
     let new = NewKey {
         hash_hex: secret.hash().to_hex(),
         hint: secret.hint(),
+        public_value,
         ..new
     };
-    let key = state.store.create_key(&who.account_id, new).await?;
+    let key = state
+        .store
+        .create_key(&who.account_id, &who.actor(), new)
+        .await?;
     Ok(Created(CreatedKey {
         key: KeyView::new(key, now_ms()),
         secret: secret.expose().to_owned(),
@@ -244,6 +329,9 @@ fn validated_new_key(who: &Principal, workspace_id: String, r: CreateKey) -> Api
         validate_customer(customer)?;
     }
     validate_meta(&r.meta)?;
+    let permissions = validate_permissions(r.permissions)?;
+    let allowed_origins = normalize_origins(&r.allowed_origins)?;
+    check_kind_rules(r.kind, &permissions, &allowed_origins)?;
     Ok(NewKey {
         workspace_id,
         environment: r.environment,
@@ -251,13 +339,15 @@ fn validated_new_key(who: &Principal, workspace_id: String, r: CreateKey) -> Api
         name: r.name,
         hash_hex: String::new(),
         hint: String::new(),
-        permissions: validate_permissions(r.permissions)?,
+        permissions,
         customer_id: r.customer_id,
         rate_limit: r.rate_limit,
         allowed_ips: parse_allowed_ips(&r.allowed_ips)?,
         expires_at: r.expires_at.map(validate_expiry).transpose()?,
         meta: r.meta,
         created_by: Some(who.member_id.clone()),
+        allowed_origins,
+        public_value: None,
     })
 }
 
@@ -283,7 +373,19 @@ pub async fn update(
     Body(request): Body<UpdateKey>,
 ) -> ApiResult<Json<KeyView>> {
     let patch = validated_patch(request)?;
-    let key = state.store.update_key(&who.account_id, &id, patch).await?;
+    if patch.permissions.is_some() || patch.allowed_origins.is_some() {
+        let current = state.store.get_key(&who.account_id, &id).await?;
+        let permissions = patch.permissions.as_ref().unwrap_or(&current.permissions);
+        let origins = patch
+            .allowed_origins
+            .as_ref()
+            .unwrap_or(&current.allowed_origins);
+        check_kind_rules(current.kind, permissions, origins)?;
+    }
+    let key = state
+        .store
+        .update_key(&who.account_id, &who.actor(), &id, patch)
+        .await?;
     Ok(Json(KeyView::new(key, now_ms())))
 }
 
@@ -315,6 +417,11 @@ fn validated_patch(r: UpdateKey) -> ApiResult<KeyPatch> {
             .map(|e| e.map(validate_expiry).transpose())
             .transpose()?,
         meta: r.meta,
+        allowed_origins: r
+            .allowed_origins
+            .as_deref()
+            .map(normalize_origins)
+            .transpose()?,
     })
 }
 
@@ -326,7 +433,7 @@ async fn set_status(
 ) -> ApiResult<Json<KeyView>> {
     let key = state
         .store
-        .set_key_status(&who.account_id, id, status)
+        .set_key_status(&who.account_id, &who.actor(), id, status)
         .await?;
     Ok(Json(KeyView::new(key, now_ms())))
 }
@@ -353,13 +460,94 @@ pub async fn enable(
     set_status(&state, &who, &id, KeyStatus::Active).await
 }
 
-/// Revokes a key for good; its history stays.
-#[utoipa::path(post, path = "/v1/keys/{id}/revoke", tag = "keys",
-    responses((status = 200, body = KeyView), (status = 404, body = ProblemDocument)))]
+/// Revokes a key for good; its history stays. Refused for the workspace's
+/// last active ingest key, and while integrations use the key unless `force`.
+#[utoipa::path(post, path = "/v1/keys/{id}/revoke", tag = "keys", request_body(content = Option<RevokeKey>),
+    responses((status = 200, body = KeyView), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
 pub async fn revoke(
     State(state): State<AppState>,
     Authorized(who, _): Auth,
     Path(id): Path<String>,
+    OptionalBody(options): OptionalBody<RevokeKey>,
 ) -> ApiResult<Json<KeyView>> {
-    set_status(&state, &who, &id, KeyStatus::Revoked).await
+    let key = state
+        .store
+        .revoke_key(&who.account_id, &who.actor(), &id, options.force)
+        .await?;
+    Ok(Json(KeyView::new(key, now_ms())))
+}
+
+/// Issues a new secret for the key — same id, name, permissions and
+/// configuration. With `grace_seconds` the old secret keeps working that long.
+#[utoipa::path(post, path = "/v1/keys/{id}/rotate", tag = "keys", request_body(content = Option<RotateKey>),
+    params(("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = CreatedKey), (status = 400, body = ProblemDocument), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
+pub async fn rotate(
+    State(state): State<AppState>,
+    Authorized(who, _): Auth,
+    Path(id): Path<String>,
+    OptionalBody(options): OptionalBody<RotateKey>,
+) -> ApiResult<Json<CreatedKey>> {
+    if options.grace_seconds > MAX_GRACE_SECONDS {
+        return Err(Problem::invalid(
+            "grace_seconds",
+            format!("at most {MAX_GRACE_SECONDS} (7 days)"),
+        ));
+    }
+    let current = state.store.get_key(&who.account_id, &id).await?;
+    let workspace = &current.workspace_id;
+    let tag = environment_tag(&state, &who.account_id, workspace, &current.environment).await?;
+    let secret = secrets::mint(&state.format, &tag);
+    let replacement = KeyReplacement {
+        key_id: id,
+        hash_hex: secret.hash().to_hex(),
+        hint: secret.hint(),
+        public_value: (current.kind == KeyKind::Publishable).then(|| secret.expose().to_owned()),
+        grace_ms: i64::from(options.grace_seconds) * 1000,
+    };
+    let key = state
+        .store
+        .rotate_key(&who.account_id, &who.actor(), replacement)
+        .await?;
+    Ok(Json(CreatedKey {
+        key: KeyView::new(key, now_ms()),
+        secret: secret.expose().to_owned(),
+    }))
+}
+
+/// Stops the old secret of a rotation now, before its grace period ends.
+#[utoipa::path(post, path = "/v1/keys/{id}/end-grace", tag = "keys",
+    responses((status = 200, body = KeyView), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
+pub async fn end_grace(
+    State(state): State<AppState>,
+    Authorized(who, _): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<KeyView>> {
+    let key = state
+        .store
+        .end_key_grace(&who.account_id, &who.actor(), &id)
+        .await?;
+    Ok(Json(KeyView::new(key, now_ms())))
+}
+
+/// Deletes a key for good once its name is repeated. Its request logs and
+/// audit history stay.
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", request_body = DeleteKey,
+    responses((status = 204), (status = 400, body = ProblemDocument), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Authorized(who, _): Auth,
+    Path(id): Path<String>,
+    Body(request): Body<DeleteKey>,
+) -> ApiResult<StatusCode> {
+    let deletion = KeyDeletion {
+        key_id: id,
+        confirm_name: request.confirm_name,
+        force: request.force,
+    };
+    state
+        .store
+        .delete_key(&who.account_id, &who.actor(), deletion)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

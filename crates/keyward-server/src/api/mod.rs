@@ -2,7 +2,11 @@
 //! declarations (so the two cannot drift), and the cross-cutting layers.
 
 mod allowlist;
+mod audit;
+mod integrations;
+mod jobs;
 mod keys;
+mod logs;
 mod members;
 mod permissions;
 mod tokens;
@@ -13,6 +17,7 @@ mod workspaces;
 use crate::AppState;
 use crate::extract::MAX_BODY_BYTES;
 use crate::idempotency;
+use crate::invalidate;
 use crate::problem::{Problem, ProblemDocument};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
@@ -51,10 +56,14 @@ pub(crate) fn field(name: impl Into<String>) -> impl FnOnce(InvalidValue) -> Pro
         (name = "workspaces", description = "Workspaces and their environments"),
         (name = "keys", description = "API keys"),
         (name = "permissions", description = "The account's permission catalog"),
+        (name = "integrations", description = "Which credentials each integration uses"),
+        (name = "jobs", description = "Background jobs: bulk operations and scheduled sweeps"),
         (name = "ip-allowlist", description = "Addresses allowed to use each workspace's keys"),
         (name = "members", description = "People in the account"),
         (name = "management-tokens", description = "Tokens for automating this API"),
+        (name = "audit", description = "Who changed what, tamper-evident"),
         (name = "verify", description = "Checking a key on each request"),
+        (name = "logs", description = "Every verification outcome"),
     ),
     components(schemas(ProblemDocument))
 )]
@@ -85,18 +94,32 @@ fn api_routes() -> OpenApiRouter<AppState> {
             workspaces::create_environment
         ))
         .routes(routes!(keys::list, keys::create))
-        .routes(routes!(keys::get, keys::update))
+        .routes(routes!(keys::get, keys::update, keys::delete))
         .routes(routes!(keys::disable))
         .routes(routes!(keys::enable))
         .routes(routes!(keys::revoke))
+        .routes(routes!(keys::rotate))
+        .routes(routes!(keys::end_grace))
+        .routes(routes!(integrations::list, integrations::create))
+        .routes(routes!(
+            integrations::get,
+            integrations::update,
+            integrations::delete
+        ))
+        .routes(routes!(jobs::list, jobs::create))
+        .routes(routes!(jobs::get))
         .routes(routes!(permissions::list, permissions::create))
         .routes(routes!(permissions::delete))
         .routes(routes!(allowlist::list, allowlist::create))
         .routes(routes!(allowlist::delete))
         .routes(routes!(members::list, members::create))
+        .routes(routes!(members::update, members::delete))
+        .routes(routes!(audit::list))
         .routes(routes!(tokens::list, tokens::create))
         .routes(routes!(tokens::delete))
         .routes(routes!(verify::verify))
+        .routes(routes!(logs::list))
+        .routes(routes!(logs::list_for_key))
 }
 
 /// The OpenAPI 3.1 document served at `/v1/openapi.json`.
@@ -111,6 +134,7 @@ pub fn router(state: AppState) -> Router {
         "/v1/openapi.json",
         get(move || async move { Json(document.as_ref().clone()) }),
     )
+    .route("/metrics", get(metrics))
     .route("/healthz", get(healthz))
     .route("/readyz", get(readyz))
     .fallback(not_found)
@@ -119,9 +143,28 @@ pub fn router(state: AppState) -> Router {
         state.clone(),
         idempotency::middleware,
     ))
+    // Outside the idempotency layer, whose authentication must fill the
+    // slot this one reads.
+    .layer(middleware::from_fn_with_state(
+        state.clone(),
+        invalidate::middleware,
+    ))
     .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
     .layer(TraceLayer::new_for_http())
     .with_state(state)
+}
+
+/// Prometheus text exposition of the process's metrics (see
+/// docs/PERFORMANCE.md for the catalogue). Unauthenticated, like the
+/// probes: expose it to the scraper's network only.
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
 }
 
 async fn healthz() -> Json<serde_json::Value> {

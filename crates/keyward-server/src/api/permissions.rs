@@ -56,6 +56,7 @@ pub async fn create(
         .store
         .create_permission(
             &who.account_id,
+            &who.actor(),
             request.name.as_str(),
             request.description.as_deref(),
         )
@@ -74,7 +75,7 @@ pub async fn delete(
     PermissionName::parse(&name).map_err(field("name"))?;
     state
         .store
-        .delete_permission(&who.account_id, &name)
+        .delete_permission(&who.account_id, &who.actor(), &name)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -89,6 +89,7 @@ pub async fn create(
         .store
         .create_management_token(
             &who.account_id,
+            &who.actor(),
             NewManagementToken {
                 member_id,
                 name: request.name,
@@ -115,7 +116,7 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     state
         .store
-        .delete_management_token(&who.account_id, &id)
+        .delete_management_token(&who.account_id, &who.actor(), &id)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

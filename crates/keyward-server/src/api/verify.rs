@@ -47,17 +47,17 @@ pub struct VerifyRequest {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct VerdictKey {
-    pub id: String,
-    pub name: String,
-    pub workspace_id: String,
-    pub environment: String,
+pub struct VerdictKey<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub workspace_id: &'a str,
+    pub environment: &'a str,
     pub kind: KeyKind,
-    pub customer_id: Option<String>,
+    pub customer_id: Option<&'a str>,
     #[schema(value_type = Vec<String>)]
-    pub permissions: Vec<PermissionName>,
+    pub permissions: &'a [PermissionName],
     #[schema(value_type = Object)]
-    pub meta: Map<String, Value>,
+    pub meta: &'a Map<String, Value>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub expires_at: Option<OffsetDateTime>,
 }
@@ -70,12 +70,12 @@ pub struct RateLimitView {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct VerdictBody {
+pub struct VerdictBody<'a> {
     pub valid: bool,
     pub code: Code,
     /// The HTTP status the platform should answer its client with.
     pub status: u16,
-    pub key: Option<VerdictKey>,
+    pub key: Option<VerdictKey<'a>>,
     pub rate_limit: Option<RateLimitView>,
 }
 
@@ -125,6 +125,7 @@ pub async fn verify(
         permissions: &permissions,
         ip,
         customer_id: request.customer_id.as_deref(),
+        origin: request.origin.as_deref(),
     };
     let verdict = state.verifier.verify(input, now_ms()).await?;
     Ok(respond(verdict))
@@ -158,16 +159,20 @@ fn respond(verdict: Verdict) -> Response {
         valid: verdict.code.is_valid(),
         code: verdict.code,
         status: verdict.code.http_status(),
-        key: verdict.key.map(|k| VerdictKey {
-            id: k.id,
-            name: k.name,
-            workspace_id: k.workspace_id,
-            environment: k.environment,
-            kind: k.kind,
-            customer_id: k.customer_id,
-            permissions: k.permissions,
-            meta: k.meta,
-            expires_at: from_ms_opt(k.expires_at),
+        // Borrowed from the (cached) record: no copy of the key per request.
+        key: verdict.key.as_deref().map(|record| {
+            let k = &record.key;
+            VerdictKey {
+                id: &k.id,
+                name: &k.name,
+                workspace_id: &k.workspace_id,
+                environment: &k.environment,
+                kind: k.kind,
+                customer_id: k.customer_id.as_deref(),
+                permissions: &k.permissions,
+                meta: &k.meta,
+                expires_at: from_ms_opt(k.expires_at),
+            }
         }),
         rate_limit: verdict.rate_limit.map(|s| RateLimitView {
             limit: s.limit,

@@ -57,6 +57,14 @@ impl From<store::Environment> for EnvironmentView {
     }
 }
 
+/// A new key and its secret — the only time the secret is shown.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedKey {
+    pub key: KeyView,
+    /// Store it now: Keyward keeps only its hash.
+    pub secret: String,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WorkspaceView {
     pub id: String,
@@ -66,6 +74,10 @@ pub struct WorkspaceView {
     /// Present when a single workspace is returned.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub environments: Option<Vec<EnvironmentView>>,
+    /// Only in the response that creates the workspace: its "primary"
+    /// ingest credentials (Site ID = the key's id) with the secret, once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub primary_credentials: Option<CreatedKey>,
 }
 
 impl WorkspaceView {
@@ -75,9 +87,12 @@ impl WorkspaceView {
             name: w.name,
             created_at: from_ms(w.created_at),
             environments: None,
+            primary_credentials: None,
         }
     }
 
+    /// The workspace with its environments; `w.primary_key` is ignored, since
+    /// only the creating response, which has the secret, shows it.
     pub fn with_environments(w: store::WorkspaceWithEnvironments) -> Self {
         Self {
             environments: Some(
@@ -139,6 +154,36 @@ pub struct KeyView {
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_used_at: Option<OffsetDateTime>,
     pub last_used_ip: Option<String>,
+    /// Publishable keys: the web origins allowed to present the key.
+    pub allowed_origins: Vec<String>,
+    /// Publishable keys only: the key itself, which is public by design.
+    pub publishable_key: Option<String>,
+    /// After a rotation: the replaced secret, and whether it still works.
+    pub rotation: Option<RotationView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RotationView {
+    /// `true` while the old secret still verifies (the key is "rotating").
+    pub in_grace_period: bool,
+    pub old_hint: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub old_secret_expires_at: OffsetDateTime,
+    /// When the old secret was last presented: once this stops moving,
+    /// nothing uses it any more.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub old_secret_last_used_at: Option<OffsetDateTime>,
+}
+
+impl RotationView {
+    fn new(r: store::KeyRotation, now_ms: i64) -> Self {
+        Self {
+            in_grace_period: now_ms < r.expires_at,
+            old_hint: r.previous_hint,
+            old_secret_expires_at: from_ms(r.expires_at),
+            old_secret_last_used_at: from_ms_opt(r.previous_last_used_at),
+        }
+    }
 }
 
 impl KeyView {
@@ -166,6 +211,9 @@ impl KeyView {
             updated_at: from_ms(k.updated_at),
             last_used_at: from_ms_opt(k.last_used_at),
             last_used_ip: k.last_used_ip,
+            allowed_origins: k.allowed_origins,
+            publishable_key: k.public_value,
+            rotation: k.rotation.map(|r| RotationView::new(r, now_ms)),
         }
     }
 }
@@ -248,6 +296,69 @@ impl From<store::ManagementToken> for ManagementTokenView {
             created_at: from_ms(t.created_at),
             expires_at: from_ms_opt(t.expires_at),
             last_used_at: from_ms_opt(t.last_used_at),
+        }
+    }
+}
+
+/// Who made a change: the member, the management token they used, and the
+/// address the request came from.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActorView {
+    pub member_id: Option<String>,
+    pub token_id: Option<String>,
+    pub ip: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditEventView {
+    pub id: String,
+    /// 1, 2, … within the account: the order of the hash chain.
+    pub seq: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// All `null` for Keyward's own scheduled work.
+    pub actor: ActorView,
+    /// `<object>.<verb>`: `account.created`, `workspace.created|updated|deleted`,
+    /// `environment.created`, `permission.created|deleted`,
+    /// `key.created|updated|enabled|disabled|expired|revoked|rotated|grace_ended|deleted`,
+    /// `ip_allowlist.created|deleted`, `integration.created|updated|deleted`,
+    /// `member.created|updated|deleted`, `management_token.created|deleted`,
+    /// `job.created`.
+    #[schema(example = "key.updated")]
+    pub action: String,
+    #[schema(example = "key")]
+    pub object_type: String,
+    pub object_id: String,
+    /// The fields the action changed, before it (never secrets or hashes).
+    #[schema(value_type = Option<Object>)]
+    pub before: Option<serde_json::Value>,
+    /// The fields the action changed, after it.
+    #[schema(value_type = Option<Object>)]
+    pub after: Option<serde_json::Value>,
+    /// The previous event's `hash` (64 zeros for the first).
+    pub prev_hash: String,
+    /// SHA-256 of `prev_hash` and this event's canonical form.
+    pub hash: String,
+}
+
+impl From<store::AuditEvent> for AuditEventView {
+    fn from(e: store::AuditEvent) -> Self {
+        Self {
+            id: e.id,
+            seq: e.seq,
+            at: from_ms(e.at),
+            actor: ActorView {
+                member_id: e.actor.member_id,
+                token_id: e.actor.token_id,
+                ip: e.actor.ip,
+            },
+            action: e.action,
+            object_type: e.object_type,
+            object_id: e.object_id,
+            before: e.before,
+            after: e.after,
+            prev_hash: e.prev_hash,
+            hash: e.hash,
         }
     }
 }

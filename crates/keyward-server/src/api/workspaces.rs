@@ -1,9 +1,11 @@
 //! Workspaces and their environments.
 
-use super::views::{EnvironmentView, List, WorkspaceView};
+use super::views::{CreatedKey, EnvironmentView, KeyView, List, WorkspaceView};
 use super::{Created, field};
 use crate::AppState;
+use crate::accounts;
 use crate::auth::{Authorized, ManageCredentials};
+use crate::clock::now_ms;
 use crate::extract::{Body, Pagination};
 use crate::problem::{ApiResult, Problem, ProblemDocument};
 use axum::Json;
@@ -94,6 +96,7 @@ pub async fn list(
 
 /// Creates a workspace with its environments.
 #[utoipa::path(post, path = "/v1/workspaces", tag = "workspaces", request_body = CreateWorkspace,
+    params(("Idempotency-Key" = Option<String>, Header)),
     responses((status = 201, body = WorkspaceView), (status = 400, body = ProblemDocument)))]
 pub async fn create(
     State(state): State<AppState>,
@@ -102,17 +105,30 @@ pub async fn create(
 ) -> ApiResult<Created<WorkspaceView>> {
     validate_display_name(&request.name).map_err(field("name"))?;
     let environments = environments_of(&request)?;
-    let created = state
+    let (environment, tag) = environments.first().ok_or_else(Problem::internal)?;
+    let tag = EnvTag::parse_environment_tag(tag).map_err(field("environments[0].tag"))?;
+    let (primary, secret) = accounts::primary_credentials(
+        &state.format,
+        environment,
+        &tag,
+        Some(who.member_id.clone()),
+    );
+    let new = NewWorkspace {
+        name: request.name,
+        environments,
+        primary_key: Some(primary),
+    };
+    let mut created = state
         .store
-        .create_workspace(
-            &who.account_id,
-            NewWorkspace {
-                name: request.name,
-                environments,
-            },
-        )
+        .create_workspace(&who.account_id, &who.actor(), new)
         .await?;
-    Ok(Created(WorkspaceView::with_environments(created)))
+    let primary_key = created.primary_key.take().ok_or_else(Problem::internal)?;
+    let mut view = WorkspaceView::with_environments(created);
+    view.primary_credentials = Some(CreatedKey {
+        key: KeyView::new(primary_key, now_ms()),
+        secret: secret.expose().to_owned(),
+    });
+    Ok(Created(view))
 }
 
 /// One workspace with its environments.
@@ -129,6 +145,7 @@ pub async fn get(
         keyward_store::WorkspaceWithEnvironments {
             workspace,
             environments,
+            primary_key: None,
         },
     )))
 }
@@ -145,7 +162,7 @@ pub async fn update(
     validate_display_name(&request.name).map_err(field("name"))?;
     let workspace = state
         .store
-        .rename_workspace(&who.account_id, &id, &request.name)
+        .rename_workspace(&who.account_id, &who.actor(), &id, &request.name)
         .await?;
     Ok(Json(WorkspaceView::bare(workspace)))
 }
@@ -158,7 +175,10 @@ pub async fn delete(
     Authorized(who, _): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state.store.delete_workspace(&who.account_id, &id).await?;
+    state
+        .store
+        .delete_workspace(&who.account_id, &who.actor(), &id)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -189,7 +209,7 @@ pub async fn create_environment(
     let (name, tag) = validate_environment(&request, "")?;
     let environment = state
         .store
-        .create_environment(&who.account_id, &id, &name, &tag)
+        .create_environment(&who.account_id, &who.actor(), &id, &name, &tag)
         .await?;
     Ok(Created(environment.into()))
 }

@@ -4,8 +4,8 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 use keyward_core::KeyFormat;
-use keyward_server::Server;
 use keyward_server::accounts::{AccountSetup, create_account};
+use keyward_server::{Server, ServerConfig};
 use keyward_store::Store;
 use keyward_store::testing::{Backend, TestDatabase};
 use reqwest::{Method, StatusCode};
@@ -19,6 +19,8 @@ pub struct Tenant {
     pub account_id: String,
     pub workspace_id: String,
     pub token: String,
+    /// The "Primary" ingest key every new workspace starts with.
+    pub primary_key_id: String,
 }
 
 pub struct TestServer {
@@ -27,7 +29,7 @@ pub struct TestServer {
     pub store: Arc<dyn Store>,
     client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
-    _db: TestDatabase,
+    db: TestDatabase,
 }
 
 static ACCOUNTS: AtomicU32 = AtomicU32::new(0);
@@ -35,13 +37,17 @@ static ACCOUNTS: AtomicU32 = AtomicU32::new(0);
 impl TestServer {
     /// `None` when the backend is unavailable and skipping is allowed here.
     pub async fn start(backend: Backend) -> Option<Self> {
+        Self::start_with(backend, ServerConfig::default()).await
+    }
+
+    pub async fn start_with(backend: Backend, config: ServerConfig) -> Option<Self> {
         let db = TestDatabase::create_or_skip(backend).await?;
         let store = keyward_store::open(&db.url).await.expect("open store");
         let owner = new_tenant(store.as_ref()).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = Server::new(store.clone(), KeyFormat::default());
+        let server = Server::with_config(store.clone(), KeyFormat::default(), config);
         tokio::spawn(server.serve(listener, async {
             let _ = stopped.await;
         }));
@@ -51,8 +57,42 @@ impl TestServer {
             store,
             client: reqwest::Client::new(),
             stop: Some(stop),
-            _db: db,
+            db,
         })
+    }
+
+    /// Another node of the same deployment: a second server on the same
+    /// store, configured with `config`; it stops when the `Node` drops.
+    pub async fn another_node(&self, config: ServerConfig) -> Node {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = Server::with_config(self.store.clone(), KeyFormat::default(), config);
+        tokio::spawn(server.serve(listener, async {
+            let _ = stopped.await;
+        }));
+        Node { base, _stop: stop }
+    }
+
+    /// Verifies with the owner's token on any node; returns the verdict's code.
+    pub async fn code_on(&self, base: &str, body: Value) -> String {
+        let response = self
+            .client
+            .post(format!("{base}/v1/verify"))
+            .bearer_auth(&self.owner.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::OK);
+        let verdict: Value = response.json().await.unwrap();
+        verdict["code"].as_str().unwrap().to_owned()
+    }
+
+    /// The database behind the server, for tests that must reach under the
+    /// API (simulating a crash, tampering).
+    pub fn database_url(&self) -> &str {
+        &self.db.url
     }
 
     /// Another tenant of the same deployment.
@@ -155,6 +195,12 @@ impl TestServer {
     }
 }
 
+/// A second server over a [`TestServer`]'s store.
+pub struct Node {
+    pub base: String,
+    _stop: oneshot::Sender<()>,
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
@@ -181,6 +227,7 @@ async fn new_tenant(store: &dyn Store) -> Tenant {
         account_id: created.account_id,
         workspace_id: created.workspace_id,
         token: created.management_token.expose().to_owned(),
+        primary_key_id: created.primary_site_id,
     }
 }
 

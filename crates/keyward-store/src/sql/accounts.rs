@@ -1,7 +1,7 @@
 //! Accounts, the users behind members, and members.
 
 use super::decode::{column, name_list, names_to_json, narrowed, parsed};
-use super::{PageWindow, conflict, tokens, workspaces, write_error};
+use super::{Dialect, PageWindow, conflict, tokens, workspaces, write_error};
 use crate::error::{StoreError, StoreResult};
 use crate::ids::{new_id, now_ms};
 use crate::records::*;
@@ -14,6 +14,13 @@ pub(super) async fn count(conn: &mut AnyConnection) -> StoreResult<u64> {
         .fetch_one(conn)
         .await?;
     narrowed(&row, "n")
+}
+
+pub(super) async fn list_ids(conn: &mut AnyConnection) -> StoreResult<Vec<String>> {
+    let rows = sqlx::query("SELECT id FROM accounts ORDER BY id")
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(|row| column(row, "id")).collect()
 }
 
 /// The whole of [`crate::Store::bootstrap_account`], inside the caller's
@@ -40,6 +47,8 @@ pub(super) async fn bootstrap(
         NewWorkspace {
             name: new.workspace_name,
             environments: new.environments,
+            // Created by the caller, which audits it as the new owner.
+            primary_key: None,
         },
     )
     .await?;
@@ -182,6 +191,129 @@ async fn insert_member(
         )
     })?;
     Ok(member)
+}
+
+/// Changes a member's role and grants; see [`crate::Store::update_member`].
+pub(super) async fn update_member(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    account: &str,
+    id: &str,
+    patch: MemberPatch,
+) -> StoreResult<(Member, Member)> {
+    let owners = lock_owners(conn, dialect, account).await?;
+    let before = locked_member(conn, dialect, account, id).await?;
+    let role = patch.role.unwrap_or(before.role);
+    if before.role == Role::Owner && role != Role::Owner {
+        require_another_owner(&owners, id, "demote")?;
+    }
+    // Owners and admins hold every permission by their role; explicit
+    // grants would lie dormant and come back on a later demotion.
+    let permissions = match (role, patch.permissions) {
+        (Role::Member, Some(permissions)) => permissions,
+        (Role::Member, None) => before.permissions.clone(),
+        (_, Some(permissions)) if !permissions.is_empty() => {
+            return Err(StoreError::Invalid {
+                field: "permissions",
+                message:
+                    "owners and admins hold every permission; grant permissions to members only"
+                        .into(),
+            });
+        }
+        (_, _) => Vec::new(),
+    };
+    let mut after = Member {
+        role,
+        permissions,
+        ..before.clone()
+    };
+    after.permissions.sort();
+    after.permissions.dedup();
+    sqlx::query("UPDATE members SET role = $3, permissions = $4 WHERE account_id = $1 AND id = $2")
+        .bind(account)
+        .bind(id)
+        .bind(role.as_str())
+        .bind(names_to_json(
+            after.permissions.iter().map(|p| p.as_str()),
+            "permissions",
+        )?)
+        .execute(conn)
+        .await?;
+    Ok((before, after))
+}
+
+/// Removes a member (their tokens go by `ON DELETE CASCADE`); returns what
+/// was removed.
+pub(super) async fn delete_member(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    account: &str,
+    id: &str,
+) -> StoreResult<Member> {
+    let owners = lock_owners(conn, dialect, account).await?;
+    let member = locked_member(conn, dialect, account, id).await?;
+    if member.role == Role::Owner {
+        require_another_owner(&owners, id, "remove")?;
+    }
+    sqlx::query("DELETE FROM members WHERE account_id = $1 AND id = $2")
+        .bind(account)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(member)
+}
+
+/// The account's owners, locked on PostgreSQL before anything else is, in
+/// id order. Two transactions that each demote or remove one of two owners
+/// then run one after the other, and the second sees that only one owner is
+/// left; locking in one order means they cannot deadlock. `FOR NO KEY
+/// UPDATE` leaves alone the key-share locks of concurrent token inserts.
+async fn lock_owners(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    account: &str,
+) -> StoreResult<Vec<String>> {
+    let rows = sqlx::query(&format!(
+        "SELECT id FROM members WHERE account_id = $1 AND role = $2 ORDER BY id {}",
+        dialect.row_lock("FOR NO KEY UPDATE")
+    ))
+    .bind(account)
+    .bind(Role::Owner.as_str())
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(|row| column(row, "id")).collect()
+}
+
+async fn locked_member(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    account: &str,
+    id: &str,
+) -> StoreResult<Member> {
+    let row = sqlx::query(&format!(
+        "{MEMBER_SELECT} WHERE m.account_id = $1 AND m.id = $2 {}",
+        dialect.row_lock("FOR NO KEY UPDATE OF m")
+    ))
+    .bind(account)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    row.as_ref()
+        .map(member_from_row)
+        .transpose()?
+        .ok_or_else(|| StoreError::not_found("member"))
+}
+
+fn require_another_owner(owners: &[String], id: &str, verb: &str) -> StoreResult<()> {
+    if owners.iter().any(|owner| owner != id) {
+        return Ok(());
+    }
+    Err(StoreError::Refused {
+        code: "last_owner",
+        message: format!(
+            "cannot {verb} the account's last owner; make another member an owner first"
+        ),
+    })
 }
 
 /// Members with their user's email. Users are not tenant data; the account

@@ -2,12 +2,13 @@
 
 use super::decode::{column, json, names_to_json, narrowed_opt, parsed, to_json};
 use super::{
-    Dialect, PageWindow, allowlist, catalog, conflict, not_found_in, workspaces, write_error,
+    Dialect, PageWindow, allowlist, audit, catalog, conflict, not_found_in, workspaces, write_error,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::ids::{new_id, now_ms};
 use crate::records::*;
 use keyward_core::{KeyKind, KeyStatus, PermissionName, RateLimitPolicy};
+use serde_json::json;
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 
@@ -21,7 +22,10 @@ const KEY_SELECT: &str = "SELECT k.id AS id, k.account_id AS account_id, \
      k.rate_limit_window AS rate_limit_window, k.allowed_ips AS allowed_ips, \
      k.expires_at AS expires_at, k.meta AS meta, k.created_at AS created_at, \
      k.created_by AS created_by, k.updated_at AS updated_at, k.last_used_at AS last_used_at, \
-     k.last_used_ip AS last_used_ip \
+     k.last_used_ip AS last_used_ip, k.allowed_origins AS allowed_origins, \
+     k.public_value AS public_value, k.previous_hint AS previous_hint, \
+     k.previous_expires_at AS previous_expires_at, \
+     k.previous_last_used_at AS previous_last_used_at, k.hash AS hash \
      FROM api_keys k JOIN environments e ON e.account_id = k.account_id AND e.id = k.environment_id";
 
 pub(super) async fn create(
@@ -60,13 +64,17 @@ pub(super) async fn create(
         updated_at: now,
         last_used_at: None,
         last_used_ip: None,
+        allowed_origins: new.allowed_origins,
+        public_value: new.public_value,
+        rotation: None,
     };
     let encoded = EncodedColumns::of(&key)?;
     sqlx::query(
         "INSERT INTO api_keys (id, account_id, workspace_id, environment_id, kind, name, hash, hint, \
          status, permissions, customer_id, rate_limit_limit, rate_limit_window, allowed_ips, \
-         expires_at, meta, created_at, created_by, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+         expires_at, meta, created_at, created_by, updated_at, allowed_origins, public_value) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
+         $20, $21)",
     )
     .bind(&key.id)
     .bind(account)
@@ -87,6 +95,8 @@ pub(super) async fn create(
     .bind(key.created_at)
     .bind(&key.created_by)
     .bind(key.updated_at)
+    .bind(encoded.allowed_origins)
+    .bind(&key.public_value)
     .execute(conn)
     .await
     .map_err(|e| {
@@ -169,8 +179,8 @@ pub(super) async fn update(
     let encoded = EncodedColumns::of(&key)?;
     sqlx::query(
         "UPDATE api_keys SET name = $3, permissions = $4, customer_id = $5, rate_limit_limit = $6, \
-         rate_limit_window = $7, allowed_ips = $8, expires_at = $9, meta = $10, updated_at = $11 \
-         WHERE account_id = $1 AND id = $2",
+         rate_limit_window = $7, allowed_ips = $8, expires_at = $9, meta = $10, updated_at = $11, \
+         allowed_origins = $12 WHERE account_id = $1 AND id = $2",
     )
     .bind(account)
     .bind(id)
@@ -183,6 +193,7 @@ pub(super) async fn update(
     .bind(key.expires_at)
     .bind(encoded.meta)
     .bind(key.updated_at)
+    .bind(encoded.allowed_origins)
     .execute(conn)
     .await
     .map_err(|e| {
@@ -205,6 +216,7 @@ fn apply_patch(key: &mut ApiKey, patch: KeyPatch, now: i64) {
         allowed_ips,
         expires_at,
         meta,
+        allowed_origins,
     } = patch;
     if let Some(name) = name {
         key.name = name;
@@ -227,15 +239,25 @@ fn apply_patch(key: &mut ApiKey, patch: KeyPatch, now: i64) {
     if let Some(meta) = meta {
         key.meta = meta;
     }
+    if let Some(allowed_origins) = allowed_origins {
+        key.allowed_origins = allowed_origins;
+    }
     key.updated_at = now;
 }
 
+/// Sets the status and audits it (`key.enabled`, `key.disabled`,
+/// `key.expired`, `key.revoked`). Callers lock the key row first (on
+/// PostgreSQL), so that the audited previous status is the one replaced.
 pub(super) async fn set_status(
     conn: &mut AnyConnection,
     account: &str,
+    actor: &Actor,
     id: &str,
     status: KeyStatus,
 ) -> StoreResult<ApiKey> {
+    let before = find(conn, account, id, "")
+        .await?
+        .ok_or_else(|| StoreError::not_found("key"))?;
     // One conditional statement, so that no concurrent change can slip
     // between checking "not revoked" and writing.
     let changed = sqlx::query(
@@ -249,59 +271,97 @@ pub(super) async fn set_status(
     .bind(KeyStatus::Revoked.as_str())
     .execute(&mut *conn)
     .await?;
-    let key = find(conn, account, id, "")
-        .await?
-        .ok_or_else(|| StoreError::not_found("key"))?;
     if changed.rows_affected() == 0 {
         return Err(conflict(
             "status",
             "the key is revoked, and a revoked key stays revoked",
         ));
     }
+    let key = find(conn, account, id, "")
+        .await?
+        .ok_or_else(|| StoreError::not_found("key"))?;
+    let action = match status {
+        KeyStatus::Active => "key.enabled",
+        KeyStatus::Inactive => "key.disabled",
+        KeyStatus::Expired => "key.expired",
+        KeyStatus::Revoked => "key.revoked",
+    };
+    audit::append(
+        conn,
+        account,
+        actor,
+        action,
+        "key",
+        id,
+        Some(json!({"status": before.status.as_str()})),
+        Some(json!({"status": key.status.as_str()})),
+    )
+    .await?;
     Ok(key)
 }
 
-/// The key with this hash and its workspace's allowlist. Not scoped by
-/// account (the caller compares it); the allowlist is read within the key's
-/// own account.
+/// The key whose current — or rotation-replaced — secret has this hash, and
+/// its workspace's allowlist. Not scoped by account (the caller compares
+/// it); the allowlist is read within the key's own account.
 pub(super) async fn find_for_verification(
     conn: &mut AnyConnection,
     hash_hex: &str,
 ) -> StoreResult<Option<VerificationRecord>> {
-    let row = sqlx::query(&format!("{KEY_SELECT} WHERE k.hash = $1"))
-        .bind(hash_hex)
-        .fetch_optional(&mut *conn)
-        .await?;
-    let Some(key) = row.as_ref().map(key_from_row).transpose()? else {
+    let row = sqlx::query(&format!(
+        "{KEY_SELECT} WHERE k.hash = $1 OR k.previous_hash = $1"
+    ))
+    .bind(hash_hex)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else {
         return Ok(None);
+    };
+    let key = key_from_row(&row)?;
+    let current_hash: String = column(&row, "hash")?;
+    let replaced_secret_expires_at = match &key.rotation {
+        Some(rotation) if current_hash != hash_hex => Some(rotation.expires_at),
+        _ => None,
     };
     let workspace_allowlist =
         allowlist::workspace_ranges(conn, &key.account_id, &key.workspace_id).await?;
     Ok(Some(VerificationRecord {
         key,
         workspace_allowlist,
+        replaced_secret_expires_at,
     }))
 }
 
-/// Moves each key's last use forward (never back). Key ids are globally
-/// unique, so the batch needs no account; keys deleted since are matched by
-/// no row and so skipped.
+/// Moves each key's last use forward (never back), scoped by account like
+/// every write; keys deleted since are matched by no row and so skipped.
 pub(super) async fn record_usage(conn: &mut AnyConnection, usages: &[KeyUsage]) -> StoreResult<()> {
     // Rows are locked in id order, so that two batches on PostgreSQL cannot
     // deadlock by locking the same keys in opposite orders.
     let mut ordered: Vec<&KeyUsage> = usages.iter().collect();
     ordered.sort_by(|a, b| a.key_id.cmp(&b.key_id));
     for usage in ordered {
-        sqlx::query(
-            "UPDATE api_keys SET last_used_at = $2, last_used_ip = $3 \
-             WHERE id = $1 AND account_id = $4 AND (last_used_at IS NULL OR last_used_at < $2)",
-        )
-        .bind(&usage.key_id)
-        .bind(usage.at)
-        .bind(usage.ip.as_deref())
-        .bind(&usage.account_id)
-        .execute(&mut *conn)
-        .await?;
+        let query = if usage.replaced_secret {
+            // A rotation-replaced secret: only its own last use moves.
+            sqlx::query(
+                "UPDATE api_keys SET previous_last_used_at = $2 WHERE id = $1 AND account_id = $3 \
+                 AND (previous_last_used_at IS NULL OR previous_last_used_at < $2)",
+            )
+            .bind(&usage.key_id)
+            .bind(usage.at)
+        } else {
+            sqlx::query(
+                "UPDATE api_keys SET last_used_at = $2, last_used_ip = $4 WHERE id = $1 \
+                 AND account_id = $3 AND (last_used_at IS NULL OR last_used_at < $2)",
+            )
+            .bind(&usage.key_id)
+            .bind(usage.at)
+        };
+        let query = query.bind(&usage.account_id);
+        let query = if usage.replaced_secret {
+            query
+        } else {
+            query.bind(usage.ip.as_deref())
+        };
+        query.execute(&mut *conn).await?;
     }
     Ok(())
 }
@@ -343,6 +403,7 @@ struct EncodedColumns {
     rate_limit_window: Option<i64>,
     allowed_ips: String,
     meta: String,
+    allowed_origins: String,
 }
 
 impl EncodedColumns {
@@ -357,6 +418,7 @@ impl EncodedColumns {
             rate_limit_window: key.rate_limit.map(|p| i64::from(p.window_seconds)),
             allowed_ips: to_json(&allowed_ips, "allowed_ips")?,
             meta: to_json(&key.meta, "meta")?,
+            allowed_origins: to_json(&key.allowed_origins, "allowed_origins")?,
         })
     }
 }
@@ -382,7 +444,27 @@ fn key_from_row(row: &AnyRow) -> StoreResult<ApiKey> {
         updated_at: column(row, "updated_at")?,
         last_used_at: column(row, "last_used_at")?,
         last_used_ip: column(row, "last_used_ip")?,
+        allowed_origins: json(row, "allowed_origins")?,
+        public_value: column(row, "public_value")?,
+        rotation: rotation_from_row(row)?,
     })
+}
+
+/// The replaced secret's columns: all set after a rotation, all NULL before.
+fn rotation_from_row(row: &AnyRow) -> StoreResult<Option<KeyRotation>> {
+    let hint: Option<String> = column(row, "previous_hint")?;
+    let expires_at: Option<i64> = column(row, "previous_expires_at")?;
+    match (hint, expires_at) {
+        (Some(previous_hint), Some(expires_at)) => Ok(Some(KeyRotation {
+            previous_hint,
+            expires_at,
+            previous_last_used_at: column(row, "previous_last_used_at")?,
+        })),
+        (None, None) => Ok(None),
+        _ => Err(StoreError::corrupt(
+            "columns previous_hint, previous_expires_at: only one is set",
+        )),
+    }
 }
 
 /// The policy stored in two columns, both set or both NULL.

@@ -60,6 +60,7 @@ pub(super) async fn create(
     Ok(WorkspaceWithEnvironments {
         workspace,
         environments,
+        primary_key: None,
     })
 }
 

@@ -1,0 +1,222 @@
+//! Two real `keyward serve` processes on one PostgreSQL schema, as a
+//! multi-node deployment runs: a change made through one node reaches the
+//! other's verification cache within a second (LISTEN/NOTIFY), measured and
+//! printed.
+
+use keyward_store::testing::{Backend, TestDatabase};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_keyward");
+/// The promise under test.
+const PROPAGATION: Duration = Duration::from_secs(1);
+
+struct Node {
+    child: Child,
+    base: String,
+}
+
+impl Node {
+    fn start(db: &str) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("KEYWARD_DATABASE_URL", db)
+            .env("KEYWARD_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (tx, log) = mpsc::channel();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let base = loop {
+            let line = log
+                .recv_timeout(Duration::from_secs(60))
+                .expect("no listening line");
+            if let Some(at) = line.find("listening on http://") {
+                let rest = &line[at + "listening on ".len()..];
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+        };
+        Self { child, base }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn init(db: &str) -> Value {
+    let mut child = Command::new(BIN)
+        .args([
+            "init",
+            "--email",
+            "owner@example.com",
+            "--password-stdin",
+            "--json",
+        ])
+        .env("KEYWARD_DATABASE_URL", db)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"correct horse battery staple\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+async fn call(
+    http: &reqwest::Client,
+    token: &str,
+    url: String,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = http.post(url).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Polls `probe` until it holds, returning how long it took; fails
+/// after a generous deadline (the 1 s promise is checked on the result).
+async fn lag_until(mut probe: impl AsyncFnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    loop {
+        if probe().await {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the change never reached the other node"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The value of one sample of node `base`'s `/metrics` (0 when absent).
+async fn metric(http: &reqwest::Client, base: &str, sample: &str) -> f64 {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_on_one_node_reaches_the_other_within_a_second() {
+    let Some(db) = TestDatabase::create_or_skip(Backend::Postgres).await else {
+        return;
+    };
+    let created = init(&db.url);
+    let token = created["management_token"].as_str().unwrap().to_owned();
+    let workspace = created["workspace_id"].as_str().unwrap();
+    let a = Node::start(&db.url);
+    let b = Node::start(&db.url);
+    let http = reqwest::Client::new();
+
+    let (status, issued) = call(
+        &http,
+        &token,
+        format!("{}/v1/workspaces/{workspace}/keys", a.base),
+        Some(json!({"name": "shared", "environment": "production"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{issued}");
+    let key_id = issued["key"]["id"].as_str().unwrap().to_owned();
+    let secret = issued["secret"].as_str().unwrap().to_owned();
+    let verify_on_b = async || {
+        let (status, verdict) = call(
+            &http,
+            &token,
+            format!("{}/v1/verify", b.base),
+            Some(json!({"key": secret})),
+        )
+        .await;
+        assert_eq!(status, 200, "{verdict}");
+        verdict["code"].as_str().unwrap().to_owned()
+    };
+    // Warm node B's caches (key and token) with a few verifications.
+    for _ in 0..3 {
+        assert_eq!(verify_on_b().await, "valid");
+    }
+    // B answers from its cache, so only a notification can tell it.
+    let hits = r#"keyward_cache_lookups_total{cache="key",result="hit"}"#;
+    assert!(metric(&http, &b.base, hits).await >= 2.0);
+
+    let (status, body) = call(
+        &http,
+        &token,
+        format!("{}/v1/keys/{key_id}/revoke", a.base),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let lag = lag_until(async || verify_on_b().await == "key_revoked").await;
+    println!("revocation reached the other node in {lag:?}");
+    assert!(lag < PROPAGATION, "took {lag:?}");
+    let remote = r#"keyward_cache_invalidations_total{reason="remote"}"#;
+    assert!(metric(&http, &b.base, remote).await >= 1.0);
+
+    // A deleted management token stops working on the other node too.
+    let (status, minted) = call(
+        &http,
+        &token,
+        format!("{}/v1/management-tokens", a.base),
+        Some(json!({"name": "ci", "permissions": ["keys:verify"]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{minted}");
+    let second = minted["secret"].as_str().unwrap().to_owned();
+    let token_id = minted["token"]["id"].as_str().unwrap();
+    let verify_with_second = async || {
+        call(
+            &http,
+            &second,
+            format!("{}/v1/verify", b.base),
+            Some(json!({"key": secret})),
+        )
+        .await
+        .0
+    };
+    assert_eq!(verify_with_second().await, 200);
+    let deleted = http
+        .delete(format!("{}/v1/management-tokens/{token_id}", a.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert!(deleted.status().is_success(), "{}", deleted.status());
+    let lag = lag_until(async || verify_with_second().await == 401).await;
+    println!("token deletion reached the other node in {lag:?}");
+    assert!(lag < PROPAGATION, "took {lag:?}");
+}

@@ -1,0 +1,390 @@
+//! In-memory caches for the verify path: verification records and
+//! management-token principals by SHA-256 hash, and a bounded negative cache
+//! of hashes the store does not know.
+//!
+//! Invalidation is per account and O(1): every entry remembers the
+//! generation of its account's stripe when it was loaded, and invalidating
+//! an account bumps that stripe, so its entries read as misses from then on
+//! (and are evicted by the LRU in due course). Accounts share
+//! `STRIPES` stripes by hash, so a change may also drop entries of other
+//! accounts in the same stripe: extra misses, never stale hits. Every
+//! invalidation also drops all negative entries (a change can, in principle,
+//! make a hash known), and a [`VerifyCache::resync`] drops everything.
+//!
+//! A lookup that misses takes a [`Ticket`] before reading the store and
+//! inserts only if no invalidation happened meanwhile, so a read that raced
+//! with a change can never be cached past it.
+//!
+//! Memory: both caches are bounded by entry count (LRU-ish eviction by
+//! `quick_cache`). A cached key costs its 32-byte hash, the entry header
+//! (~40 bytes) and the shared record: about 400 bytes plus the lengths of its
+//! name, ids, permissions, metadata and allowlists (see docs/PERFORMANCE.md).
+//! A negative entry costs about 80 bytes.
+
+use crate::auth::Principal;
+use crate::telemetry as m;
+use keyward_store::VerificationRecord;
+use metrics::Counter;
+use quick_cache::sync::Cache;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Stripes of per-account generations.
+const STRIPES: usize = 1024;
+
+/// How the caches are sized and how long an entry may be trusted without a
+/// notification (a safety net: invalidation normally comes first).
+#[derive(Debug, Clone, Copy)]
+pub struct CacheConfig {
+    pub key_capacity: usize,
+    pub token_capacity: usize,
+    pub unknown_capacity: usize,
+    pub ttl_ms: i64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            key_capacity: 100_000,
+            token_capacity: 10_000,
+            unknown_capacity: 100_000,
+            ttl_ms: 60_000,
+        }
+    }
+}
+
+/// A management token's principal and when the token expires.
+#[derive(Debug, Clone)]
+pub struct CachedPrincipal {
+    pub principal: Principal,
+    pub expires_at: Option<i64>,
+}
+
+#[derive(Clone)]
+struct Entry<T> {
+    value: T,
+    stripe: u16,
+    generation: u64,
+    epoch: u64,
+    loaded_at: i64,
+}
+
+#[derive(Clone, Copy)]
+struct UnknownEntry {
+    negative_epoch: u64,
+    loaded_at: i64,
+}
+
+/// What a lookup found.
+pub enum Lookup<T> {
+    Hit(T),
+    /// Known not to exist (negative cache).
+    Unknown,
+    /// Not cached: read the store, then [`VerifyCache::insert_key`] (or
+    /// `insert_token` / `insert_unknown`) with the ticket.
+    Miss(Ticket),
+}
+
+/// The invalidation count before a store read.
+#[derive(Debug, Clone, Copy)]
+pub struct Ticket(u64);
+
+/// One positive cache, by SHA-256 hash.
+type Tier<T> = Cache<[u8; 32], Entry<T>>;
+
+/// Lookup outcomes of one tier, registered once (a handle increments with
+/// one atomic add; the `counter!` macro would look the series up each time).
+struct TierCounters {
+    hit: Counter,
+    negative_hit: Counter,
+    miss: Counter,
+}
+
+impl TierCounters {
+    fn new(cache: &'static str) -> Self {
+        let counter = |result: &'static str| metrics::counter!(m::CACHE_LOOKUPS, "cache" => cache, "result" => result);
+        Self {
+            hit: counter("hit"),
+            negative_hit: counter("negative_hit"),
+            miss: counter("miss"),
+        }
+    }
+}
+
+pub struct VerifyCache {
+    keys: Tier<Arc<VerificationRecord>>,
+    tokens: Tier<Arc<CachedPrincipal>>,
+    key_counters: TierCounters,
+    token_counters: TierCounters,
+    unknown: Cache<[u8; 32], UnknownEntry>,
+    generations: Box<[AtomicU64]>,
+    /// Bumped by every invalidation, before the generations it changes.
+    invalidations: AtomicU64,
+    /// Bumped by every invalidation: negative entries of older epochs are void.
+    negative_epoch: AtomicU64,
+    /// Bumped by [`Self::resync`]: positive entries of older epochs are void.
+    epoch: AtomicU64,
+    ttl_ms: i64,
+}
+
+impl VerifyCache {
+    pub fn new(config: CacheConfig) -> Self {
+        Self {
+            keys: Cache::new(config.key_capacity.max(1)),
+            tokens: Cache::new(config.token_capacity.max(1)),
+            key_counters: TierCounters::new("key"),
+            token_counters: TierCounters::new("token"),
+            unknown: Cache::new(config.unknown_capacity.max(1)),
+            generations: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            invalidations: AtomicU64::new(0),
+            negative_epoch: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
+            ttl_ms: config.ttl_ms,
+        }
+    }
+
+    pub fn key(&self, hash: &[u8; 32], now_ms: i64) -> Lookup<Arc<VerificationRecord>> {
+        self.lookup_in(&self.keys, &self.key_counters, hash, now_ms)
+    }
+
+    pub fn token(&self, hash: &[u8; 32], now_ms: i64) -> Lookup<Arc<CachedPrincipal>> {
+        self.lookup_in(&self.tokens, &self.token_counters, hash, now_ms)
+    }
+
+    pub fn insert_key(
+        &self,
+        ticket: Ticket,
+        hash: [u8; 32],
+        record: Arc<VerificationRecord>,
+        now_ms: i64,
+    ) {
+        let account = record.key.account_id.clone();
+        self.insert_in(&self.keys, ticket, hash, &account, record, now_ms);
+    }
+
+    pub fn insert_token(
+        &self,
+        ticket: Ticket,
+        hash: [u8; 32],
+        principal: Arc<CachedPrincipal>,
+        now_ms: i64,
+    ) {
+        let account = principal.principal.account_id.clone();
+        self.insert_in(&self.tokens, ticket, hash, &account, principal, now_ms);
+    }
+
+    fn lookup_in<T: Clone>(
+        &self,
+        tier: &Tier<T>,
+        counters: &TierCounters,
+        hash: &[u8; 32],
+        now_ms: i64,
+    ) -> Lookup<T> {
+        let ticket = self.ticket();
+        if let Some(entry) = tier.get(hash).filter(|e| self.is_fresh(e, now_ms)) {
+            counters.hit.increment(1);
+            return Lookup::Hit(entry.value);
+        }
+        let found = self.unknown_or_miss(hash, now_ms, ticket);
+        match found {
+            Lookup::Unknown => counters.negative_hit.increment(1),
+            _ => counters.miss.increment(1),
+        }
+        found
+    }
+
+    fn insert_in<T: Clone>(
+        &self,
+        tier: &Tier<T>,
+        ticket: Ticket,
+        hash: [u8; 32],
+        account: &str,
+        value: T,
+        now_ms: i64,
+    ) {
+        if let Some(entry) = self.entry(ticket, account, value, now_ms) {
+            tier.insert(hash, entry);
+        }
+    }
+
+    pub fn insert_unknown(&self, ticket: Ticket, hash: [u8; 32], now_ms: i64) {
+        // Read before checking the ticket: see `entry`.
+        let negative_epoch = self.negative_epoch.load(Ordering::SeqCst);
+        if self.invalidations.load(Ordering::SeqCst) == ticket.0 {
+            self.unknown.insert(
+                hash,
+                UnknownEntry {
+                    negative_epoch,
+                    loaded_at: now_ms,
+                },
+            );
+        }
+    }
+
+    /// Drops what is cached for `account` (and every negative entry).
+    pub fn invalidate_account(&self, account_id: &str) {
+        // The count first: a racing insert that sees the new generation has
+        // then necessarily seen the new count too, and skips.
+        self.invalidations.fetch_add(1, Ordering::SeqCst);
+        self.generations[stripe_of(account_id)].fetch_add(1, Ordering::SeqCst);
+        self.negative_epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Drops everything: notifications may have been lost.
+    pub fn resync(&self) {
+        self.invalidations.fetch_add(1, Ordering::SeqCst);
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.negative_epoch.fetch_add(1, Ordering::SeqCst);
+        self.keys.clear();
+        self.tokens.clear();
+        self.unknown.clear();
+    }
+
+    fn ticket(&self) -> Ticket {
+        Ticket(self.invalidations.load(Ordering::SeqCst))
+    }
+
+    fn unknown_or_miss<T>(&self, hash: &[u8; 32], now_ms: i64, ticket: Ticket) -> Lookup<T> {
+        match self.unknown.get(hash) {
+            Some(entry)
+                if entry.negative_epoch == self.negative_epoch.load(Ordering::SeqCst)
+                    && now_ms - entry.loaded_at < self.ttl_ms =>
+            {
+                Lookup::Unknown
+            }
+            _ => Lookup::Miss(ticket),
+        }
+    }
+
+    fn is_fresh<T>(&self, entry: &Entry<T>, now_ms: i64) -> bool {
+        entry.epoch == self.epoch.load(Ordering::SeqCst)
+            && entry.generation
+                == self.generations[usize::from(entry.stripe)].load(Ordering::SeqCst)
+            && now_ms - entry.loaded_at < self.ttl_ms
+    }
+
+    /// An entry stamped with the generations current *before* the ticket is
+    /// re-checked; `None` if an invalidation ran since the ticket was taken.
+    fn entry<T>(&self, ticket: Ticket, account: &str, value: T, now_ms: i64) -> Option<Entry<T>> {
+        let stripe = stripe_of(account);
+        let generation = self.generations[stripe].load(Ordering::SeqCst);
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        if self.invalidations.load(Ordering::SeqCst) != ticket.0 {
+            return None;
+        }
+        Some(Entry {
+            value,
+            // STRIPES fits in u16.
+            stripe: stripe as u16,
+            generation,
+            epoch,
+            loaded_at: now_ms,
+        })
+    }
+}
+
+/// FNV-1a of the account id, onto a stripe.
+fn stripe_of(account_id: &str) -> usize {
+    let hash = account_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    (hash % STRIPES as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_000_000;
+
+    fn cache() -> (VerifyCache, Tier<u32>) {
+        let config = CacheConfig {
+            unknown_capacity: 100,
+            ..CacheConfig::default()
+        };
+        (VerifyCache::new(config), Cache::new(100))
+    }
+
+    fn hash(n: u32) -> [u8; 32] {
+        let mut hash = [0u8; 32];
+        hash[..4].copy_from_slice(&n.to_le_bytes());
+        hash
+    }
+
+    fn load(cache: &VerifyCache, tier: &Tier<u32>, n: u32, account: &str) {
+        match cache.lookup_in(tier, &cache.key_counters, &hash(n), NOW) {
+            Lookup::Miss(ticket) => cache.insert_in(tier, ticket, hash(n), account, n, NOW),
+            _ => panic!("{n} was cached already"),
+        }
+    }
+
+    fn hit(cache: &VerifyCache, tier: &Tier<u32>, n: u32, now: i64) -> bool {
+        matches!(cache.lookup_in(tier, &cache.key_counters, &hash(n), now), Lookup::Hit(v) if v == n)
+    }
+
+    #[test]
+    fn invalidating_an_account_drops_its_entries() {
+        let (cache, tier) = cache();
+        load(&cache, &tier, 1, "acct_a");
+        assert!(hit(&cache, &tier, 1, NOW));
+        cache.invalidate_account("acct_a");
+        assert!(!hit(&cache, &tier, 1, NOW));
+        load(&cache, &tier, 1, "acct_a");
+        assert!(hit(&cache, &tier, 1, NOW), "reloaded after the change");
+    }
+
+    #[test]
+    fn a_read_that_raced_with_a_change_is_not_cached() {
+        let (cache, tier) = cache();
+        let Lookup::Miss(ticket) = cache.lookup_in(&tier, &cache.key_counters, &hash(7), NOW)
+        else {
+            panic!("empty cache");
+        };
+        // The store read happens here; a change commits and invalidates.
+        cache.invalidate_account("acct_a");
+        cache.insert_in(&tier, ticket, hash(7), "acct_a", 7, NOW);
+        assert!(!hit(&cache, &tier, 7, NOW));
+        cache.insert_unknown(ticket, hash(8), NOW);
+        assert!(matches!(
+            cache.lookup_in(&tier, &cache.key_counters, &hash(8), NOW),
+            Lookup::Miss(_)
+        ));
+    }
+
+    #[test]
+    fn entries_expire_and_resync_drops_everything() {
+        let (cache, tier) = cache();
+        load(&cache, &tier, 1, "acct_a");
+        assert!(!hit(&cache, &tier, 1, NOW + CacheConfig::default().ttl_ms));
+        assert!(hit(&cache, &tier, 1, NOW));
+        cache.resync();
+        assert!(!hit(&cache, &tier, 1, NOW));
+    }
+
+    #[test]
+    fn unknown_hashes_are_remembered_in_bounded_memory() {
+        let (cache, tier) = cache();
+        for n in 0..10_000 {
+            let Lookup::Miss(ticket) = cache.lookup_in(&tier, &cache.key_counters, &hash(n), NOW)
+            else {
+                panic!("{n} is new");
+            };
+            cache.insert_unknown(ticket, hash(n), NOW);
+        }
+        assert!(matches!(
+            cache.lookup_in(&tier, &cache.key_counters, &hash(9_999), NOW),
+            Lookup::Unknown
+        ));
+        assert!(
+            cache.unknown.len() <= 200,
+            "{} negative entries for a capacity of 100",
+            cache.unknown.len()
+        );
+        // Any change may make a hash known: negatives go with it.
+        cache.invalidate_account("acct_b");
+        assert!(matches!(
+            cache.lookup_in(&tier, &cache.key_counters, &hash(9_999), NOW),
+            Lookup::Miss(_)
+        ));
+    }
+}

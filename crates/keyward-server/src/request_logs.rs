@@ -1,0 +1,167 @@
+//! Request logs without a storage write per verification: outcomes are
+//! appended to a bounded in-memory buffer and written in one transaction
+//! (multi-row INSERTs) every `FLUSH_INTERVAL` and at shutdown. When the
+//! buffer is full (the store is down or slower than the traffic), new
+//! entries are dropped and counted — verification never waits for storage.
+//!
+//! Retention is enforced by the `purge_request_logs` job (`crate::jobs`).
+
+use crate::telemetry as m;
+use crate::usage::flush_periodically;
+use keyward_core::PermissionName;
+use keyward_core::verify::Code;
+use keyward_store::{NewRequestLog, Store, VerificationRecord};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+/// Entries held at most between flushes (about 200 bytes each).
+pub const DEFAULT_CAPACITY: usize = 100_000;
+
+/// One outcome as the verify path leaves it: copies and a pointer to the
+/// (cached) record, turned into a [`NewRequestLog`] at flush time.
+#[derive(Debug)]
+pub struct PendingLog {
+    pub at: i64,
+    /// The key, when it was found in the caller's account.
+    pub record: Option<Arc<VerificationRecord>>,
+    /// Without a record: the caller's account and the environment asked for.
+    pub account_id: Option<String>,
+    pub environment: Option<String>,
+    pub ip: Option<IpAddr>,
+    pub permissions: Vec<PermissionName>,
+    pub code: Code,
+    pub latency_us: i64,
+}
+
+impl PendingLog {
+    fn into_entry(self) -> NewRequestLog {
+        let key = self.record.as_deref().map(|r| &r.key);
+        NewRequestLog {
+            account_id: key
+                .map(|k| k.account_id.clone())
+                .or(self.account_id)
+                .unwrap_or_default(),
+            at: self.at,
+            key_id: key.map(|k| k.id.clone()),
+            workspace_id: key.map(|k| k.workspace_id.clone()),
+            environment: key.map(|k| k.environment.clone()).or(self.environment),
+            client_ip: self.ip.map(|ip| ip.to_canonical().to_string()),
+            permissions: self.permissions.iter().map(ToString::to_string).collect(),
+            code: self.code.as_str().to_owned(),
+            latency_us: self.latency_us,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Pending {
+    fresh: Vec<PendingLog>,
+    /// Entries of failed flushes, retried first.
+    retry: Vec<NewRequestLog>,
+}
+
+impl Pending {
+    fn len(&self) -> usize {
+        self.fresh.len() + self.retry.len()
+    }
+}
+
+pub struct RequestLogBuffer {
+    pending: Mutex<Pending>,
+    capacity: usize,
+}
+
+impl RequestLogBuffer {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            pending: Mutex::new(Pending::default()),
+            capacity,
+        }
+    }
+
+    /// Buffers one entry, or drops it (counted) if the buffer is full.
+    pub fn record(&self, entry: PendingLog) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.len() >= self.capacity {
+            drop(pending);
+            metrics::counter!(m::DROPPED_ENTRIES, "buffer" => "request_logs").increment(1);
+        } else {
+            pending.fresh.push(entry);
+        }
+    }
+
+    /// Everything pending, oldest first, as rows.
+    fn take(&self) -> Vec<NewRequestLog> {
+        let taken = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut batch = taken.retry;
+        batch.extend(taken.fresh.into_iter().map(PendingLog::into_entry));
+        batch
+    }
+
+    /// Writes what is pending. On failure the batch goes back in front of
+    /// newer entries, as far as the capacity allows; the rest is dropped and
+    /// counted.
+    pub async fn flush(&self, store: &dyn Store) {
+        let batch = self.take();
+        if batch.is_empty() {
+            return;
+        }
+        metrics::histogram!(m::FLUSH_BATCH_SIZE, "buffer" => "request_logs")
+            .record(batch.len() as f64);
+        if let Err(error) = store.insert_request_logs(&batch).await {
+            tracing::warn!(%error, entries = batch.len(), "could not write request logs; will retry");
+            metrics::counter!(m::FLUSH_FAILURES, "buffer" => "request_logs").increment(1);
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let room = self.capacity.saturating_sub(pending.len());
+            if batch.len() > room {
+                let dropped = batch.len() - room;
+                metrics::counter!(m::DROPPED_ENTRIES, "buffer" => "request_logs")
+                    .increment(dropped as u64);
+            }
+            // The oldest entries are the ones dropped.
+            let skip = batch.len().saturating_sub(room);
+            pending.retry = batch.into_iter().skip(skip).collect();
+        }
+    }
+
+    /// Flushes every `FLUSH_INTERVAL` until `shutdown` fires, then once more.
+    pub async fn run(self: Arc<Self>, store: Arc<dyn Store>, shutdown: watch::Receiver<bool>) {
+        flush_periodically(shutdown, || self.flush(store.as_ref())).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(code: Code) -> PendingLog {
+        PendingLog {
+            at: 1,
+            record: None,
+            account_id: Some("acct".into()),
+            environment: Some("production".into()),
+            ip: "::ffff:203.0.113.7".parse().ok(),
+            permissions: vec![PermissionName::parse("customers:read").unwrap()],
+            code,
+            latency_us: 1,
+        }
+    }
+
+    #[test]
+    fn a_full_buffer_drops_instead_of_growing() {
+        let buffer = RequestLogBuffer::new(2);
+        for code in [Code::Valid, Code::UnknownKey, Code::MalformedKey] {
+            buffer.record(entry(code));
+        }
+        let batch = buffer.take();
+        assert_eq!(
+            batch.iter().map(|e| e.code.as_str()).collect::<Vec<_>>(),
+            ["valid", "unknown_key"]
+        );
+        assert_eq!(batch[0].client_ip.as_deref(), Some("203.0.113.7"));
+        assert_eq!(batch[0].permissions, ["customers:read"]);
+        assert_eq!(batch[0].account_id, "acct");
+        assert!(buffer.take().is_empty());
+    }
+}

@@ -1,0 +1,107 @@
+//! The verification caches through the HTTP API, on both stores: a change
+//! is in effect when the call that made it returns, even for keys and
+//! tokens the node has cached, and unknown keys are answered from the
+//! negative cache instead of the store.
+
+mod common;
+
+use common::TestServer;
+use keyward_core::{EnvTag, KeyFormat};
+use rand_core::{OsRng, TryRngCore as _};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+on_both_stores!(
+    changes_apply_before_the_call_returns,
+    a_deleted_token_is_refused_at_once,
+    unknown_keys_are_answered_from_the_negative_cache,
+);
+
+async fn changes_apply_before_the_call_returns(s: TestServer) {
+    s.catalog(&["customers:read", "licenses:manage"]).await;
+    let (key, secret) = s
+        .issue(json!({"name": "cached", "environment": "production",
+                      "permissions": ["customers:read"]}))
+        .await;
+    let path = format!("/v1/keys/{}", key["id"].as_str().unwrap());
+    let asks = json!({"key": secret, "permissions": ["customers:read"]});
+    for _ in 0..3 {
+        assert_eq!(s.code(asks.clone()).await, "valid");
+    }
+    let (status, body) = s
+        .patch(&path, json!({"permissions": ["licenses:manage"]}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(s.code(asks.clone()).await, "insufficient_permissions");
+
+    let (status, body) = s.post(&format!("{path}/disable"), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(s.code(json!({"key": secret})).await, "key_inactive");
+    let (status, body) = s.post(&format!("{path}/enable"), json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(s.code(json!({"key": secret})).await, "valid");
+}
+
+async fn a_deleted_token_is_refused_at_once(s: TestServer) {
+    let (status, minted) = s
+        .post(
+            "/v1/management-tokens",
+            json!({"name": "ci", "permissions": ["keys:verify"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{minted}");
+    let token = minted["secret"].as_str().unwrap();
+    let (_, secret) = s
+        .issue(json!({"name": "k", "environment": "production"}))
+        .await;
+    let verify = || {
+        s.call(
+            token,
+            Method::POST,
+            "/v1/verify",
+            Some(json!({"key": secret})),
+        )
+    };
+    for _ in 0..3 {
+        assert_eq!(verify().await.0, StatusCode::OK);
+    }
+    let id = minted["token"]["id"].as_str().unwrap();
+    let (status, body) = s
+        .call(
+            &s.owner.token,
+            Method::DELETE,
+            &format!("/v1/management-tokens/{id}"),
+            None,
+        )
+        .await;
+    assert!(status.is_success(), "{status} {body}");
+    assert_eq!(verify().await.0, StatusCode::UNAUTHORIZED);
+}
+
+/// Reads one sample of `/metrics` (0 when absent). The recorder is shared
+/// by every server of this test process, so callers compare increases.
+async fn metric(s: &TestServer, sample: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", s.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn unknown_keys_are_answered_from_the_negative_cache(s: TestServer) {
+    let never_issued =
+        KeyFormat::default().generate(&EnvTag::parse("live").unwrap(), &mut OsRng.unwrap_err());
+    let asks = json!({"key": never_issued.expose()});
+    let negative = r#"keyward_cache_lookups_total{cache="key",result="negative_hit"}"#;
+    assert_eq!(s.code(asks.clone()).await, "unknown_key");
+    let before = metric(&s, negative).await;
+    for _ in 0..20 {
+        assert_eq!(s.code(asks.clone()).await, "unknown_key");
+    }
+    let after = metric(&s, negative).await;
+    assert!(after - before >= 20.0, "{before} → {after}");
+}

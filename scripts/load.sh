@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Load test of POST /v1/verify against a bare hyper reference server, on
+# loopback only. Starts the reference server and `keyward serve` in turn,
+# drives each with wrk for DURATION seconds (and at most MAX_REQUESTS
+# requests per wrk thread), and prints req/s, p50 and p99 for:
+#   valid        a valid key with every check on (environment, permission,
+#                IP allowlist, customer, rate limit), request logs and
+#                last-used on;
+#   invalid      a well-formed key that does not exist (negative cache);
+#   ratelimited  a key over its limit;
+# each as a ratio to the reference server's req/s.
+#
+#   scripts/load.sh                       # 10 s per run
+#   DURATION=3 scripts/load.sh            # a quick pass
+#
+# Environment: DURATION (s, default 10), CONNECTIONS (default 64), THREADS
+# (wrk threads, default 2), MAX_REQUESTS (per wrk thread, default 2000000),
+# KEYWARD_DATABASE_URL (default: a fresh SQLite file).
+set -euo pipefail
+
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-2}
+MAX_REQUESTS=${MAX_REQUESTS:-2000000}
+REF_ADDR=127.0.0.1:18090
+KW_ADDR=127.0.0.1:18080
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+if ! command -v wrk >/dev/null; then
+  echo "installing wrk…" >&2
+  apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }
+fi
+for tool in curl jq; do
+  command -v "$tool" >/dev/null || apt-get install -y "$tool" >/dev/null
+done
+
+cd "$ROOT"
+cargo build --release -q -p keyward-cli --bin keyward
+cargo build --release -q -p keyward-server --example reference_server
+BIN=$ROOT/target/release/keyward
+REF=$ROOT/target/release/examples/reference_server
+export KEYWARD_DATABASE_URL=${KEYWARD_DATABASE_URL:-sqlite://$WORK/keyward.db}
+export KEYWARD_LOG=warn
+
+wait_up() { # url
+  for _ in $(seq 1 200); do curl -s -o /dev/null "$1" && return 0; sleep 0.05; done
+  echo "server at $1 did not come up" >&2; exit 1
+}
+
+# The request body and the management token, for wrk.
+write_lua() { # file key token
+  cat > "$1" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $3"
+wrk.body = '{"key":"$2","environment":"production","permissions":["customers:read"],"ip":"203.0.113.7","customer_id":"cus_1"}'
+local count = 0
+function response(status, headers, body)
+  count = count + 1
+  if count >= $MAX_REQUESTS then wrk.thread:stop() end
+end
+LUA
+}
+
+# Prints "req/s p50 p99" (latencies in ms) for one wrk run.
+run_wrk() { # url lua
+  local out
+  out=$(timeout $((DURATION + 30)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$2" "$1")
+  local rps p50 p99
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
+  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+  if grep -q "Non-2xx" <<<"$out"; then echo "non-2xx answers: $out" >&2; exit 1; fi
+  echo "$rps $(to_ms "$p50") $(to_ms "$p99")"
+}
+
+to_ms() { # wrk latency such as 512.00us / 1.20ms / 1.01s
+  awk -v v="$1" 'BEGIN {
+    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
+    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
+    else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
+    else print v }'
+}
+
+# ── Set-up: an account, a key with every check on, an exhausted key ──────
+created=$(echo "correct horse battery staple" | "$BIN" init --email load@example.com --password-stdin --json)
+TOKEN=$(jq -r .management_token <<<"$created")
+WS=$(jq -r .workspace_id <<<"$created")
+"$BIN" serve --listen "$KW_ADDR" & PIDS+=($!)
+wait_up "http://$KW_ADDR/healthz"
+api() { curl -sf -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' "$@"; }
+api -d '{"name":"customers:read"}' "http://$KW_ADDR/v1/permissions" >/dev/null
+api -d "{\"address\":\"203.0.113.0/24\",\"workspace_ids\":[\"$WS\"]}" "http://$KW_ADDR/v1/ip-allowlist" >/dev/null
+issue() { # name rate-limit
+  api -d "{\"name\":\"$1\",\"environment\":\"production\",\"permissions\":[\"customers:read\"],
+           \"customer_id\":\"cus_1\",\"allowed_ips\":[\"203.0.113.0/24\"],\"rate_limit\":$2}" \
+    "http://$KW_ADDR/v1/workspaces/$WS/keys" | jq -r .secret
+}
+VALID=$(issue valid '{"limit":1000000000,"window_seconds":1}')
+LIMITED=$(issue limited '{"limit":1,"window_seconds":3600}')
+# Well-formed (prefix, tag, checksum) but unknown to the store: a key
+# minted in a workspace that is then deleted.
+WS2=$(api -d '{"name":"gone"}' "http://$KW_ADDR/v1/workspaces" | jq -r .id)
+INVALID=$(api -d '{"name":"gone","environment":"production"}' "http://$KW_ADDR/v1/workspaces/$WS2/keys" | jq -r .secret)
+api -X DELETE "http://$KW_ADDR/v1/workspaces/$WS2" >/dev/null
+
+for scenario in valid invalid ratelimited; do
+  case $scenario in
+    valid) key=$VALID; want=valid ;;
+    invalid) key=$INVALID; want=unknown_key ;;
+    ratelimited) key=$LIMITED; want=rate_limited ;;
+  esac
+  write_lua "$WORK/$scenario.lua" "$key" "$TOKEN"
+  body=$(sed -n "s/^wrk.body = '\(.*\)'$/\1/p" "$WORK/$scenario.lua")
+  # The first use of the limited key spends its one token.
+  code=$(api -d "$body" "http://$KW_ADDR/v1/verify" | jq -r .code)
+  [ "$scenario" = ratelimited ] && code=$(api -d "$body" "http://$KW_ADDR/v1/verify" | jq -r .code)
+  [ "$code" = "$want" ] || { echo "$scenario: expected $want, got $code" >&2; exit 1; }
+done
+kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true; PIDS=()
+
+# ── The runs, one server at a time ────────────────────────────────────────
+"$REF" "$REF_ADDR" 2>/dev/null & PIDS+=($!)
+wait_up "http://$REF_ADDR/"
+read -r REF_RPS REF_P50 REF_P99 < <(run_wrk "http://$REF_ADDR/v1/verify" "$WORK/valid.lua")
+kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true; PIDS=()
+
+"$BIN" serve --listen "$KW_ADDR" & PIDS+=($!)
+wait_up "http://$KW_ADDR/healthz"
+printf '%-12s %10s %8s %8s %7s\n' scenario 'req/s' 'p50 ms' 'p99 ms' ratio
+printf '%-12s %10.0f %8s %8s %7s\n' reference "$REF_RPS" "$REF_P50" "$REF_P99" 1.00
+for scenario in valid invalid ratelimited; do
+  read -r rps p50 p99 < <(run_wrk "http://$KW_ADDR/v1/verify" "$WORK/$scenario.lua")
+  printf '%-12s %10.0f %8s %8s %7.2f\n' "$scenario" "$rps" "$p50" "$p99" "$(awk -v a="$rps" -v b="$REF_RPS" 'BEGIN {print a / b}')"
+done
+echo "($(date -u +%FT%TZ), $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, store ${KEYWARD_DATABASE_URL%%:*})"
