@@ -166,6 +166,21 @@ async fn deleting_needs_the_name_and_keeps_nothing_usable(s: TestServer) {
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(s.get(&path).await.0, StatusCode::NOT_FOUND);
     assert_eq!(s.code(json!({"key": secret})).await, "unknown_key");
+    // Its request logs stay under its id (the verifications made before the
+    // delete; afterwards the secret is unknown, so nothing names the key).
+    let key_id = key["id"].as_str().unwrap().to_owned();
+    let logs = eventually(Duration::from_secs(10), || async {
+        let (_, logs) = s.get(&format!("/v1/logs?key_id={key_id}")).await;
+        let codes: Vec<String> = logs["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["code"].as_str().unwrap().to_owned())
+            .collect();
+        codes.iter().any(|c| c == "valid").then_some(codes)
+    })
+    .await;
+    assert!(logs.iter().all(|c| c == "valid"), "{logs:?}");
     assert_eq!(
         delete(
             &s,
