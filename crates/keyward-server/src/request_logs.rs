@@ -70,6 +70,10 @@ impl Pending {
 pub struct RequestLogBuffer {
     pending: Mutex<Pending>,
     capacity: usize,
+    /// Registered once: the `counter!` macro would look the series up (and
+    /// allocate its key) on every dropped entry, i.e. on the verify path
+    /// whenever the buffer is full.
+    dropped: metrics::Counter,
 }
 
 impl RequestLogBuffer {
@@ -77,6 +81,7 @@ impl RequestLogBuffer {
         Self {
             pending: Mutex::new(Pending::default()),
             capacity,
+            dropped: metrics::counter!(m::DROPPED_ENTRIES, "buffer" => "request_logs"),
         }
     }
 
@@ -85,7 +90,7 @@ impl RequestLogBuffer {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         if pending.len() >= self.capacity {
             drop(pending);
-            metrics::counter!(m::DROPPED_ENTRIES, "buffer" => "request_logs").increment(1);
+            self.dropped.increment(1);
         } else {
             pending.fresh.push(entry);
         }
@@ -116,8 +121,7 @@ impl RequestLogBuffer {
             let room = self.capacity.saturating_sub(pending.len());
             if batch.len() > room {
                 let dropped = batch.len() - room;
-                metrics::counter!(m::DROPPED_ENTRIES, "buffer" => "request_logs")
-                    .increment(dropped as u64);
+                self.dropped.increment(dropped as u64);
             }
             // The oldest entries are the ones dropped.
             let skip = batch.len().saturating_sub(room);

@@ -20,12 +20,16 @@ struct LatestUse {
     ip: Option<IpAddr>,
 }
 
+/// By key id. Key ids are minted by the server, so foldhash (randomly
+/// seeded) instead of SipHash.
+type ByKey = HashMap<String, LatestUse, foldhash::fast::RandomState>;
+
 #[derive(Default)]
 struct Pending {
     /// By key id: uses of the key's current secret…
-    current: HashMap<String, LatestUse>,
+    current: ByKey,
     /// …and of the secret a rotation replaced, tracked on its own.
-    replaced: HashMap<String, LatestUse>,
+    replaced: ByKey,
 }
 
 /// Runs `flush` every [`FLUSH_INTERVAL`] until `shutdown` fires, then once
@@ -102,7 +106,7 @@ impl UsageBuffer {
 
     fn take(&self) -> Vec<KeyUsage> {
         let taken = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
-        let rows = |uses: HashMap<String, LatestUse>, replaced_secret: bool| {
+        let rows = |uses: ByKey, replaced_secret: bool| {
             uses.into_iter().map(move |(key_id, latest)| KeyUsage {
                 account_id: latest.account_id,
                 key_id,

@@ -142,7 +142,8 @@ impl Verifier {
         let Ok(parsed) = self.format.parse(credential.expose_secret()) else {
             return Ok(Verdict::without_key(Code::MalformedKey));
         };
-        if parsed.env_tag() == EnvTag::management().as_str() {
+        // The constant, not `EnvTag::management()`, which allocates a String.
+        if parsed.env_tag() == EnvTag::MANAGEMENT {
             // A management token is not an API key of the platform.
             return Ok(Verdict::without_key(Code::UnknownKey));
         }
