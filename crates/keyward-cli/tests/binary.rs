@@ -2,88 +2,11 @@
 //! port, issue and verify a key over HTTP, stop — and the secrets it handed
 //! out never appear in its logs, even at trace level.
 
+mod common;
+
+use common::{BIN, Serving, init, keyward};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
-
-const BIN: &str = env!("CARGO_BIN_EXE_keyward");
-
-fn keyward(db: &str) -> Command {
-    let mut command = Command::new(BIN);
-    command
-        .env("KEYWARD_DATABASE_URL", db)
-        .env_remove("KEYWARD_OWNER_PASSWORD");
-    command
-}
-
-fn init(db: &str, subcommand: &[&str], email: &str) -> std::process::Output {
-    let mut child = keyward(db)
-        .args(subcommand)
-        .args(["--email", email, "--password-stdin", "--json"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"correct horse battery staple\n")
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
-/// A running `keyward serve`, its address, and everything it logs.
-struct Serving {
-    child: Child,
-    base: String,
-    log: mpsc::Receiver<String>,
-}
-
-impl Serving {
-    fn start(db: &str) -> Self {
-        let mut child = keyward(db)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env("KEYWARD_LOG", "trace")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let (tx, log) = mpsc::channel();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let mut seen = Vec::new();
-        let base = loop {
-            let line = log
-                .recv_timeout(Duration::from_secs(60))
-                .unwrap_or_else(|_| panic!("no listening line: {seen:#?}"));
-            if let Some(at) = line.find("listening on http://") {
-                let rest = &line[at + "listening on ".len()..];
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-            seen.push(line);
-        };
-        Self { child, base, log }
-    }
-
-    /// Stops the server gracefully and returns its whole log.
-    fn stop(mut self) -> String {
-        // SIGTERM, so the server drains and flushes as in production.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "keyward serve exited with {status}");
-        self.log.try_iter().collect::<Vec<_>>().join("\n")
-    }
-}
+use std::process::{Command, Stdio};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_serve_issue_verify_and_keep_secrets_out_of_logs() {
@@ -123,7 +46,7 @@ async fn init_serve_issue_verify_and_keep_secrets_out_of_logs() {
     let tenant: Value = serde_json::from_slice(&tenant.stdout).unwrap();
     assert_ne!(tenant["account_id"], created["account_id"]);
 
-    let server = Serving::start(&db);
+    let server = Serving::start(&db, "trace");
     let http = reqwest::Client::new();
     let keys = format!(
         "{}/v1/workspaces/{}/keys",

@@ -3,81 +3,18 @@
 //! other's verification cache within a second (LISTEN/NOTIFY), measured and
 //! printed.
 
+mod common;
+
+use common::{Serving, init};
 use keyward_store::testing::{Backend, TestDatabase};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_keyward");
 /// The promise under test.
 const PROPAGATION: Duration = Duration::from_secs(1);
 
-struct Node {
-    child: Child,
-    base: String,
-}
-
-impl Node {
-    fn start(db: &str) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env("KEYWARD_DATABASE_URL", db)
-            .env("KEYWARD_LOG", "info")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let (tx, log) = mpsc::channel();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        std::thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let base = loop {
-            let line = log
-                .recv_timeout(Duration::from_secs(60))
-                .expect("no listening line");
-            if let Some(at) = line.find("listening on http://") {
-                let rest = &line[at + "listening on ".len()..];
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-        };
-        Self { child, base }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn init(db: &str) -> Value {
-    let mut child = Command::new(BIN)
-        .args([
-            "init",
-            "--email",
-            "owner@example.com",
-            "--password-stdin",
-            "--json",
-        ])
-        .env("KEYWARD_DATABASE_URL", db)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"correct horse battery staple\n")
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+fn init_owner(db: &str) -> Value {
+    let output = init(db, &["init"], "owner@example.com");
     assert!(
         output.status.success(),
         "{}",
@@ -137,11 +74,11 @@ async fn a_change_on_one_node_reaches_the_other_within_a_second() {
     let Some(db) = TestDatabase::create_or_skip(Backend::Postgres).await else {
         return;
     };
-    let created = init(&db.url);
+    let created = init_owner(&db.url);
     let token = created["management_token"].as_str().unwrap().to_owned();
     let workspace = created["workspace_id"].as_str().unwrap();
-    let a = Node::start(&db.url);
-    let b = Node::start(&db.url);
+    let a = Serving::start(&db.url, "info");
+    let b = Serving::start(&db.url, "info");
     let http = reqwest::Client::new();
 
     let (status, issued) = call(

@@ -1,0 +1,99 @@
+//! Running the real `keyward` binary from tests: `init`, and `serve` on a
+//! free port whose address and log lines the test can read.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_keyward");
+
+/// The binary, pointed at `db`, with no password in its environment.
+pub fn keyward(db: &str) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .env("KEYWARD_DATABASE_URL", db)
+        .env_remove("KEYWARD_OWNER_PASSWORD");
+    command
+}
+
+/// `keyward <subcommand> --email … --password-stdin --json`.
+pub fn init(db: &str, subcommand: &[&str], email: &str) -> Output {
+    let mut child = keyward(db)
+        .args(subcommand)
+        .args(["--email", email, "--password-stdin", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"correct horse battery staple\n")
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// A running `keyward serve`, its address, and everything it logs. Killed
+/// when dropped unless stopped gracefully first.
+pub struct Serving {
+    child: Child,
+    pub base: String,
+    log: mpsc::Receiver<String>,
+}
+
+impl Serving {
+    /// Starts on 127.0.0.1:0 with `KEYWARD_LOG=<log_filter>` and waits for
+    /// the line that says which port it got.
+    pub fn start(db: &str, log_filter: &str) -> Self {
+        let mut child = keyward(db)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("KEYWARD_LOG", log_filter)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (tx, log) = mpsc::channel();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut seen = Vec::new();
+        let base = loop {
+            let line = log
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("no listening line: {seen:#?}"));
+            if let Some(at) = line.find("listening on http://") {
+                let rest = &line[at + "listening on ".len()..];
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+            seen.push(line);
+        };
+        Self { child, base, log }
+    }
+
+    /// Stops the server with SIGTERM, so it drains and flushes as in
+    /// production, and returns its whole log.
+    pub fn stop(mut self) -> String {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "keyward serve exited with {status}");
+        self.log.try_iter().collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        // A process already stopped makes both calls no-ops.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
