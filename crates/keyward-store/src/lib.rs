@@ -128,6 +128,54 @@ pub trait Store: Send + Sync + 'static {
     /// of a request is found.
     async fn find_token_by_hash(&self, hash_hex: &str) -> StoreResult<Option<TokenPrincipal>>;
 
+    // ── Console sign-in ──────────────────────────────────────────────────
+
+    /// The user with this (normalized) email, their password hash and their
+    /// memberships; `None` if there is no such user. Not scoped by account:
+    /// this is how signing in finds the account.
+    async fn find_user_for_sign_in(&self, email: &str) -> StoreResult<Option<SignInUser>>;
+
+    /// Starts a console session for a member (audited `session.created`);
+    /// the account's expired sessions are dropped on the way.
+    async fn create_session(
+        &self,
+        account: &str,
+        actor: &Actor,
+        new: NewSession,
+    ) -> StoreResult<Session>;
+
+    /// The unexpired session with this hash and its member as they are now.
+    /// `None` once it expired, was ended, or its member was removed.
+    async fn find_session(&self, hash_hex: &str, now: i64)
+    -> StoreResult<Option<SessionPrincipal>>;
+
+    /// Ends the session with this hash (signing out), audited
+    /// `session.ended`; unknown hashes are ignored.
+    async fn delete_session(&self, hash_hex: &str) -> StoreResult<()>;
+
+    /// A one-time invitation for a member whose user has no password yet,
+    /// replacing any earlier one; `None` if the user has a password (they
+    /// sign in with it). Audited `invitation.created`.
+    async fn create_invitation(
+        &self,
+        account: &str,
+        actor: &Actor,
+        member_id: &str,
+        hash_hex: &str,
+        expires_at: i64,
+    ) -> StoreResult<Option<Invitation>>;
+
+    /// Consumes the unexpired invitation with this hash and sets its user's
+    /// first password; `None` if the invitation is unknown, used, expired,
+    /// or the user has set a password meanwhile. Audited
+    /// `invitation.accepted`, as the member.
+    async fn accept_invitation(
+        &self,
+        hash_hex: &str,
+        password_hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<Member>>;
+
     // ── Workspaces and environments ──────────────────────────────────────
 
     /// Creates a workspace with the given environments in one transaction.

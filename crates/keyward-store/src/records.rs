@@ -485,3 +485,60 @@ pub enum JobOutcome {
     Succeeded(serde_json::Map<String, serde_json::Value>),
     Failed(String),
 }
+
+/// What signing in to the console needs to know of a user.
+#[derive(Clone)]
+pub struct SignInUser {
+    pub user_id: String,
+    /// Argon2id PHC string; `None` until the user accepts an invitation.
+    pub password_hash: Option<String>,
+    /// The accounts the user belongs to, oldest membership first.
+    pub memberships: Vec<Member>,
+}
+
+impl std::fmt::Debug for SignInUser {
+    // The password hash stays out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignInUser")
+            .field("user_id", &self.user_id)
+            .field("has_password", &self.password_hash.is_some())
+            .field("memberships", &self.memberships.len())
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub member_id: String,
+    /// SHA-256 of the secret in the browser's cookie, hex.
+    pub hash_hex: String,
+    pub expires_at: i64,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub id: String,
+    pub account_id: String,
+    pub member_id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// A live console session with its member as they are now (role and grants
+/// are read on every request, so a change applies at once).
+#[derive(Debug, Clone)]
+pub struct SessionPrincipal {
+    pub session: Session,
+    pub member: Member,
+}
+
+/// A one-time link for a member without a password to set one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invitation {
+    pub id: String,
+    pub account_id: String,
+    pub member_id: String,
+    pub expires_at: i64,
+}

@@ -14,6 +14,7 @@ mod accounts;
 mod allowlist;
 pub(crate) mod audit;
 mod catalog;
+mod console;
 mod decode;
 mod idempotency;
 mod integrations;
@@ -472,6 +473,123 @@ impl crate::Store for SqlStore {
 
     async fn find_token_by_hash(&self, hash_hex: &str) -> StoreResult<Option<TokenPrincipal>> {
         tokens::find_principal(&mut *self.read().await?, hash_hex).await
+    }
+
+    async fn find_user_for_sign_in(&self, email: &str) -> StoreResult<Option<SignInUser>> {
+        console::find_user(&mut *self.read().await?, email).await
+    }
+
+    async fn create_session(
+        &self,
+        account: &str,
+        actor: &Actor,
+        new: NewSession,
+    ) -> StoreResult<Session> {
+        in_write_tx!(self, |conn| {
+            let session = console::create_session(conn, account, new).await?;
+            let after = json!({"member_id": session.member_id, "expires_at": session.expires_at});
+            audit::append(
+                conn,
+                account,
+                actor,
+                "session.created",
+                "session",
+                &session.id,
+                None,
+                Some(after),
+            )
+            .await?;
+            session
+        })
+    }
+
+    async fn find_session(
+        &self,
+        hash_hex: &str,
+        now: i64,
+    ) -> StoreResult<Option<SessionPrincipal>> {
+        console::find_session(&mut *self.read().await?, hash_hex, now).await
+    }
+
+    async fn delete_session(&self, hash_hex: &str) -> StoreResult<()> {
+        in_write_tx!(self, |conn| {
+            if let Some(ended) = console::delete_session(conn, hash_hex).await? {
+                let actor = Actor {
+                    member_id: Some(ended.member_id.clone()),
+                    ..Actor::system()
+                };
+                let before = json!({"member_id": ended.member_id});
+                audit::append(
+                    conn,
+                    &ended.account_id,
+                    &actor,
+                    "session.ended",
+                    "session",
+                    &ended.id,
+                    Some(before),
+                    None,
+                )
+                .await?;
+            }
+        })
+    }
+
+    async fn create_invitation(
+        &self,
+        account: &str,
+        actor: &Actor,
+        member_id: &str,
+        hash_hex: &str,
+        expires_at: i64,
+    ) -> StoreResult<Option<Invitation>> {
+        in_write_tx!(self, |conn| {
+            let invitation =
+                console::create_invitation(conn, account, member_id, hash_hex, expires_at).await?;
+            if let Some(invitation) = &invitation {
+                let after = json!({"member_id": member_id, "expires_at": expires_at});
+                audit::append(
+                    conn,
+                    account,
+                    actor,
+                    "invitation.created",
+                    "invitation",
+                    &invitation.id,
+                    None,
+                    Some(after),
+                )
+                .await?;
+            }
+            invitation
+        })
+    }
+
+    async fn accept_invitation(
+        &self,
+        hash_hex: &str,
+        password_hash: &str,
+        now: i64,
+    ) -> StoreResult<Option<Member>> {
+        in_write_tx!(self, |conn| {
+            let member = console::accept_invitation(conn, hash_hex, password_hash, now).await?;
+            if let Some(member) = &member {
+                let actor = Actor {
+                    member_id: Some(member.id.clone()),
+                    ..Actor::system()
+                };
+                audit::append(
+                    conn,
+                    &member.account_id,
+                    &actor,
+                    "invitation.accepted",
+                    "member",
+                    &member.id,
+                    None,
+                    None,
+                )
+                .await?;
+            }
+            member
+        })
     }
 
     async fn create_workspace(

@@ -2256,6 +2256,213 @@ async fn reports_its_backend(backend: Backend) {
     assert_eq!(again.count_accounts().await.unwrap(), 1);
 }
 
+async fn console_sessions_and_invitations(backend: Backend) {
+    let Some(f) = Fixture::new(backend).await else {
+        return;
+    };
+    let acme = f.tenant("acme").await;
+    let other = f.tenant("other").await;
+    let owner = &acme.boot.owner;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+
+    // Signing in finds the user and their memberships, not the password's
+    // owner by account.
+    let user = f
+        .store
+        .find_user_for_sign_in("owner@acme.example")
+        .await
+        .unwrap()
+        .expect("user");
+    assert!(user.password_hash.is_some());
+    assert_eq!(user.memberships.len(), 1);
+    assert_eq!(user.memberships[0].account_id, acme.account);
+    assert!(!format!("{user:?}").contains("argon2"), "hash in Debug");
+    assert!(
+        f.store
+            .find_user_for_sign_in("nobody@acme.example")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // A session is found by its hash until it expires or is ended.
+    let new_session = |label: &str, expires_at| NewSession {
+        member_id: owner.id.clone(),
+        hash_hex: hash(label),
+        expires_at,
+        ip: Some("127.0.0.1".into()),
+        user_agent: Some("test".into()),
+    };
+    let live = f
+        .store
+        .create_session(&acme.account, &actor(), new_session("live", now + 60_000))
+        .await
+        .unwrap();
+    let found = f.store.find_session(&hash("live"), now).await.unwrap();
+    let found = found.expect("live session");
+    assert_eq!(found.session, live);
+    assert_eq!(found.member.id, owner.id);
+    assert!(
+        f.store
+            .find_session(&hash("live"), now + 60_000)
+            .await
+            .unwrap()
+            .is_none(),
+        "expired at expires_at"
+    );
+    // Another account's member cannot be given a session in this account.
+    let foreign = NewSession {
+        member_id: other.boot.owner.id.clone(),
+        ..new_session("foreign", now + 60_000)
+    };
+    assert!(matches!(
+        f.store
+            .create_session(&acme.account, &actor(), foreign)
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+    f.store.delete_session(&hash("live")).await.unwrap();
+    assert!(
+        f.store
+            .find_session(&hash("live"), now)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    f.store.delete_session(&hash("live")).await.unwrap(); // ended twice: fine
+
+    // An invited member sets a password once through their invitation.
+    let invited = f
+        .store
+        .create_member(
+            &acme.account,
+            &actor(),
+            NewMember {
+                email: "new@acme.example".into(),
+                role: Role::Member,
+                permissions: vec![AccountPermission::ManageApiCredentials],
+            },
+        )
+        .await
+        .unwrap();
+    let first = f
+        .store
+        .create_invitation(
+            &acme.account,
+            &actor(),
+            &invited.id,
+            &hash("inv1"),
+            now + 60_000,
+        )
+        .await
+        .unwrap();
+    assert!(first.is_some());
+    // A second invitation replaces the first.
+    f.store
+        .create_invitation(
+            &acme.account,
+            &actor(),
+            &invited.id,
+            &hash("inv2"),
+            now + 60_000,
+        )
+        .await
+        .unwrap()
+        .expect("replacement");
+    let accept = |label: &'static str, at: i64| {
+        let store = f.store.clone();
+        async move {
+            store
+                .accept_invitation(&hash(label), "$argon2id$new", at)
+                .await
+        }
+    };
+    assert!(accept("inv1", now).await.unwrap().is_none(), "replaced");
+    assert!(
+        accept("inv2", now + 60_000).await.unwrap().is_none(),
+        "expired"
+    );
+    f.store
+        .create_invitation(
+            &acme.account,
+            &actor(),
+            &invited.id,
+            &hash("inv3"),
+            now + 60_000,
+        )
+        .await
+        .unwrap()
+        .expect("new invitation");
+    let member = accept("inv3", now).await.unwrap().expect("accepted");
+    assert_eq!(member.id, invited.id);
+    assert!(accept("inv3", now).await.unwrap().is_none(), "used once");
+    let user = f
+        .store
+        .find_user_for_sign_in("new@acme.example")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(user.password_hash.as_deref(), Some("$argon2id$new"));
+    // With a password, no invitation is needed (or made).
+    assert!(
+        f.store
+            .create_invitation(
+                &acme.account,
+                &actor(),
+                &invited.id,
+                &hash("inv4"),
+                now + 60_000
+            )
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Removing a member ends their sessions.
+    let session = NewSession {
+        member_id: invited.id.clone(),
+        ..new_session("member", now + 60_000)
+    };
+    f.store
+        .create_session(&acme.account, &actor(), session)
+        .await
+        .unwrap();
+    assert!(
+        f.store
+            .find_session(&hash("member"), now)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    f.store
+        .delete_member(&acme.account, &actor(), &invited.id)
+        .await
+        .unwrap();
+    assert!(
+        f.store
+            .find_session(&hash("member"), now)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let actions: BTreeSet<String> = audit_events(&f.store, &acme.account, AuditFilter::default())
+        .await
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    for action in [
+        "session.created",
+        "session.ended",
+        "invitation.created",
+        "invitation.accepted",
+    ] {
+        assert!(actions.contains(action), "{action} not audited");
+    }
+}
+
 // ── One test per backend ─────────────────────────────────────────────────
 
 macro_rules! conformance_suite {
@@ -2302,4 +2509,5 @@ conformance_suite!(
     concurrent_writers_all_succeed,
     corrupt_rows_are_reported,
     reports_its_backend,
+    console_sessions_and_invitations,
 );

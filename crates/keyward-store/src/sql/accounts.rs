@@ -318,7 +318,7 @@ fn require_another_owner(owners: &[String], id: &str, verb: &str) -> StoreResult
 
 /// Members with their user's email. Users are not tenant data; the account
 /// filter is on `members`.
-const MEMBER_SELECT: &str = "SELECT m.id AS id, m.account_id AS account_id, m.user_id AS user_id, \
+pub(super) const MEMBER_SELECT: &str = "SELECT m.id AS id, m.account_id AS account_id, m.user_id AS user_id, \
      u.email AS email, m.role AS role, m.permissions AS permissions, m.created_at AS created_at \
      FROM members m JOIN users u ON u.id = m.user_id";
 
@@ -357,7 +357,7 @@ pub(super) async fn find_member(
     row.as_ref().map(member_from_row).transpose()
 }
 
-fn member_from_row(row: &AnyRow) -> StoreResult<Member> {
+pub(super) fn member_from_row(row: &AnyRow) -> StoreResult<Member> {
     Ok(Member {
         id: column(row, "id")?,
         account_id: column(row, "account_id")?,
