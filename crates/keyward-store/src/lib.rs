@@ -470,6 +470,44 @@ pub trait Store: Send + Sync + 'static {
     /// Whether a job of this kind is queued or running.
     async fn job_pending(&self, kind: &str) -> StoreResult<bool>;
 
+    /// Rotates one key for the bulk-rotation job `rotation.job_id` and, in
+    /// the same transaction, records the new secret — encrypted by the
+    /// caller, never in the clear — under the job (see [`JobSecret`]). The
+    /// record is what makes a job safe to resume after its worker died: a
+    /// second rotation would cut the key's original secret off at once, so
+    /// a key the job has recorded is never rotated by that job again.
+    ///
+    /// - The job has recorded this key already (an earlier attempt, or a
+    ///   second worker racing for the same job): nothing changes, the offered
+    ///   replacement is discarded and the earlier record comes back as
+    ///   [`JobRotation::AlreadyRotated`]. Checked with the key's row locked.
+    /// - Otherwise the key is rotated exactly as by
+    ///   [`rotate_key`](Self::rotate_key) — same id, name, permissions and
+    ///   configuration; the replaced secret verifies until the grace period
+    ///   ends; audited as `key.rotated`, with the job's id in the event — the
+    ///   record inserted, and [`JobRotation::Rotated`] returned.
+    ///
+    /// Only `active` and `inactive` keys are rotated: Conflict on `status`
+    /// for a revoked key, or an expired one (by status, or past its
+    /// `expires_at` before the sweep marked it). NotFound for a job or key
+    /// that is not the account's.
+    async fn rotate_key_for_job(
+        &self,
+        account: &str,
+        actor: &Actor,
+        rotation: JobKeyReplacement,
+    ) -> StoreResult<JobRotation>;
+
+    /// The secrets a bulk-rotation job recorded, by key id (still encrypted
+    /// as the job sealed them). NotFound when the job is not the account's;
+    /// empty for a job of another kind.
+    async fn list_job_secrets(
+        &self,
+        account: &str,
+        job_id: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Page<JobSecret>>;
+
     /// Marks up to `limit` keys past their expiry `expired` (audited as the
     /// system); returns how many.
     async fn expire_due_keys(&self, limit: u32) -> StoreResult<u64>;

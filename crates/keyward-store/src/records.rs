@@ -458,7 +458,8 @@ pub struct Job {
     pub id: String,
     /// `None` for the deployment's own scheduled work.
     pub account_id: Option<String>,
-    /// `expire_keys`, `disable_keys`, `revoke_keys`.
+    /// `expire_keys`, `purge_request_logs`, `disable_keys`, `revoke_keys`,
+    /// `rotate_keys`.
     pub kind: String,
     pub params: serde_json::Map<String, serde_json::Value>,
     pub status: JobStatus,
@@ -478,6 +479,52 @@ pub struct NewJob {
     pub kind: String,
     pub params: serde_json::Map<String, serde_json::Value>,
     pub created_by: Option<String>,
+}
+
+/// A rotation done by a bulk-rotation job: the replacement as for a single
+/// rotation, and the new secret already encrypted by the caller for the
+/// job's recipient. The store never sees the secret itself.
+pub struct JobKeyReplacement {
+    pub job_id: String,
+    pub replacement: KeyReplacement,
+    /// Opaque to the store (an ASCII-armored age file, from the server).
+    pub ciphertext: String,
+}
+
+/// One key a bulk-rotation job rotated, recorded in the rotation's own
+/// transaction: what the caller needs to install the new secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobSecret {
+    pub job_id: String,
+    pub key_id: String,
+    /// The key's name when it was rotated.
+    pub key_name: String,
+    /// The new secret's hint.
+    pub hint: String,
+    /// The new secret, encrypted to the job's recipient.
+    pub ciphertext: String,
+    /// Until when the replaced secret keeps working.
+    pub old_secret_expires_at: i64,
+    /// When the key was rotated.
+    pub created_at: i64,
+}
+
+/// What [`crate::Store::rotate_key_for_job`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobRotation {
+    /// The key was rotated now.
+    Rotated(JobSecret),
+    /// The job had rotated this key before (an earlier attempt of the same
+    /// job): nothing changed, and this is what it recorded then.
+    AlreadyRotated(JobSecret),
+}
+
+impl JobRotation {
+    pub fn secret(&self) -> &JobSecret {
+        match self {
+            JobRotation::Rotated(s) | JobRotation::AlreadyRotated(s) => s,
+        }
+    }
 }
 
 /// How a job ended.

@@ -1176,6 +1176,38 @@ impl crate::Store for SqlStore {
         jobs::pending_of_kind(&mut *self.read().await?, kind).await
     }
 
+    async fn rotate_key_for_job(
+        &self,
+        account: &str,
+        actor: &Actor,
+        rotation: JobKeyReplacement,
+    ) -> StoreResult<JobRotation> {
+        in_write_tx!(self, |conn| jobs::rotate_for_job(
+            conn,
+            self.dialect,
+            account,
+            actor,
+            rotation,
+            now_ms()
+        )
+        .await?)
+    }
+
+    async fn list_job_secrets(
+        &self,
+        account: &str,
+        job_id: &str,
+        page: &PageRequest,
+    ) -> StoreResult<Page<JobSecret>> {
+        jobs::list_secrets(
+            &mut *self.read().await?,
+            account,
+            job_id,
+            PageWindow::new(page),
+        )
+        .await
+    }
+
     async fn expire_due_keys(&self, limit: u32) -> StoreResult<u64> {
         in_write_tx!(self, |conn| jobs::expire_due_keys(conn, now_ms(), limit)
             .await?)

@@ -1,8 +1,12 @@
-//! The job queue and the expiry sweep, on both backends.
+//! The job queue, the expiry sweep and bulk rotation's store side, on both
+//! backends.
 
 use keyward_core::{KeyKind, KeyStatus};
 use keyward_store::testing::{Backend, TestDatabase};
-use keyward_store::{Actor, JobOutcome, JobStatus, NewAccount, NewJob, NewKey, Store};
+use keyward_store::{
+    Actor, AuditFilter, JobKeyReplacement, JobOutcome, JobRotation, JobStatus, KeyReplacement,
+    NewAccount, NewJob, NewKey, PageRequest, Store, StoreError,
+};
 use std::sync::Arc;
 
 struct Fixture {
@@ -166,6 +170,238 @@ async fn jobs_are_claimed_once_and_recovered_when_stale(backend: Backend) {
     assert!(!s.job_pending("disable_keys").await.unwrap());
 }
 
+/// A bulk rotation of one key as the worker hands it over: the new secret
+/// is `hash` repeated, sealed as `sealed`.
+fn sealed_rotation(job_id: &str, key_id: &str, hash: char, sealed: &str) -> JobKeyReplacement {
+    JobKeyReplacement {
+        job_id: job_id.into(),
+        replacement: KeyReplacement {
+            key_id: key_id.into(),
+            hash_hex: hash.to_string().repeat(64),
+            hint: format!("kw_live_{hash}…"),
+            public_value: None,
+            grace_ms: 3_600_000,
+        },
+        ciphertext: sealed.into(),
+    }
+}
+
+/// Which key a presented secret (its hash `hash` repeated) finds.
+async fn found_by(s: &Arc<dyn Store>, hash: char) -> Option<String> {
+    s.find_key_for_verification(&hash.to_string().repeat(64))
+        .await
+        .unwrap()
+        .map(|record| record.key.id)
+}
+
+async fn a_resumed_rotation_job_never_rotates_a_key_twice(backend: Backend) {
+    let Some(f) = fixture(backend).await else {
+        return;
+    };
+    let s = &f.store;
+    let actor = Actor::system();
+    let key = s
+        .create_key(&f.account, &actor, key(&f.workspace, "server", 'a', None))
+        .await
+        .unwrap();
+    let first_job = s
+        .enqueue_job(Some(&f.account), &actor, job("rotate_keys"))
+        .await
+        .unwrap();
+    s.claim_job().await.unwrap().unwrap();
+
+    let first = s
+        .rotate_key_for_job(
+            &f.account,
+            &actor,
+            sealed_rotation(&first_job.id, &key.id, 'b', "sealed b"),
+        )
+        .await
+        .unwrap();
+    let JobRotation::Rotated(recorded) = &first else {
+        panic!("the first rotation of the key rotates it: {first:?}");
+    };
+    assert_eq!(
+        (
+            recorded.key_name.as_str(),
+            recorded.hint.as_str(),
+            recorded.ciphertext.as_str()
+        ),
+        ("server", "kw_live_b…", "sealed b")
+    );
+
+    // The worker dies after that commit; the job is recovered and resumed,
+    // and its next attempt offers the same key with another new secret.
+    assert_eq!(s.recover_stale_jobs(i64::MAX).await.unwrap(), 1);
+    let resumed = s.claim_job().await.unwrap().unwrap();
+    assert_eq!(
+        (resumed.id.as_str(), resumed.attempts),
+        (first_job.id.as_str(), 2)
+    );
+    let again = s
+        .rotate_key_for_job(
+            &f.account,
+            &actor,
+            sealed_rotation(&first_job.id, &key.id, 'c', "sealed c"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, JobRotation::AlreadyRotated(recorded.clone()));
+
+    // Rotated once: the original secret still verifies (its grace period
+    // runs), the first new one verifies, the second was never installed.
+    assert_eq!(found_by(s, 'a').await.as_deref(), Some(key.id.as_str()));
+    assert_eq!(found_by(s, 'b').await.as_deref(), Some(key.id.as_str()));
+    assert_eq!(found_by(s, 'c').await, None);
+    let now = s.get_key(&f.account, &key.id).await.unwrap();
+    assert_eq!(now.hint, "kw_live_b…");
+    assert_eq!(
+        now.rotation.unwrap().expires_at,
+        recorded.old_secret_expires_at
+    );
+
+    let page = PageRequest {
+        limit: 10,
+        after: None,
+    };
+    let secrets = s
+        .list_job_secrets(&f.account, &first_job.id, &page)
+        .await
+        .unwrap();
+    assert_eq!(secrets.items, vec![recorded.clone()]);
+    let filter = AuditFilter {
+        action: Some("key.rotated".into()),
+        object_id: Some(key.id.clone()),
+        ..AuditFilter::default()
+    };
+    let events = s
+        .list_audit_events(&f.account, &filter, &page)
+        .await
+        .unwrap();
+    assert_eq!(events.items.len(), 1, "one rotation, one event");
+    assert_eq!(
+        events.items[0].after.as_ref().unwrap()["job_id"],
+        first_job.id.as_str()
+    );
+
+    // Another job is another decision: it rotates the key again.
+    let next = s
+        .enqueue_job(Some(&f.account), &actor, job("rotate_keys"))
+        .await
+        .unwrap();
+    let later = s
+        .rotate_key_for_job(
+            &f.account,
+            &actor,
+            sealed_rotation(&next.id, &key.id, 'd', "sealed d"),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(later, JobRotation::Rotated(_)), "{later:?}");
+    assert_eq!(
+        found_by(s, 'a').await,
+        None,
+        "a second rotation forgets the first secret"
+    );
+}
+
+async fn a_rotation_job_skips_revoked_and_expired_keys(backend: Backend) {
+    let Some(f) = fixture(backend).await else {
+        return;
+    };
+    let s = &f.store;
+    let actor = Actor::system();
+    let revoked = s
+        .create_key(&f.account, &actor, key(&f.workspace, "revoked", 'a', None))
+        .await
+        .unwrap();
+    s.revoke_key(&f.account, &actor, &revoked.id, false)
+        .await
+        .unwrap();
+    let lapsed = s
+        .create_key(
+            &f.account,
+            &actor,
+            key(&f.workspace, "lapsed", 'b', Some(1)),
+        )
+        .await
+        .unwrap();
+    let disabled = s
+        .create_key(&f.account, &actor, key(&f.workspace, "disabled", 'c', None))
+        .await
+        .unwrap();
+    s.set_key_status(&f.account, &actor, &disabled.id, KeyStatus::Inactive)
+        .await
+        .unwrap();
+    let job = s
+        .enqueue_job(Some(&f.account), &actor, job("rotate_keys"))
+        .await
+        .unwrap();
+
+    for (id, word) in [(&revoked.id, "revoked"), (&lapsed.id, "expired")] {
+        match s
+            .rotate_key_for_job(&f.account, &actor, sealed_rotation(&job.id, id, 'd', "x"))
+            .await
+        {
+            Err(StoreError::Conflict { field, message }) => {
+                assert_eq!(field, "status");
+                assert!(message.contains(word), "{message}");
+            }
+            other => panic!("a {word} key is not rotated: {other:?}"),
+        }
+    }
+    assert_eq!(found_by(s, 'd').await, None);
+    let rotated = s
+        .rotate_key_for_job(
+            &f.account,
+            &actor,
+            sealed_rotation(&job.id, &disabled.id, 'e', "x"),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(rotated, JobRotation::Rotated(_)),
+        "inactive keys are rotated"
+    );
+    assert_eq!(
+        s.get_key(&f.account, &disabled.id).await.unwrap().status,
+        KeyStatus::Inactive,
+        "and stay inactive"
+    );
+
+    // Jobs and keys are the account's: a job id it does not own is unknown.
+    let unknown_job = s
+        .rotate_key_for_job(
+            &f.account,
+            &actor,
+            sealed_rotation("job_nope", &disabled.id, 'f', "x"),
+        )
+        .await;
+    assert!(
+        matches!(unknown_job, Err(StoreError::NotFound { what: "job", .. })),
+        "{unknown_job:?}"
+    );
+    let unknown_key = s
+        .rotate_key_for_job(
+            &f.account,
+            &actor,
+            sealed_rotation(&job.id, "key_nope", 'f', "x"),
+        )
+        .await;
+    assert!(
+        matches!(unknown_key, Err(StoreError::NotFound { what: "key", .. })),
+        "{unknown_key:?}"
+    );
+    let page = PageRequest {
+        limit: 10,
+        after: None,
+    };
+    assert!(matches!(
+        s.list_job_secrets("acct_nope", &job.id, &page).await,
+        Err(StoreError::NotFound { what: "job", .. })
+    ));
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite { $( #[tokio::test] async fn $name() { super::$name(keyward_store::testing::Backend::Sqlite).await } )* }
@@ -175,5 +411,7 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     the_sweep_marks_only_keys_past_their_expiry,
-    jobs_are_claimed_once_and_recovered_when_stale
+    jobs_are_claimed_once_and_recovered_when_stale,
+    a_resumed_rotation_job_never_rotates_a_key_twice,
+    a_rotation_job_skips_revoked_and_expired_keys,
 );

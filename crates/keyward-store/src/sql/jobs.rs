@@ -4,7 +4,7 @@
 //! — never lost silently.
 
 use super::decode::{column, json, narrowed, narrowed_opt, parsed, to_json};
-use super::{Dialect, PageWindow, audit};
+use super::{Dialect, PageWindow, audit, keys, lifecycle};
 use crate::error::{StoreError, StoreResult};
 use crate::ids::new_id;
 use crate::records::*;
@@ -240,6 +240,146 @@ pub(super) async fn pending_of_kind(conn: &mut AnyConnection, kind: &str) -> Sto
             .fetch_one(conn)
             .await?;
     Ok(count > 0)
+}
+
+const SECRET_SELECT: &str = "SELECT job_id, key_id, key_name, hint, ciphertext, \
+     old_secret_expires_at, created_at FROM job_secrets";
+
+fn secret_from_row(row: &AnyRow) -> StoreResult<JobSecret> {
+    Ok(JobSecret {
+        job_id: column(row, "job_id")?,
+        key_id: column(row, "key_id")?,
+        key_name: column(row, "key_name")?,
+        hint: column(row, "hint")?,
+        ciphertext: column(row, "ciphertext")?,
+        old_secret_expires_at: column(row, "old_secret_expires_at")?,
+        created_at: column(row, "created_at")?,
+    })
+}
+
+async fn recorded_secret(
+    conn: &mut AnyConnection,
+    account: &str,
+    job_id: &str,
+    key_id: &str,
+) -> StoreResult<Option<JobSecret>> {
+    let row = sqlx::query(&format!(
+        "{SECRET_SELECT} WHERE account_id = $1 AND job_id = $2 AND key_id = $3"
+    ))
+    .bind(account)
+    .bind(job_id)
+    .bind(key_id)
+    .fetch_optional(conn)
+    .await?;
+    row.as_ref().map(secret_from_row).transpose()
+}
+
+async fn ensure_job(conn: &mut AnyConnection, account: &str, job_id: &str) -> StoreResult<()> {
+    let found: Option<String> =
+        sqlx::query_scalar("SELECT id FROM jobs WHERE account_id = $1 AND id = $2")
+            .bind(account)
+            .bind(job_id)
+            .fetch_optional(conn)
+            .await?;
+    found.map(drop).ok_or_else(|| StoreError::not_found("job"))
+}
+
+/// One key of a bulk rotation: rotated and recorded under the job in the
+/// caller's transaction, unless the job recorded it before (see
+/// `Store::rotate_key_for_job`). The record is looked up with the key's row
+/// locked, so two workers racing on one job cannot both rotate it; the
+/// primary key on `(job_id, key_id)` backs that up.
+pub(super) async fn rotate_for_job(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    account: &str,
+    actor: &Actor,
+    rotation: JobKeyReplacement,
+    now: i64,
+) -> StoreResult<JobRotation> {
+    let JobKeyReplacement {
+        job_id,
+        replacement,
+        ciphertext,
+    } = rotation;
+    ensure_job(conn, account, &job_id).await?;
+    let key = keys::find(
+        conn,
+        account,
+        &replacement.key_id,
+        dialect.row_lock("FOR UPDATE OF k"),
+    )
+    .await?;
+    if let Some(done) = recorded_secret(conn, account, &job_id, &replacement.key_id).await? {
+        return Ok(JobRotation::AlreadyRotated(done));
+    }
+    let key = key.ok_or_else(|| StoreError::not_found("key"))?;
+    let refusal = match key.status {
+        KeyStatus::Revoked => Some("the key is revoked; revoked keys are not rotated"),
+        KeyStatus::Expired => Some("the key has expired; expired keys are not rotated"),
+        _ if key.expires_at.is_some_and(|at| at <= now) => {
+            Some("the key has expired; expired keys are not rotated")
+        }
+        _ => None,
+    };
+    if let Some(message) = refusal {
+        return Err(StoreError::Conflict {
+            field: "status",
+            message: message.into(),
+        });
+    }
+    let (rotated, grace_until) =
+        lifecycle::replace_secret(conn, account, actor, &key, replacement, Some(&job_id), now)
+            .await?;
+    let record = JobSecret {
+        job_id,
+        key_id: rotated.id,
+        key_name: rotated.name,
+        hint: rotated.hint,
+        ciphertext,
+        old_secret_expires_at: grace_until,
+        created_at: now,
+    };
+    sqlx::query(
+        "INSERT INTO job_secrets (job_id, key_id, account_id, key_name, hint, ciphertext, \
+         old_secret_expires_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&record.job_id)
+    .bind(&record.key_id)
+    .bind(account)
+    .bind(&record.key_name)
+    .bind(&record.hint)
+    .bind(&record.ciphertext)
+    .bind(record.old_secret_expires_at)
+    .bind(record.created_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(JobRotation::Rotated(record))
+}
+
+/// A page of the secrets a job recorded, by key id.
+pub(super) async fn list_secrets(
+    conn: &mut AnyConnection,
+    account: &str,
+    job_id: &str,
+    window: PageWindow<'_>,
+) -> StoreResult<Page<JobSecret>> {
+    ensure_job(conn, account, job_id).await?;
+    let rows = sqlx::query(&format!(
+        "{SECRET_SELECT} WHERE account_id = $1 AND job_id = $2 AND ($3 IS NULL OR key_id > $3) \
+         ORDER BY key_id LIMIT $4"
+    ))
+    .bind(account)
+    .bind(job_id)
+    .bind(window.after)
+    .bind(window.fetch_limit())
+    .fetch_all(conn)
+    .await?;
+    let secrets = rows
+        .iter()
+        .map(secret_from_row)
+        .collect::<StoreResult<_>>()?;
+    Ok(window.into_page(secrets, |s: &JobSecret| &s.key_id))
 }
 
 /// Marks up to `limit` active keys past their expiry as `expired`, with an

@@ -67,7 +67,22 @@ pub(super) async fn rotate(
             message: "a revoked key cannot be rotated; issue a new key".into(),
         });
     }
-    let now = now_ms();
+    let (rotated, _) = replace_secret(conn, account, actor, &key, rotation, None, now_ms()).await?;
+    Ok(rotated)
+}
+
+/// The rotation itself, on a key the caller has locked and checked, with
+/// its `key.rotated` audit event (naming the bulk job that did it, if one
+/// did). Returns the key as it is now and the replaced secret's deadline.
+pub(super) async fn replace_secret(
+    conn: &mut AnyConnection,
+    account: &str,
+    actor: &Actor,
+    key: &ApiKey,
+    rotation: KeyReplacement,
+    job_id: Option<&str>,
+    now: i64,
+) -> StoreResult<(ApiKey, i64)> {
     let grace_until = now + rotation.grace_ms.clamp(0, MAX_GRACE_MS);
     sqlx::query(
         "UPDATE api_keys SET previous_hash = hash, previous_hint = hint, previous_expires_at = $3, \
@@ -85,7 +100,10 @@ pub(super) async fn rotate(
     .execute(&mut *conn)
     .await?;
     let rotated = reread(conn, account, &key.id).await?;
-    let after = json!({"hint": rotated.hint, "old_secret_expires_at": grace_until});
+    let mut after = json!({"hint": rotated.hint, "old_secret_expires_at": grace_until});
+    if let Some(job_id) = job_id {
+        after["job_id"] = json!(job_id);
+    }
     audit::append(
         conn,
         account,
@@ -97,7 +115,7 @@ pub(super) async fn rotate(
         Some(after),
     )
     .await?;
-    Ok(rotated)
+    Ok((rotated, grace_until))
 }
 
 /// Stops the replaced secret now instead of at the end of its grace period.
