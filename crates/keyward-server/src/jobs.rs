@@ -1,15 +1,28 @@
 //! The background-job worker (seed 004): runs queued jobs from the store,
 //! recovers jobs whose worker died, and schedules the expiry sweep.
 //!
+//! Bulk jobs: disable and revoke keys matching a filter, and rotate them.
+//! A bulk rotation hands the caller one new secret per key, yet secrets are
+//! never stored: each is encrypted (age, X25519) to the public key the
+//! caller gave when starting the job, and only that ciphertext is kept —
+//! recorded in the same store transaction as the rotation, which is also
+//! what keeps a resumed job from rotating a key twice.
+//!
 //! Jobs live in the store, not in memory, so a restart loses none: a job
 //! that was running when its process died stops sending heartbeats and is
 //! queued again by the next worker to look (or failed after a few tries).
 
 use crate::cache::VerifyCache;
 use crate::clock::now_ms;
-use keyward_core::{KeyStatus, validate_environment_name};
-use keyward_store::{Actor, Job, JobOutcome, KeyFilter, NewJob, PageRequest, Store, StoreError};
+use crate::secrets;
+use keyward_core::{EnvTag, KeyFormat, KeyKind, KeyStatus, validate_environment_name};
+use keyward_store::{
+    Actor, ApiKey, Job, JobKeyReplacement, JobOutcome, KeyFilter, KeyReplacement, NewJob,
+    PageRequest, Store, StoreError,
+};
 use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -18,6 +31,7 @@ pub const EXPIRE_KEYS: &str = "expire_keys";
 pub const PURGE_REQUEST_LOGS: &str = "purge_request_logs";
 pub const DISABLE_KEYS: &str = "disable_keys";
 pub const REVOKE_KEYS: &str = "revoke_keys";
+pub const ROTATE_KEYS: &str = "rotate_keys";
 
 /// How often the worker looks for work.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -35,14 +49,22 @@ const DAY_MS: i64 = 86_400_000;
 pub struct Worker {
     store: Arc<dyn Store>,
     cache: Arc<VerifyCache>,
+    /// The deployment's key format, to mint the secrets of bulk rotations.
+    format: KeyFormat,
     log_retention_days: u32,
 }
 
 impl Worker {
-    pub fn new(store: Arc<dyn Store>, cache: Arc<VerifyCache>, log_retention_days: u32) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        cache: Arc<VerifyCache>,
+        format: KeyFormat,
+        log_retention_days: u32,
+    ) -> Self {
         Self {
             store,
             cache,
+            format,
             log_retention_days,
         }
     }
@@ -106,6 +128,10 @@ impl Worker {
             (PURGE_REQUEST_LOGS, None) => self.purge_request_logs().await,
             (DISABLE_KEYS, Some(account)) => self.bulk(job, account, KeyStatus::Inactive).await,
             (REVOKE_KEYS, Some(account)) => self.bulk(job, account, KeyStatus::Revoked).await,
+            (ROTATE_KEYS, Some(account)) => match RotationParams::from_params(&job.params) {
+                Ok(params) => self.rotate(job, account, &params).await,
+                Err(reason) => return JobOutcome::Failed(reason),
+            },
             (kind, _) => return JobOutcome::Failed(format!("unknown job kind {kind:?}")),
         };
         match result {
@@ -148,9 +174,12 @@ impl Worker {
         account: &str,
         status: KeyStatus,
     ) -> Result<Map<String, Value>, StoreError> {
-        let ids = self
+        let ids: Vec<String> = self
             .matching_keys(account, &bulk_filter(&job.params))
-            .await?;
+            .await?
+            .into_iter()
+            .map(|k| k.id)
+            .collect();
         let total = ids.len() as u64;
         let actor = Actor {
             member_id: job.created_by.clone(),
@@ -191,24 +220,185 @@ impl Worker {
         ))
     }
 
+    /// Rotates every key matching the job's filter, each with a new secret
+    /// that only the job's recipient can read. Revoked and expired keys are
+    /// skipped and reported. Each key's rotation and the record of its
+    /// sealed secret commit together (`Store::rotate_key_for_job`), so a
+    /// resumed job passes over the keys an earlier attempt rotated — and
+    /// still counts and lists them — instead of rotating them again.
+    async fn rotate(
+        &self,
+        job: &Job,
+        account: &str,
+        params: &RotationParams,
+    ) -> Result<Map<String, Value>, StoreError> {
+        let filter = bulk_filter(&job.params);
+        let keys = self.matching_keys(account, &filter).await?;
+        let total = keys.len() as u64;
+        let tags = self.environment_tags(account, &filter).await?;
+        let actor = Actor {
+            member_id: job.created_by.clone(),
+            token_id: None,
+            ip: None,
+        };
+        let (mut rotated, mut skipped) = (0u64, Vec::new());
+        for (done, key) in keys.iter().enumerate() {
+            let skip = |reason: &str| json!({"key_id": key.id, "name": key.name, "reason": reason});
+            match tags.get(&key.environment) {
+                None => skipped.push(skip("the key's environment no longer exists")),
+                Some(tag) => match self
+                    .rotate_one(job, account, &actor, params, key, tag)
+                    .await
+                {
+                    Ok(()) => rotated += 1,
+                    Err(Rotation::Sealing(error)) => {
+                        // Before the store saw anything: the key is unchanged.
+                        tracing::warn!(%error, key_id = %key.id, "bulk rotation: cannot encrypt");
+                        skipped.push(skip(
+                            "the new secret could not be encrypted; the key is unchanged",
+                        ));
+                    }
+                    Err(Rotation::Store(
+                        StoreError::Conflict { message, .. } | StoreError::Refused { message, .. },
+                    )) => skipped.push(skip(&message)),
+                    Err(Rotation::Store(StoreError::NotFound { .. })) => {
+                        skipped.push(skip("the key was deleted while the job ran"));
+                    }
+                    Err(Rotation::Store(other)) => return Err(other),
+                },
+            }
+            let done = done as u64 + 1;
+            if done.is_multiple_of(PROGRESS_EVERY) || done == total {
+                // Without grace, an old secret must stop working now, not
+                // when the whole job ends: forget what the cache holds.
+                self.cache.invalidate_account(account);
+                self.store
+                    .report_job_progress(&job.id, done, Some(total))
+                    .await?;
+            }
+        }
+        Ok(summary(json!({
+            "matched": total,
+            "rotated": rotated,
+            "skipped": skipped,
+            "grace_seconds": params.grace_seconds,
+            "secrets": format!("/v1/jobs/{}/secrets", job.id),
+        })))
+    }
+
+    /// Mints, seals and hands one key's new secret to the store. The
+    /// plaintext lives only here, in a zeroized `Secret`, until it is sealed.
+    async fn rotate_one(
+        &self,
+        job: &Job,
+        account: &str,
+        actor: &Actor,
+        params: &RotationParams,
+        key: &ApiKey,
+        tag: &EnvTag,
+    ) -> Result<(), Rotation> {
+        let secret = secrets::mint(&self.format, tag);
+        let ciphertext = age::encrypt_and_armor(&params.recipient, secret.expose().as_bytes())
+            .map_err(Rotation::Sealing)?;
+        let rotation = JobKeyReplacement {
+            job_id: job.id.clone(),
+            replacement: KeyReplacement {
+                key_id: key.id.clone(),
+                hash_hex: secret.hash().to_hex(),
+                hint: secret.hint(),
+                public_value: (key.kind == KeyKind::Publishable)
+                    .then(|| secret.expose().to_owned()),
+                grace_ms: i64::from(params.grace_seconds) * 1000,
+            },
+            ciphertext,
+        };
+        match self
+            .store
+            .rotate_key_for_job(account, actor, rotation)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => Err(Rotation::Store(e)),
+        }
+    }
+
+    /// The tag of each environment the filter's workspace has, by name.
+    async fn environment_tags(
+        &self,
+        account: &str,
+        filter: &KeyFilter,
+    ) -> Result<HashMap<String, EnvTag>, StoreError> {
+        let Some(workspace) = &filter.workspace_id else {
+            return Ok(HashMap::new());
+        };
+        let environments = match self.store.list_environments(account, workspace).await {
+            Err(StoreError::NotFound { .. }) => return Ok(HashMap::new()),
+            other => other?,
+        };
+        Ok(environments
+            .into_iter()
+            .filter_map(|e| Some((e.name, EnvTag::parse_environment_tag(&e.tag).ok()?)))
+            .collect())
+    }
+
     async fn matching_keys(
         &self,
         account: &str,
         filter: &KeyFilter,
-    ) -> Result<Vec<String>, StoreError> {
-        let mut ids = Vec::new();
+    ) -> Result<Vec<ApiKey>, StoreError> {
+        let mut found = Vec::new();
         let mut page = PageRequest {
             limit: 100,
             after: None,
         };
         loop {
             let keys = self.store.list_keys(account, filter, &page).await?;
-            ids.extend(keys.items.into_iter().map(|k| k.id));
+            found.extend(keys.items);
             match keys.next_after {
                 Some(after) => page.after = Some(after),
-                None => return Ok(ids),
+                None => return Ok(found),
             }
         }
+    }
+}
+
+/// Why one key of a bulk rotation was not rotated.
+enum Rotation {
+    Sealing(age::EncryptError),
+    Store(StoreError),
+}
+
+/// How long a rotated-out secret keeps working when a bulk rotation does
+/// not say: a day, time enough to roll the new secrets out.
+pub const DEFAULT_ROTATION_GRACE_SECONDS: u32 = 86_400;
+
+/// What a `rotate_keys` job was queued with beyond its filter (validated
+/// by the API; checked again here, since the row could be older code's).
+pub struct RotationParams {
+    /// Who can read the new secrets: an age X25519 public key (`age1…`).
+    pub recipient: age::x25519::Recipient,
+    pub grace_seconds: u32,
+}
+
+impl RotationParams {
+    pub fn from_params(params: &Map<String, Value>) -> Result<Self, String> {
+        let recipient = params
+            .get("recipient")
+            .and_then(Value::as_str)
+            .ok_or("the job has no recipient to encrypt the new secrets to")?;
+        let recipient = age::x25519::Recipient::from_str(recipient)
+            .map_err(|e| format!("the job's recipient is not an age X25519 public key: {e}"))?;
+        let grace_seconds = match params.get("grace_seconds") {
+            None => DEFAULT_ROTATION_GRACE_SECONDS,
+            Some(value) => value
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or("the job's grace_seconds is not a number of seconds")?,
+        };
+        Ok(Self {
+            recipient,
+            grace_seconds,
+        })
     }
 }
 

@@ -146,6 +146,7 @@ impl Server {
         let worker = jobs::Worker::new(
             store.clone(),
             self.cache.clone(),
+            self.state.format.clone(),
             self.config.log_retention_days,
         );
         tasks.push(tokio::spawn(worker.run(stop_rx.clone())));

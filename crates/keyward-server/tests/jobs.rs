@@ -1,12 +1,14 @@
 //! Background jobs through the real HTTP API on both stores: bulk operations
 //! run by the worker with progress and results, lifecycle rules respected,
-//! and a job interrupted by a crash resumed rather than lost.
+//! and a job interrupted by a crash resumed rather than lost. Bulk rotation
+//! hands its new secrets out encrypted to the caller's age key only.
 
 mod common;
 
 use common::{TestServer, eventually};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 on_both_stores!(
@@ -14,6 +16,10 @@ on_both_stores!(
     bulk_revoke_skips_protected_keys,
     an_interrupted_job_is_resumed,
     jobs_belong_to_their_account,
+    bulk_rotate_hands_out_new_secrets_sealed_for_the_caller,
+    bulk_rotate_without_grace_cuts_old_secrets_off,
+    bulk_rotate_checks_its_input,
+    an_interrupted_rotation_never_rotates_a_key_twice,
 );
 
 /// Polls a job until it has finished; returns it.
@@ -175,4 +181,346 @@ async fn jobs_belong_to_their_account(s: TestServer) {
         .call(&other.token, Method::POST, "/v1/jobs", Some(body))
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// The new secrets of a rotation job, decrypted with `identity`: key id →
+/// (its entry, the secret).
+async fn opened_secrets(
+    s: &TestServer,
+    job_id: &str,
+    identity: &age::x25519::Identity,
+) -> BTreeMap<String, (Value, String)> {
+    let (status, page) = s.get(&format!("/v1/jobs/{job_id}/secrets")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let mut opened = BTreeMap::new();
+    for entry in page["data"].as_array().unwrap() {
+        let sealed = entry["ciphertext"].as_str().unwrap();
+        assert!(
+            sealed.starts_with("-----BEGIN AGE ENCRYPTED FILE-----"),
+            "{sealed}"
+        );
+        let secret = age::decrypt(identity, sealed.as_bytes()).expect("sealed for us");
+        let secret = String::from_utf8(secret).unwrap();
+        opened.insert(
+            entry["key_id"].as_str().unwrap().to_owned(),
+            (entry.clone(), secret),
+        );
+    }
+    opened
+}
+
+/// Every stored text a secret could leak into: jobs (params, result, error),
+/// the job's sealed secrets, audit events, and the keys themselves.
+async fn stored_text(s: &TestServer) -> String {
+    sqlx::any::install_default_drivers();
+    let mut db = <sqlx::AnyConnection as sqlx::Connection>::connect(s.database_url())
+        .await
+        .unwrap();
+    let mut text = String::new();
+    for query in [
+        "SELECT id || params || COALESCE(result, '') || COALESCE(error, '') FROM jobs",
+        "SELECT job_id || key_id || key_name || hint || ciphertext FROM job_secrets",
+        "SELECT action || COALESCE(before_state, '') || COALESCE(after_state, '') FROM audit_events",
+        "SELECT hash || hint || COALESCE(previous_hash, '') || COALESCE(public_value, '') FROM api_keys",
+    ] {
+        let rows: Vec<String> = sqlx::query_scalar(query).fetch_all(&mut db).await.unwrap();
+        assert!(!rows.is_empty(), "{query}");
+        text.extend(rows);
+    }
+    sqlx::Connection::close(db).await.unwrap();
+    text
+}
+
+async fn bulk_rotate_hands_out_new_secrets_sealed_for_the_caller(s: TestServer) {
+    let identity = age::x25519::Identity::generate();
+    let mut issued = Vec::new();
+    for (name, env) in [
+        ("a", "production"),
+        ("b", "production"),
+        ("c", "staging"),
+        ("d", "production"),
+    ] {
+        issued.push(
+            s.issue(json!({"name": name, "environment": env, "kind": "secret"}))
+                .await,
+        );
+    }
+    let id = |i: usize| issued[i].0["id"].as_str().unwrap().to_owned();
+    let (status, revoked) = s
+        .post(&format!("/v1/keys/{}/revoke", id(3)), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{revoked}");
+
+    let body = json!({
+        "kind": "rotate_keys", "workspace_id": s.owner.workspace_id, "environment": "production",
+        "grace_seconds": 3600, "recipient": identity.to_public().to_string(),
+    });
+    let (status, job) = s.post("/v1/jobs", body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    assert_eq!(job["params"]["grace_seconds"], 3600);
+    let job_id = job["id"].as_str().unwrap().to_owned();
+    let job = finished(&s, &job_id).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    // a, b, the revoked d and the workspace's primary ingest key.
+    assert_eq!(job["result"]["matched"], 4, "{job}");
+    assert_eq!(job["result"]["rotated"], 3, "{job}");
+    assert_eq!(job["progress"], json!({"done": 4, "total": 4}));
+    let skipped = job["result"]["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert_eq!(skipped[0]["key_id"], id(3).as_str());
+    assert!(
+        skipped[0]["reason"].as_str().unwrap().contains("revoked"),
+        "{skipped:?}"
+    );
+
+    let opened = opened_secrets(&s, &job_id, &identity).await;
+    let rotated: Vec<&str> = opened.keys().map(String::as_str).collect();
+    let mut expected = vec![id(0), id(1), s.owner.primary_key_id.clone()];
+    expected.sort();
+    assert_eq!(rotated, expected);
+    for (key_id, (entry, secret)) in &opened {
+        let (verdict, _) = s.verify(json!({"key": secret})).await;
+        assert_eq!(verdict["code"], "valid", "the new secret of {key_id}");
+        assert_eq!(verdict["key"]["id"], key_id.as_str());
+        let (_, key) = s.get(&format!("/v1/keys/{key_id}")).await;
+        assert_eq!(key["hint"], entry["hint"], "{key}");
+        assert!(entry["old_secret_expires_at"].is_string(), "{entry}");
+        assert!(
+            age::decrypt(
+                &age::x25519::Identity::generate(),
+                entry["ciphertext"].as_str().unwrap().as_bytes()
+            )
+            .is_err(),
+            "only the recipient can open it"
+        );
+    }
+    // The old secrets verify through the grace period; keys outside the
+    // filter, and the revoked one, are as they were.
+    for i in [0, 1] {
+        assert_eq!(
+            s.code(json!({"key": issued[i].1})).await,
+            "valid",
+            "old {i}"
+        );
+    }
+    assert_eq!(s.code(json!({"key": issued[2].1})).await, "valid");
+    let (_, staging) = s.get(&format!("/v1/keys/{}", id(2))).await;
+    assert_eq!(staging["hint"], issued[2].0["hint"]);
+    assert_eq!(s.code(json!({"key": issued[3].1})).await, "key_revoked");
+
+    // Each rotation was audited like a single one, naming the job.
+    let (_, events) = s
+        .get(&format!(
+            "/v1/audit-events?action=key.rotated&object_id={}",
+            id(0)
+        ))
+        .await;
+    let events = events["data"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["after"]["job_id"], job_id.as_str());
+
+    // No new secret in the clear anywhere: not in what the API shows, not
+    // in any stored row.
+    let (_, shown_job) = s.get(&format!("/v1/jobs/{job_id}")).await;
+    let (_, shown_secrets) = s.get(&format!("/v1/jobs/{job_id}/secrets")).await;
+    let (_, audit) = s.get("/v1/audit-events?limit=100").await;
+    let shown = format!("{shown_job}{shown_secrets}{audit}");
+    let stored = stored_text(&s).await;
+    for (key_id, (_, secret)) in &opened {
+        assert!(!shown.contains(secret.as_str()), "{key_id}'s secret shown");
+        assert!(
+            !stored.contains(secret.as_str()),
+            "{key_id}'s secret stored"
+        );
+    }
+}
+
+async fn bulk_rotate_without_grace_cuts_old_secrets_off(s: TestServer) {
+    let identity = age::x25519::Identity::generate();
+    let (key, old) = s
+        .issue(json!({"name": "server", "environment": "staging"}))
+        .await;
+    // Verified once, so the verdict is cached: the job must still end it.
+    assert_eq!(s.code(json!({"key": old})).await, "valid");
+    let body = json!({
+        "kind": "rotate_keys", "workspace_id": s.owner.workspace_id, "environment": "staging",
+        "grace_seconds": 0, "recipient": identity.to_public().to_string(),
+    });
+    let (_, job) = s.post("/v1/jobs", body).await;
+    let job_id = job["id"].as_str().unwrap().to_owned();
+    let job = finished(&s, &job_id).await;
+    assert_eq!(
+        (job["status"].as_str(), job["result"]["rotated"].as_u64()),
+        (Some("succeeded"), Some(1)),
+        "{job}"
+    );
+    assert_ne!(s.code(json!({"key": old})).await, "valid");
+    let opened = opened_secrets(&s, &job_id, &identity).await;
+    let (_, new) = &opened[key["id"].as_str().unwrap()];
+    assert_eq!(s.code(json!({"key": new})).await, "valid");
+}
+
+async fn bulk_rotate_checks_its_input(s: TestServer) {
+    let recipient = age::x25519::Identity::generate().to_public().to_string();
+    let ws = s.owner.workspace_id.as_str();
+    let server = &s;
+    let refused = |body: Value| async move {
+        let (status, problem) = server.post("/v1/jobs", body).await;
+        (status, problem["field"].as_str().map(str::to_owned))
+    };
+    let bad = |field: &str| (StatusCode::BAD_REQUEST, Some(field.to_owned()));
+    assert_eq!(
+        refused(json!({"kind": "rotate_keys", "workspace_id": ws})).await,
+        bad("recipient")
+    );
+    for wrong in ["", "age1nope", "not a key", "AGE-SECRET-KEY-1QQQQ"] {
+        assert_eq!(
+            refused(json!({"kind": "rotate_keys", "workspace_id": ws, "recipient": wrong})).await,
+            bad("recipient"),
+            "{wrong:?}"
+        );
+    }
+    let rotate = |grace: Value| json!({"kind": "rotate_keys", "workspace_id": ws, "recipient": recipient, "grace_seconds": grace});
+    assert_eq!(refused(rotate(json!(604_801))).await, bad("grace_seconds"));
+    assert_eq!(refused(rotate(json!(-1))).await, bad("grace_seconds"));
+    assert_eq!(
+        refused(json!({"kind": "disable_keys", "workspace_id": ws, "recipient": recipient})).await,
+        bad("recipient")
+    );
+    assert_eq!(
+        refused(json!({"kind": "revoke_keys", "workspace_id": ws, "grace_seconds": 60})).await,
+        bad("grace_seconds")
+    );
+    let (_, jobs) = s.get("/v1/jobs").await;
+    assert_eq!(jobs["data"], json!([]), "nothing was queued");
+
+    // The default grace period is a day.
+    let (status, job) = s
+        .post(
+            "/v1/jobs",
+            json!({"kind": "rotate_keys", "workspace_id": ws, "recipient": recipient}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    assert_eq!(job["params"]["grace_seconds"], 86_400);
+    let job_id = job["id"].as_str().unwrap();
+
+    // Another account's workspace and job are not found.
+    let other = s.new_tenant().await;
+    let body = json!({"kind": "rotate_keys", "workspace_id": ws, "recipient": recipient});
+    let (status, problem) = s
+        .call(&other.token, Method::POST, "/v1/jobs", Some(body))
+        .await;
+    assert_eq!(
+        (status, problem["field"].as_str()),
+        (StatusCode::NOT_FOUND, Some("workspace_id"))
+    );
+    let path = format!("/v1/jobs/{job_id}/secrets");
+    assert_eq!(
+        s.call(&other.token, Method::GET, &path, None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        s.get("/v1/jobs/job_nope/secrets").await.0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+async fn an_interrupted_rotation_never_rotates_a_key_twice(s: TestServer) {
+    use rand_core::TryRngCore;
+    let identity = age::x25519::Identity::generate();
+    let recipient = identity.to_public();
+    let (victim, original) = s
+        .issue(json!({"name": "victim", "environment": "staging"}))
+        .await;
+    let (_, bystander_old) = s
+        .issue(json!({"name": "bystander", "environment": "staging"}))
+        .await;
+    let victim_id = victim["id"].as_str().unwrap().to_owned();
+
+    // A worker claimed this job, rotated the victim — the rotation and its
+    // sealed secret committed together — and died before the next key.
+    let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    let params = json!({
+        "workspace_id": s.owner.workspace_id, "environment": "staging",
+        "grace_seconds": 3600, "recipient": recipient.to_string(),
+    })
+    .to_string();
+    let job_id = "job_01rotatorcrashedhalfway000";
+    sqlx::any::install_default_drivers();
+    let mut db = <sqlx::AnyConnection as sqlx::Connection>::connect(s.database_url())
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO jobs (id, account_id, kind, params, status, attempts, created_by, created_at, started_at, heartbeat_at) \
+         VALUES ($1, $2, 'rotate_keys', $3, 'running', 1, NULL, $4, $4, $4)",
+    )
+    .bind(job_id)
+    .bind(&s.owner.account_id)
+    .bind(&params)
+    .bind(now)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let first = keyward_core::KeyFormat::default().generate(
+        &keyward_core::EnvTag::parse("stg").unwrap(),
+        &mut rand_core::OsRng.unwrap_err(),
+    );
+    let rotation = keyward_store::JobKeyReplacement {
+        job_id: job_id.into(),
+        replacement: keyward_store::KeyReplacement {
+            key_id: victim_id.clone(),
+            hash_hex: first.hash().to_hex(),
+            hint: first.hint(),
+            public_value: None,
+            grace_ms: 3_600_000,
+        },
+        ciphertext: age::encrypt_and_armor(&recipient, first.expose().as_bytes()).unwrap(),
+    };
+    let worker = keyward_store::Actor {
+        member_id: None,
+        token_id: None,
+        ip: None,
+    };
+    s.store
+        .rotate_key_for_job(&s.owner.account_id, &worker, rotation)
+        .await
+        .unwrap();
+    // Its heartbeat stops: a minute later the job is stale.
+    sqlx::query("UPDATE jobs SET heartbeat_at = $1 WHERE id = $2")
+        .bind(now - 60_000)
+        .bind(job_id)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    sqlx::Connection::close(db).await.unwrap();
+
+    let job = finished(&s, job_id).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["attempts"], 2, "resumed once");
+    assert_eq!(job["result"]["matched"], 2, "{job}");
+    assert_eq!(job["result"]["rotated"], 2, "{job}");
+    assert_eq!(job["result"]["skipped"], json!([]), "{job}");
+
+    // The victim was rotated once: the secret from before the crash is its
+    // secret, and the original still verifies through the grace period (a
+    // second rotation would have forgotten it at once).
+    let opened = opened_secrets(&s, job_id, &identity).await;
+    assert_eq!(opened.len(), 2);
+    let (_, sealed_before_crash) = &opened[&victim_id];
+    assert_eq!(sealed_before_crash.as_str(), first.expose());
+    assert_eq!(s.code(json!({"key": first.expose()})).await, "valid");
+    assert_eq!(s.code(json!({"key": original})).await, "valid");
+    let (_, events) = s
+        .get(&format!(
+            "/v1/audit-events?action=key.rotated&object_id={victim_id}"
+        ))
+        .await;
+    assert_eq!(events["data"].as_array().unwrap().len(), 1, "{events}");
+
+    // The rest of the job ran after the resume.
+    for (key_id, (_, secret)) in opened.iter().filter(|(id, _)| **id != victim_id) {
+        assert_eq!(s.code(json!({"key": secret})).await, "valid", "{key_id}");
+    }
+    assert_eq!(s.code(json!({"key": bystander_old})).await, "valid");
 }

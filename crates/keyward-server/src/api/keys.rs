@@ -29,7 +29,7 @@ const MAX_PERMISSIONS: usize = 100;
 const MAX_ALLOWED_IPS: usize = 100;
 const MAX_META_BYTES: usize = 4096;
 const MAX_ORIGINS: usize = 20;
-const MAX_GRACE_SECONDS: u32 = 7 * 24 * 60 * 60;
+pub(super) const MAX_GRACE_SECONDS: u32 = 7 * 24 * 60 * 60;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

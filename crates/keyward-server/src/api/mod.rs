@@ -108,6 +108,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(jobs::list, jobs::create))
         .routes(routes!(jobs::get))
+        .routes(routes!(jobs::secrets))
         .routes(routes!(permissions::list, permissions::create))
         .routes(routes!(permissions::delete))
         .routes(routes!(allowlist::list, allowlist::create))
