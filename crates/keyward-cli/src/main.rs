@@ -89,6 +89,11 @@ struct ServeArgs {
     /// API keys whose verification records stay cached in memory (LRU).
     #[arg(long, env = "KEYWARD_CACHE_CAPACITY", default_value_t = 100_000)]
     cache_capacity: usize,
+    /// Send console cookies without `Secure`: only for a console served
+    /// over plain HTTP on an address other than localhost, inside a
+    /// private network. Browsers accept secure cookies from localhost.
+    #[arg(long, env = "KEYWARD_CONSOLE_INSECURE_COOKIES")]
+    console_insecure_cookies: bool,
 }
 
 #[derive(Subcommand)]
@@ -211,6 +216,7 @@ async fn serve(database_url: &str, format: KeyFormat, args: ServeArgs) -> Result
     let listen = args.listen;
     let mut config = ServerConfig {
         log_retention_days: args.log_retention_days,
+        secure_cookies: !args.console_insecure_cookies,
         ..ServerConfig::default()
     };
     config.cache.key_capacity = args.cache_capacity;

@@ -7,9 +7,9 @@ use crate::clock::now_ms;
 use crate::invalidate::InvalidationSlot;
 use crate::problem::Problem;
 use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::HeaderValue;
 use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use keyward_core::KeyHash;
 use keyward_core::verify::PresentedCredential;
@@ -25,8 +25,9 @@ use std::sync::Arc;
 pub struct Principal {
     pub account_id: String,
     pub member_id: String,
-    /// The management token the request carried.
-    pub token_id: String,
+    /// The management token the request carried; `None` for a console
+    /// session.
+    pub token_id: Option<String>,
     /// The TCP peer's address, canonical (an IPv4-mapped IPv6 address reads
     /// as IPv4). `None` only when the server runs without connection info.
     pub peer_ip: Option<String>,
@@ -42,7 +43,7 @@ impl Principal {
     pub fn actor(&self) -> Actor {
         Actor {
             member_id: Some(self.member_id.clone()),
-            token_id: Some(self.token_id.clone()),
+            token_id: self.token_id.clone(),
             ip: self.peer_ip.clone(),
         }
     }
@@ -79,6 +80,20 @@ impl Requirement for VerifyKeys {
 
 /// A principal holding `R::PERMISSION`; extraction answers 401 or 403.
 pub struct Authorized<R>(pub Principal, pub PhantomData<R>);
+
+impl<R: Requirement> Authorized<R> {
+    /// The principal, if it holds `R::PERMISSION`; else 403. The console,
+    /// which authenticates by session, authorizes through this too.
+    pub fn check(principal: Principal) -> Result<Self, Problem> {
+        if !principal.has(R::PERMISSION) {
+            return Err(Problem::forbidden(format!(
+                "this needs the account permission {:?} (for a token: it needs it, and so does the member it acts for)",
+                R::PERMISSION.as_str()
+            )));
+        }
+        Ok(Authorized(principal, PhantomData))
+    }
+}
 
 /// 401 with the challenge RFC 6750 asks for.
 pub struct Unauthenticated(Problem);
@@ -187,7 +202,7 @@ async fn lookup_token(
                 expires_at: found.token.expires_at,
                 principal: Principal {
                     permissions: found.effective_permissions(),
-                    token_id: found.token.id,
+                    token_id: Some(found.token.id),
                     account_id: found.token.account_id,
                     member_id: found.member.id,
                     peer_ip: None,
@@ -211,18 +226,7 @@ impl<R: Requirement> FromRequestParts<AppState> for Authorized<R> {
         state: &AppState,
     ) -> Result<Self, AuthRejection> {
         let principal = Principal::from_request_parts(parts, state).await?;
-        if !principal.has(R::PERMISSION) {
-            return Err(Problem::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!(
-                    "this token lacks the account permission {:?} (it needs it, and so does the member it acts for)",
-                    R::PERMISSION.as_str()
-                ),
-            )
-            .into());
-        }
-        Ok(Authorized(principal, PhantomData))
+        Ok(Self::check(principal)?)
     }
 }
 

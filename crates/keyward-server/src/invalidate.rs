@@ -1,7 +1,7 @@
 //! Keeping the verification caches true to the store.
 //!
 //! Local changes: every admin request that may change something (any method
-//! but GET/HEAD/OPTIONS under `/v1/`, except `/v1/verify` itself) drops the
+//! but GET/HEAD/OPTIONS, API or console, except `/v1/verify` itself) drops the
 //! cache entries of its caller's account *before* its response leaves, so
 //! the change is in effect on this node when the client sees the answer.
 //! This is deliberately coarse — per account, for every such request, even
@@ -38,11 +38,11 @@ pub async fn middleware(
     mut request: Request,
     next: Next,
 ) -> Response {
+    // The console's forms included: they change the same things.
     let mutating = !matches!(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
-    ) && request.uri().path().starts_with("/v1/")
-        && request.uri().path() != "/v1/verify";
+    ) && request.uri().path() != "/v1/verify";
     if !mutating {
         return next.run(request).await;
     }

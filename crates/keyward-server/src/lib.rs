@@ -11,6 +11,7 @@ pub mod api;
 mod auth;
 pub mod cache;
 mod clock;
+mod console;
 mod extract;
 mod idempotency;
 mod invalidate;
@@ -44,6 +45,7 @@ pub struct Shared {
     pub format: KeyFormat,
     pub verifier: Verifier,
     pub metrics: PrometheusHandle,
+    pub console: console::ConsoleState,
 }
 
 pub type AppState = Arc<Shared>;
@@ -59,6 +61,10 @@ pub struct ServerConfig {
     pub log_retention_days: u32,
     /// Request-log entries buffered at most between flushes.
     pub log_buffer_capacity: usize,
+    /// Console cookies carry `Secure`. Browsers accept such cookies from
+    /// `https://` and from `http://localhost`/`127.0.0.1`; turn it off only
+    /// to serve the console over plain HTTP on another address.
+    pub secure_cookies: bool,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +74,7 @@ impl Default for ServerConfig {
             shared_limits: None,
             log_retention_days: 30,
             log_buffer_capacity: request_logs::DEFAULT_CAPACITY,
+            secure_cookies: true,
         }
     }
 }
@@ -108,6 +115,7 @@ impl Server {
                 format,
                 verifier,
                 metrics,
+                console: console::ConsoleState::new(config.secure_cookies),
             }),
             config,
             usage,

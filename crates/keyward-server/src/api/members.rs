@@ -4,14 +4,18 @@ use super::Created;
 use super::views::{List, MemberView};
 use crate::AppState;
 use crate::auth::{Authorized, ManageMembers, Principal};
+use crate::clock::{from_ms, now_ms};
 use crate::extract::{Body, Pagination};
 use crate::problem::{ApiResult, Problem, ProblemDocument};
+use crate::secrets;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use keyward_core::KeyHash;
 use keyward_core::{AccountPermission, Role, normalize_email};
 use keyward_store::{MemberPatch, NewMember};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 type Auth = Authorized<ManageMembers>;
@@ -41,14 +45,39 @@ pub async fn list(
     Ok(Json(List::from_page(members, MemberView::from)))
 }
 
-/// Adds a member. Only owners may add owners.
+/// How long an invitation link works.
+const INVITATION_TTL_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+
+/// A one-time link for a new member to choose their password. Shown once:
+/// only its hash is stored.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InvitationView {
+    /// Path of the console page that accepts it, e.g. `/invitations/…`;
+    /// send the member this link on your server's address.
+    pub path: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedMember {
+    #[serde(flatten)]
+    pub member: MemberView,
+    /// Present when the person has no password yet (a new user); people
+    /// who already sign in to another account use their password.
+    pub invitation: Option<InvitationView>,
+}
+
+/// Adds a member. Only owners may add owners. A person new to Keyward gets
+/// an invitation link to choose a password (there is no email delivery:
+/// pass the link on).
 #[utoipa::path(post, path = "/v1/members", tag = "members", request_body = CreateMember,
-    responses((status = 201, body = MemberView), (status = 400, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
+    responses((status = 201, body = CreatedMember), (status = 400, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
 pub async fn create(
     State(state): State<AppState>,
     Authorized(who, _): Auth,
     Body(request): Body<CreateMember>,
-) -> ApiResult<Created<MemberView>> {
+) -> ApiResult<Created<CreatedMember>> {
     let email = normalize_email(&request.email).map_err(super::field("email"))?;
     if request.role == Role::Owner {
         let me = state
@@ -79,7 +108,26 @@ pub async fn create(
             },
         )
         .await?;
-    Ok(Created(member.into()))
+    let token = secrets::random_token();
+    let expires_at = now_ms() + INVITATION_TTL_MS;
+    let invitation = state
+        .store
+        .create_invitation(
+            &who.account_id,
+            &who.actor(),
+            &member.id,
+            &KeyHash::of(&token).to_hex(),
+            expires_at,
+        )
+        .await?
+        .map(|_| InvitationView {
+            path: format!("/invitations/{token}"),
+            expires_at: from_ms(expires_at),
+        });
+    Ok(Created(CreatedMember {
+        member: member.into(),
+        invitation,
+    }))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]

@@ -1,18 +1,18 @@
 //! The HTTP API: routes, the OpenAPI document built from the same route
 //! declarations (so the two cannot drift), and the cross-cutting layers.
 
-mod allowlist;
-mod audit;
-mod integrations;
-mod jobs;
-mod keys;
-mod logs;
-mod members;
-mod permissions;
+pub(crate) mod allowlist;
+pub(crate) mod audit;
+pub(crate) mod integrations;
+pub(crate) mod jobs;
+pub(crate) mod keys;
+pub(crate) mod logs;
+pub(crate) mod members;
+pub(crate) mod permissions;
 mod tokens;
 mod verify;
 pub mod views;
-mod workspaces;
+pub(crate) mod workspaces;
 
 use crate::AppState;
 use crate::extract::MAX_BODY_BYTES;
@@ -138,6 +138,7 @@ pub fn router(state: AppState) -> Router {
     .route("/metrics", get(metrics))
     .route("/healthz", get(healthz))
     .route("/readyz", get(readyz))
+    .merge(crate::console::routes())
     .fallback(not_found)
     .method_not_allowed_fallback(method_not_allowed)
     .layer(middleware::from_fn_with_state(
@@ -180,12 +181,17 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
     ))
 }
 
-async fn not_found() -> Problem {
+/// A problem under `/v1` (API clients), a page elsewhere (people).
+async fn not_found(uri: axum::http::Uri) -> Response {
+    if !uri.path().starts_with("/v1/") {
+        return crate::console::not_found_page();
+    }
     Problem::new(
         StatusCode::NOT_FOUND,
         "route_not_found",
         "no such endpoint; see /v1/openapi.json",
     )
+    .into_response()
 }
 
 async fn method_not_allowed() -> Problem {

@@ -15,8 +15,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
+/// Every test owner's console password.
+pub const OWNER_PASSWORD: &str = "correct horse battery";
+
 pub struct Tenant {
     pub account_id: String,
+    /// The owner's email, to sign in to the console with [`OWNER_PASSWORD`].
+    pub email: String,
     pub workspace_id: String,
     pub token: String,
     /// The "Primary" ingest key every new workspace starts with.
@@ -211,19 +216,21 @@ impl Drop for TestServer {
 
 async fn new_tenant(store: &dyn Store) -> Tenant {
     let n = ACCOUNTS.fetch_add(1, Ordering::Relaxed);
+    let email = format!("owner{n}@example.com");
     let created = create_account(
         store,
         &KeyFormat::default(),
         AccountSetup {
             account_name: format!("Tenant {n}"),
-            owner_email: format!("owner{n}@example.com"),
-            owner_password: zeroize::Zeroizing::new("correct horse battery".into()),
+            owner_email: email.clone(),
+            owner_password: zeroize::Zeroizing::new(OWNER_PASSWORD.into()),
             workspace_name: "Default workspace".into(),
         },
     )
     .await
     .expect("create account");
     Tenant {
+        email,
         account_id: created.account_id,
         workspace_id: created.workspace_id,
         token: created.management_token.expose().to_owned(),

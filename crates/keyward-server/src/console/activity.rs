@@ -1,0 +1,264 @@
+//! What happened: request logs (seed 004) filtered by key, outcome,
+//! environment and time; the audit log; background jobs with progress, and
+//! starting a bulk disable or revoke.
+
+use super::credentials::{LogRow, first_page};
+use super::page::{Chrome, page, readable, when};
+use super::session::{ConsoleForm, ConsoleUser, Flash, redirect_with};
+use super::workspaces::{WorkspaceOption, workspace_options};
+use super::{PageResult, authorized};
+use crate::AppState;
+use crate::api::{audit, jobs, logs};
+use crate::auth::{ManageCredentials, ManageMembers};
+use crate::extract::Body;
+use crate::problem::Problem;
+use askama::Template;
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::Uri;
+use axum::routing::get;
+use keyward_core::KeyStatus;
+use keyward_core::verify::Code;
+use serde::Deserialize;
+
+pub fn routes() -> axum::Router<AppState> {
+    axum::Router::new()
+        .route("/logs", get(request_logs))
+        .route("/audit", get(audit_log))
+        .route("/jobs", get(job_list).post(start_job))
+}
+
+/// A filter form's fields as the API's query string; empty fields are left
+/// out, and a `datetime-local` value is read as UTC.
+pub fn query_uri(pairs: &[(&str, &str)]) -> Result<Uri, Problem> {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (name, value) in pairs.iter().filter(|(_, v)| !v.trim().is_empty()) {
+        let value = value.trim();
+        let is_time = matches!(*name, "from" | "to") && value.len() == 16;
+        let value = if is_time {
+            format!("{value}:00Z")
+        } else {
+            value.to_owned()
+        };
+        query.append_pair(name, &value);
+    }
+    format!("/?{}", query.finish())
+        .parse()
+        .map_err(|_| Problem::invalid("filter", "not a valid filter"))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct LogFilter {
+    key_id: String,
+    outcome: String,
+    environment: String,
+    from: String,
+    to: String,
+}
+
+#[derive(Template)]
+#[template(path = "logs.html")]
+struct LogsPage {
+    chrome: Chrome,
+    outcomes: Vec<&'static str>,
+    filter: LogFilter,
+    logs: Vec<LogRow>,
+    error: Option<String>,
+}
+
+async fn request_logs(
+    State(state): State<AppState>,
+    user: ConsoleUser,
+    Query(filter): Query<LogFilter>,
+) -> PageResult {
+    let auth = authorized::<ManageCredentials>(&user)?;
+    let uri = query_uri(&[
+        ("key_id", &filter.key_id),
+        ("code", &filter.outcome),
+        ("environment", &filter.environment),
+        ("from", &filter.from),
+        ("to", &filter.to),
+    ])?;
+    // A bad filter is the person's mistake: show it above an empty table.
+    let (logs, error) = match logs::list(State(state.clone()), auth, uri, first_page(100)).await {
+        Ok(Json(list)) => (list.data.into_iter().map(LogRow::from).collect(), None),
+        Err(problem) if problem.status_code().is_client_error() => {
+            (Vec::new(), Some(readable(&problem)))
+        }
+        Err(problem) => return Err(problem.into()),
+    };
+    let view = LogsPage {
+        chrome: Chrome::new(&user, "logs"),
+        outcomes: Code::ALL.iter().map(|c| c.as_str()).collect(),
+        filter,
+        logs,
+        error,
+    };
+    Ok(page(&state, &user, &view))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct AuditFilter {
+    action: String,
+    object_id: String,
+}
+
+pub struct AuditRow {
+    pub seq: i64,
+    pub at: String,
+    pub actor: String,
+    pub ip: String,
+    pub action: String,
+    pub object: String,
+    pub change: String,
+}
+
+#[derive(Template)]
+#[template(path = "audit.html")]
+struct AuditPage {
+    chrome: Chrome,
+    filter: AuditFilter,
+    events: Vec<AuditRow>,
+}
+
+async fn audit_log(
+    State(state): State<AppState>,
+    user: ConsoleUser,
+    Query(filter): Query<AuditFilter>,
+) -> PageResult {
+    let auth = authorized::<ManageMembers>(&user)?;
+    let uri = query_uri(&[("action", &filter.action), ("object_id", &filter.object_id)])?;
+    let Json(list) = audit::list(State(state.clone()), auth, uri, first_page(200)).await?;
+    let compact = |v: &Option<serde_json::Value>| v.as_ref().map(|v| v.to_string());
+    let events = list
+        .data
+        .into_iter()
+        .rev() // newest first on screen; the chain itself runs oldest first
+        .map(|e| AuditRow {
+            seq: e.seq,
+            at: when(Some(e.at)),
+            actor: match (e.actor.member_id, e.actor.token_id) {
+                (Some(m), Some(t)) => format!("{m} via token {t}"),
+                (Some(m), None) => m,
+                (None, Some(t)) => format!("token {t}"),
+                (None, None) => "Keyward".into(),
+            },
+            ip: e.actor.ip.unwrap_or_default(),
+            object: format!("{} {}", e.object_type, e.object_id),
+            change: match (compact(&e.before), compact(&e.after)) {
+                (Some(b), Some(a)) => format!("{b} → {a}"),
+                (None, Some(a)) => a,
+                (Some(b), None) => format!("was {b}"),
+                (None, None) => String::new(),
+            },
+            action: e.action,
+        })
+        .collect();
+    let view = AuditPage {
+        chrome: Chrome::new(&user, "audit"),
+        filter,
+        events,
+    };
+    Ok(page(&state, &user, &view))
+}
+
+pub struct JobRow {
+    pub id: String,
+    pub kind: String,
+    pub status: String,
+    pub done: u64,
+    pub total: Option<u64>,
+    pub result: String,
+    pub created: String,
+    pub finished: String,
+}
+
+#[derive(Template)]
+#[template(path = "jobs.html")]
+struct JobsPage {
+    chrome: Chrome,
+    jobs: Vec<JobRow>,
+    workspaces: Vec<WorkspaceOption>,
+    /// Some job is still queued or running: the page refreshes itself.
+    busy: bool,
+}
+
+async fn job_list(State(state): State<AppState>, user: ConsoleUser) -> PageResult {
+    let auth = authorized::<ManageCredentials>(&user)?;
+    let Json(list) = jobs::list(State(state.clone()), auth, first_page(50)).await?;
+    let rows: Vec<JobRow> = list
+        .data
+        .into_iter()
+        .map(|j| JobRow {
+            id: j.id,
+            kind: j.kind,
+            done: j.progress.done,
+            total: j.progress.total,
+            result: j
+                .error
+                .or_else(|| j.result.map(|r| serde_json::Value::Object(r).to_string()))
+                .unwrap_or_default(),
+            created: when(Some(j.created_at)),
+            finished: when(j.finished_at),
+            status: j.status,
+        })
+        .collect();
+    let view = JobsPage {
+        chrome: Chrome::new(&user, "jobs"),
+        busy: rows
+            .iter()
+            .any(|j| j.status == "queued" || j.status == "running"),
+        jobs: rows,
+        workspaces: workspace_options(&state, &user).await?,
+    };
+    Ok(page(&state, &user, &view))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct JobForm {
+    kind: String,
+    workspace_id: String,
+    environment: String,
+    status: String,
+}
+
+async fn start_job(
+    State(state): State<AppState>,
+    ConsoleForm { user, form }: ConsoleForm<JobForm>,
+) -> PageResult {
+    let kind = match form.kind.as_str() {
+        "disable_keys" => Ok(jobs::BulkOperation::DisableKeys),
+        "revoke_keys" => Ok(jobs::BulkOperation::RevokeKeys),
+        _ => Err(Problem::invalid("kind", "choose disable or revoke")),
+    };
+    let status = Some(form.status.as_str())
+        .filter(|s| !s.is_empty())
+        .map(KeyStatus::parse)
+        .transpose()
+        .map_err(crate::api::field("status"));
+    let started = match (kind, status) {
+        (Ok(kind), Ok(status)) => {
+            let request = jobs::StartJob {
+                kind,
+                workspace_id: form.workspace_id,
+                environment: Some(form.environment).filter(|e| !e.is_empty()),
+                status,
+                grace_seconds: None,
+                recipient: None,
+            };
+            jobs::create(State(state.clone()), authorized(&user)?, Body(request))
+                .await
+                .map(|_| "Job started; it runs in the background.".to_owned())
+        }
+        (Err(problem), _) | (_, Err(problem)) => Err(problem),
+    };
+    let flash = match started {
+        Ok(message) => Flash::ok(message),
+        Err(problem) if problem.status_code().is_client_error() => Flash::error(readable(&problem)),
+        Err(problem) => return Err(problem.into()),
+    };
+    Ok(redirect_with(&state, "/jobs", flash))
+}

@@ -1,0 +1,858 @@
+//! Account Settings › API credentials (seeds 000, 001, 003, 004): every
+//! key across workspaces with filters, the IP allowlist, creating a key
+//! (secret shown once), and one key's page with rename, rotate, disable /
+//! enable, revoke and delete.
+
+use super::page::{Chrome, ErrorPage, html, page, readable, when};
+use super::session::{ConsoleForm, ConsoleUser, Flash, redirect_with};
+use super::workspaces::{WorkspaceOption, workspace_options};
+use super::{PageResult, authorized};
+use crate::AppState;
+use crate::api::views::{CreatedKey, KeyView, List};
+use crate::api::{allowlist, integrations, keys, logs, permissions, workspaces};
+use crate::auth::ManageCredentials;
+use crate::extract::{Body, OptionalBody, Pagination, Timestamp};
+use crate::problem::{ApiResult, Problem};
+use askama::Template;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::Uri;
+use axum::response::Response;
+use axum::routing::{get, post};
+use keyward_core::{KeyKind, KeyStatus, PermissionName, RateLimitPolicy};
+use serde::Deserialize;
+use time::PrimitiveDateTime;
+use time::macros::format_description;
+
+pub fn routes() -> axum::Router<AppState> {
+    axum::Router::new()
+        .route("/credentials", get(list))
+        .route("/credentials/new", get(new_key_page))
+        .route("/workspaces/{id}/credentials", post(create))
+        .route("/keys/{id}", get(show))
+        .route("/keys/{id}/rename", post(rename))
+        .route("/keys/{id}/rotate", post(rotate))
+        .route("/keys/{id}/end-grace", post(end_grace))
+        .route("/keys/{id}/disable", post(disable))
+        .route("/keys/{id}/enable", post(enable))
+        .route("/keys/{id}/revoke", post(revoke))
+        .route("/keys/{id}/delete", post(delete))
+        .route("/allowlist", post(add_allowed_address))
+        .route("/allowlist/{id}/delete", post(remove_allowed_address))
+}
+
+pub fn first_page(limit: u32) -> Pagination {
+    Pagination { limit, after: None }
+}
+
+/// A key as one row of a table.
+pub struct KeyRow {
+    pub id: String,
+    pub name: String,
+    pub workspace_id: String,
+    pub workspace: String,
+    pub environment: String,
+    pub kind: &'static str,
+    pub hint: String,
+    pub permissions: String,
+    pub rate_limit: String,
+    pub status: &'static str,
+    pub created: String,
+    pub last_used: String,
+    pub last_used_ip: String,
+}
+
+/// The status people see: `Rotating` while a replaced secret still works.
+pub fn status_label(key: &KeyView) -> &'static str {
+    match key.status {
+        KeyStatus::Active if key.rotation.as_ref().is_some_and(|r| r.in_grace_period) => "Rotating",
+        KeyStatus::Active => "Active",
+        KeyStatus::Inactive => "Inactive",
+        KeyStatus::Expired => "Expired",
+        KeyStatus::Revoked => "Revoked",
+    }
+}
+
+fn kind_label(kind: KeyKind) -> &'static str {
+    match kind {
+        KeyKind::Secret => "Secret",
+        KeyKind::Ingest => "Ingest",
+        KeyKind::Publishable => "Publishable",
+    }
+}
+
+fn rate_limit_label(policy: Option<&RateLimitPolicy>) -> String {
+    policy.map_or_else(
+        || "Unlimited".into(),
+        |p| format!("{} / {} s", p.limit, p.window_seconds),
+    )
+}
+
+impl KeyRow {
+    pub fn new(key: &KeyView, workspace: &str) -> Self {
+        let permissions = match key.permissions.len() {
+            0 => "None".to_owned(),
+            _ => key
+                .permissions
+                .iter()
+                .map(|p| p.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        Self {
+            id: key.id.clone(),
+            name: key.name.clone(),
+            workspace_id: key.workspace_id.clone(),
+            workspace: workspace.to_owned(),
+            environment: key.environment.clone(),
+            kind: kind_label(key.kind),
+            hint: key.hint.clone(),
+            permissions,
+            rate_limit: rate_limit_label(key.rate_limit.as_ref()),
+            status: status_label(key),
+            created: when(Some(key.created_at)),
+            last_used: when(key.last_used_at),
+            last_used_ip: key.last_used_ip.clone().unwrap_or_default(),
+        }
+    }
+}
+
+pub struct AllowRow {
+    pub id: String,
+    pub address: String,
+    pub description: String,
+    pub workspaces: String,
+}
+
+#[derive(Template)]
+#[template(path = "credentials.html")]
+struct CredentialsPage {
+    chrome: Chrome,
+    keys: Vec<KeyRow>,
+    workspaces: Vec<WorkspaceOption>,
+    environments: Vec<String>,
+    filter: Filter,
+    allowlist: Vec<AllowRow>,
+    /// Some workspace had more keys than one page shows.
+    truncated: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Filter {
+    workspace: String,
+    environment: String,
+    status: String,
+}
+
+const PAGE: u32 = 200;
+
+/// Lists a workspace's keys through the API handler (its filters included).
+pub async fn keys_of(
+    state: &AppState,
+    user: &ConsoleUser,
+    workspace: &str,
+    environment: &str,
+    status: &str,
+) -> ApiResult<List<KeyView>> {
+    let uri = super::activity::query_uri(&[("environment", environment), ("status", status)])?;
+    let Json(list) = keys::list(
+        State(state.clone()),
+        Authorized::check(user.principal.clone())?,
+        Path(workspace.to_owned()),
+        uri,
+        first_page(PAGE),
+    )
+    .await?;
+    Ok(list)
+}
+
+use crate::auth::Authorized;
+
+async fn list(
+    State(state): State<AppState>,
+    user: ConsoleUser,
+    Query(filter): Query<Filter>,
+) -> PageResult {
+    authorized::<ManageCredentials>(&user)?;
+    let workspaces = workspace_options(&state, &user).await?;
+    let mut rows = Vec::new();
+    let mut truncated = false;
+    let mut environments = Vec::new();
+    for workspace in &workspaces {
+        environments.extend(workspace.environments.iter().cloned());
+        if !filter.workspace.is_empty() && filter.workspace != workspace.id {
+            continue;
+        }
+        let list = keys_of(
+            &state,
+            &user,
+            &workspace.id,
+            &filter.environment,
+            &filter.status,
+        )
+        .await?;
+        truncated |= list.next_cursor.is_some();
+        rows.extend(list.data.iter().map(|k| KeyRow::new(k, &workspace.name)));
+    }
+    environments.sort();
+    environments.dedup();
+    let allowlist = allowlist_rows(&state, &user, &workspaces).await?;
+    let page_view = CredentialsPage {
+        chrome: Chrome::new(&user, "credentials"),
+        keys: rows,
+        workspaces,
+        environments,
+        filter,
+        allowlist,
+        truncated,
+    };
+    Ok(page(&state, &user, &page_view))
+}
+
+async fn allowlist_rows(
+    state: &AppState,
+    user: &ConsoleUser,
+    workspaces: &[WorkspaceOption],
+) -> ApiResult<Vec<AllowRow>> {
+    let Json(entries) = allowlist::list(
+        State(state.clone()),
+        Authorized::check(user.principal.clone())?,
+    )
+    .await?;
+    let name_of = |id: &String| {
+        workspaces
+            .iter()
+            .find(|w| &w.id == id)
+            .map_or_else(|| id.clone(), |w| w.name.clone())
+    };
+    Ok(entries
+        .data
+        .into_iter()
+        .map(|e| AllowRow {
+            id: e.id,
+            address: e.address,
+            description: e.description.unwrap_or_default(),
+            workspaces: e
+                .workspace_ids
+                .iter()
+                .map(name_of)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+        .collect())
+}
+
+// ── Creating a key ───────────────────────────────────────────────────────
+
+/// The create form as typed: kept as text so a refused form comes back as
+/// the person left it.
+#[derive(Deserialize, Default, Clone)]
+#[serde(default)]
+pub struct KeyForm {
+    pub name: String,
+    pub environment: String,
+    pub kind: String,
+    pub permissions: Vec<String>,
+    pub rate_limit: String,
+    pub rate_window: String,
+    pub expires_at: String,
+    pub customer_id: String,
+    pub allowed_ips: String,
+    pub allowed_origins: String,
+}
+
+impl KeyForm {
+    fn has_permission(&self, name: &str) -> bool {
+        self.permissions.iter().any(|p| p == name)
+    }
+}
+
+fn lines(text: &str) -> Vec<String> {
+    text.split(['\n', ',', ' '])
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn number(text: &str, field: &str) -> ApiResult<u32> {
+    text.trim()
+        .parse()
+        .map_err(|_| Problem::invalid(field, "must be a whole number"))
+}
+
+/// The form as the API's create request; mistakes name the API's field.
+fn create_request(form: KeyForm) -> ApiResult<keys::CreateKey> {
+    let kind = KeyKind::parse(&form.kind).map_err(crate::api::field("kind"))?;
+    let permissions = form
+        .permissions
+        .iter()
+        .map(|p| PermissionName::parse(p).map_err(crate::api::field("permissions")))
+        .collect::<ApiResult<_>>()?;
+    let rate_limit = match (form.rate_limit.trim(), form.rate_window.trim()) {
+        ("", "") => None,
+        (limit, window) => Some(RateLimitPolicy {
+            limit: number(limit, "rate_limit.limit")?,
+            window_seconds: number(window, "rate_limit.window_seconds")?,
+        }),
+    };
+    let expires_at = match form.expires_at.trim() {
+        "" => None,
+        local => {
+            let format = format_description!("[year]-[month]-[day]T[hour]:[minute]");
+            let at = PrimitiveDateTime::parse(local, &format)
+                .map_err(|_| Problem::invalid("expires_at", "must be a date and time"))?;
+            Some(Timestamp(at.assume_utc()))
+        }
+    };
+    let customer_id = Some(form.customer_id.trim().to_owned()).filter(|c| !c.is_empty());
+    Ok(keys::CreateKey {
+        name: form.name.trim().to_owned(),
+        environment: form.environment,
+        kind,
+        permissions,
+        rate_limit,
+        expires_at,
+        customer_id,
+        allowed_ips: lines(&form.allowed_ips),
+        meta: Default::default(),
+        allowed_origins: lines(&form.allowed_origins),
+    })
+}
+
+#[derive(Template)]
+#[template(path = "key_new.html")]
+struct NewKeyPage {
+    chrome: Chrome,
+    workspace: WorkspaceOption,
+    workspaces: Vec<WorkspaceOption>,
+    catalog: Vec<(String, String)>,
+    form: KeyForm,
+    error: Option<String>,
+}
+
+async fn new_key_form(
+    state: &AppState,
+    user: &ConsoleUser,
+    workspace_id: &str,
+    form: KeyForm,
+    error: Option<String>,
+) -> Result<NewKeyPage, ErrorPage> {
+    let workspaces = workspace_options(state, user).await?;
+    let workspace = workspaces
+        .iter()
+        .find(|w| w.id == workspace_id)
+        .cloned()
+        .ok_or_else(|| ErrorPage::from(Problem::not_found("workspace")))?;
+    let Json(catalog) =
+        permissions::list(State(state.clone()), authorized::<ManageCredentials>(user)?).await?;
+    let catalog = catalog
+        .data
+        .into_iter()
+        .map(|p| (p.name.to_string(), p.description.unwrap_or_default()))
+        .collect();
+    Ok(NewKeyPage {
+        chrome: Chrome::new(user, "credentials"),
+        workspace,
+        workspaces,
+        catalog,
+        form,
+        error,
+    })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct InWorkspace {
+    workspace: String,
+}
+
+/// The create form for a workspace (the first one when none is chosen).
+async fn new_key_page(
+    State(state): State<AppState>,
+    user: ConsoleUser,
+    Query(query): Query<InWorkspace>,
+) -> PageResult {
+    authorized::<ManageCredentials>(&user)?;
+    let workspace_id = match query.workspace {
+        id if !id.is_empty() => id,
+        _ => workspace_options(&state, &user)
+            .await?
+            .first()
+            .map(|w| w.id.clone())
+            .ok_or_else(|| Problem::not_found("workspace"))?,
+    };
+    let form = KeyForm {
+        kind: "secret".into(),
+        ..KeyForm::default()
+    };
+    let view = new_key_form(&state, &user, &workspace_id, form, None).await?;
+    Ok(page(&state, &user, &view))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    Path(workspace_id): Path<String>,
+    ConsoleForm { user, form }: ConsoleForm<KeyForm>,
+) -> PageResult {
+    let auth = authorized::<ManageCredentials>(&user)?;
+    let created = match create_request(form.clone()) {
+        Ok(request) => {
+            keys::create(
+                State(state.clone()),
+                auth,
+                Path(workspace_id.clone()),
+                Body(request),
+            )
+            .await
+        }
+        Err(problem) => Err(problem),
+    };
+    match created {
+        Ok(crate::api::Created(created)) => {
+            Ok(secret_page(&state, &user, "API key created", created))
+        }
+        Err(problem) if problem.status_code().is_client_error() => {
+            let status = problem.status_code();
+            let view =
+                new_key_form(&state, &user, &workspace_id, form, Some(readable(&problem))).await?;
+            Ok(html(status, &view))
+        }
+        Err(problem) => Err(problem.into()),
+    }
+}
+
+// ── Showing a secret once ───────────────────────────────────────────────
+
+/// One credential value in the dialog.
+pub struct Shown {
+    pub label: &'static str,
+    pub value: String,
+    /// Copy buttons and tests find each value by this.
+    pub slot: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "secret.html")]
+pub struct SecretPage {
+    pub chrome: Chrome,
+    pub heading: &'static str,
+    pub name: String,
+    pub values: Vec<Shown>,
+    pub note: Option<String>,
+    pub continue_to: String,
+}
+
+/// The page that shows a new secret, the only time it is ever shown.
+pub fn secret_page(
+    state: &AppState,
+    user: &ConsoleUser,
+    heading: &'static str,
+    created: CreatedKey,
+) -> Response {
+    let key = &created.key;
+    let mut values = Vec::new();
+    if key.kind == KeyKind::Ingest {
+        values.push(Shown {
+            label: "Site ID",
+            value: key.id.clone(),
+            slot: "site-id",
+        });
+    }
+    values.push(Shown {
+        label: if key.kind == KeyKind::Ingest {
+            "API key (secret)"
+        } else {
+            "API key"
+        },
+        value: created.secret.clone(),
+        slot: "secret",
+    });
+    let note = key
+        .rotation
+        .as_ref()
+        .filter(|r| r.in_grace_period)
+        .map(|r| {
+            format!(
+                "The replaced secret ({}) keeps working until {}.",
+                r.old_hint,
+                when(Some(r.old_secret_expires_at))
+            )
+        });
+    let view = SecretPage {
+        chrome: Chrome::new(user, "credentials"),
+        heading,
+        name: key.name.clone(),
+        values,
+        note,
+        continue_to: format!("/keys/{}", key.id),
+    };
+    page(state, user, &view)
+}
+
+// ── One key ─────────────────────────────────────────────────────────────
+
+pub struct LogRow {
+    pub at: String,
+    pub code: String,
+    pub status: u16,
+    pub ok: bool,
+    pub client_ip: String,
+    pub environment: String,
+    pub permissions: String,
+    pub latency_us: i64,
+    pub key_id: String,
+}
+
+impl From<logs::RequestLogView> for LogRow {
+    fn from(l: logs::RequestLogView) -> Self {
+        Self {
+            at: when(Some(l.at)),
+            ok: l.status < 300,
+            code: l.code,
+            status: l.status,
+            client_ip: l.client_ip.unwrap_or_default(),
+            environment: l.environment.unwrap_or_default(),
+            permissions: l.permissions.join(", "),
+            latency_us: l.latency_us,
+            key_id: l.key_id.unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "key.html")]
+struct KeyPage {
+    chrome: Chrome,
+    key: KeyRow,
+    view: KeyView,
+    /// Integrations using this key, named in the revoke / delete warnings.
+    used_by: Vec<String>,
+    /// The workspace's last active ingest key cannot be revoked or deleted.
+    last_ingest: bool,
+    logs: Vec<LogRow>,
+    old_hint: String,
+    old_expires: String,
+    old_last_used: String,
+    expires: String,
+}
+
+impl KeyPage {
+    fn is(&self, status: &str) -> bool {
+        self.view.status.as_str() == status
+    }
+}
+
+async fn show(
+    State(state): State<AppState>,
+    user: ConsoleUser,
+    Path(id): Path<String>,
+) -> PageResult {
+    let Json(key) = keys::get(
+        State(state.clone()),
+        authorized::<ManageCredentials>(&user)?,
+        Path(id.clone()),
+    )
+    .await?;
+    let Json(workspace) = workspaces::get(
+        State(state.clone()),
+        authorized(&user)?,
+        Path(key.workspace_id.clone()),
+    )
+    .await?;
+    let Json(used) = integrations::list(
+        State(state.clone()),
+        authorized(&user)?,
+        Path(key.workspace_id.clone()),
+    )
+    .await?;
+    let used_by = used
+        .data
+        .into_iter()
+        .filter(|i| i.key_id.as_deref() == Some(key.id.as_str()))
+        .map(|i| i.name)
+        .collect();
+    let siblings = keys_of(&state, &user, &key.workspace_id, "", "active").await?;
+    let active_ingest = siblings
+        .data
+        .iter()
+        .filter(|k| k.kind == KeyKind::Ingest)
+        .count();
+    let last_ingest =
+        key.kind == KeyKind::Ingest && key.status == KeyStatus::Active && active_ingest <= 1;
+    let Json(recent) = logs::list_for_key(
+        State(state.clone()),
+        authorized(&user)?,
+        Path(key.id.clone()),
+        Uri::from_static("/"),
+        first_page(20),
+    )
+    .await?;
+    let rotation = key.rotation.as_ref().filter(|r| r.in_grace_period);
+    let view = KeyPage {
+        chrome: Chrome::new(&user, "credentials"),
+        key: KeyRow::new(&key, &workspace.name),
+        used_by,
+        last_ingest,
+        logs: recent.data.into_iter().map(LogRow::from).collect(),
+        old_hint: rotation.map(|r| r.old_hint.clone()).unwrap_or_default(),
+        old_expires: when(rotation.map(|r| r.old_secret_expires_at)),
+        old_last_used: when(rotation.and_then(|r| r.old_secret_last_used_at)),
+        expires: key
+            .expires_at
+            .map_or_else(|| "Never".into(), |at| when(Some(at))),
+        view: key,
+    };
+    Ok(page(&state, &user, &view))
+}
+
+/// Where an action on a key goes back to, with what happened.
+fn back_to_key(state: &AppState, id: &str, done: ApiResult<String>) -> PageResult {
+    let flash = match done {
+        Ok(message) => Flash::ok(message),
+        Err(problem) if problem.status_code().is_client_error() => Flash::error(readable(&problem)),
+        Err(problem) => return Err(problem.into()),
+    };
+    Ok(redirect_with(state, &format!("/keys/{id}"), flash))
+}
+
+#[derive(Deserialize)]
+struct Rename {
+    name: String,
+}
+
+async fn rename(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ConsoleForm { user, form }: ConsoleForm<Rename>,
+) -> PageResult {
+    let request = keys::UpdateKey {
+        name: Some(form.name.trim().to_owned()),
+        ..Default::default()
+    };
+    let auth = authorized(&user)?;
+    let done = keys::update(State(state.clone()), auth, Path(id.clone()), Body(request))
+        .await
+        .map(|Json(k)| format!("Renamed to “{}”.", k.name));
+    back_to_key(&state, &id, done)
+}
+
+#[derive(Deserialize)]
+struct Rotate {
+    grace_seconds: String,
+}
+
+async fn rotate(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ConsoleForm { user, form }: ConsoleForm<Rotate>,
+) -> PageResult {
+    let rotated = match number(&form.grace_seconds, "grace_seconds") {
+        Ok(grace_seconds) => {
+            let options = OptionalBody(keys::RotateKey { grace_seconds });
+            keys::rotate(
+                State(state.clone()),
+                authorized(&user)?,
+                Path(id.clone()),
+                options,
+            )
+            .await
+        }
+        Err(problem) => Err(problem),
+    };
+    match rotated {
+        Ok(Json(created)) => Ok(secret_page(&state, &user, "Key rotated", created)),
+        Err(problem) => back_to_key(&state, &id, Err(problem)),
+    }
+}
+
+#[derive(Deserialize)]
+struct NoFields {}
+
+async fn end_grace(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ConsoleForm { user, .. }: ConsoleForm<NoFields>,
+) -> PageResult {
+    let done = keys::end_grace(State(state.clone()), authorized(&user)?, Path(id.clone()))
+        .await
+        .map(|_| "The replaced secret no longer works.".to_owned());
+    back_to_key(&state, &id, done)
+}
+
+async fn disable(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ConsoleForm { user, .. }: ConsoleForm<NoFields>,
+) -> PageResult {
+    let done = keys::disable(State(state.clone()), authorized(&user)?, Path(id.clone()))
+        .await
+        .map(|Json(k)| {
+            format!(
+                "“{}” is disabled: it is refused until you enable it.",
+                k.name
+            )
+        });
+    back_to_key(&state, &id, done)
+}
+
+async fn enable(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ConsoleForm { user, .. }: ConsoleForm<NoFields>,
+) -> PageResult {
+    let done = keys::enable(State(state.clone()), authorized(&user)?, Path(id.clone()))
+        .await
+        .map(|Json(k)| format!("“{}” is active again.", k.name));
+    back_to_key(&state, &id, done)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Force {
+    force: Option<String>,
+    confirm_name: String,
+}
+
+async fn revoke(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ConsoleForm { user, form }: ConsoleForm<Force>,
+) -> PageResult {
+    let options = OptionalBody(keys::RevokeKey {
+        force: form.force.is_some(),
+    });
+    let done = keys::revoke(
+        State(state.clone()),
+        authorized(&user)?,
+        Path(id.clone()),
+        options,
+    )
+    .await
+    .map(|Json(k)| format!("“{}” is revoked: it will never work again.", k.name));
+    back_to_key(&state, &id, done)
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ConsoleForm { user, form }: ConsoleForm<Force>,
+) -> PageResult {
+    let request = keys::DeleteKey {
+        confirm_name: form.confirm_name,
+        force: form.force.is_some(),
+    };
+    let auth = authorized(&user)?;
+    match keys::delete(State(state.clone()), auth, Path(id.clone()), Body(request)).await {
+        Ok(_) => Ok(redirect_with(
+            &state,
+            "/credentials",
+            Flash::ok("The key was deleted. Its request logs and audit history remain."),
+        )),
+        Err(problem) => back_to_key(&state, &id, Err(problem)),
+    }
+}
+
+// ── IP allowlist (seed 001) ─────────────────────────────────────────────
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct AllowForm {
+    address: String,
+    description: String,
+    workspace_ids: Vec<String>,
+}
+
+async fn add_allowed_address(
+    State(state): State<AppState>,
+    ConsoleForm { user, form }: ConsoleForm<AllowForm>,
+) -> PageResult {
+    let request = allowlist::CreateAllowlistEntry {
+        address: form.address.trim().to_owned(),
+        workspace_ids: form.workspace_ids,
+        description: Some(form.description.trim().to_owned()).filter(|d| !d.is_empty()),
+    };
+    let done = allowlist::create(State(state.clone()), authorized(&user)?, Body(request))
+        .await
+        .map(|created| {
+            format!(
+                "{} may now use the API of the chosen workspaces; other addresses are refused there.",
+                created.0.address
+            )
+        });
+    back_to_list(&state, done)
+}
+
+async fn remove_allowed_address(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ConsoleForm { user, .. }: ConsoleForm<NoFields>,
+) -> PageResult {
+    let done = allowlist::delete(State(state.clone()), authorized(&user)?, Path(id))
+        .await
+        .map(|_| "Address removed from the allowlist.".to_owned());
+    back_to_list(&state, done)
+}
+
+fn back_to_list(state: &AppState, done: ApiResult<String>) -> PageResult {
+    let flash = match done {
+        Ok(message) => Flash::ok(message),
+        Err(problem) if problem.status_code().is_client_error() => Flash::error(readable(&problem)),
+        Err(problem) => return Err(problem.into()),
+    };
+    Ok(redirect_with(state, "/credentials#allowlist", flash))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_form_becomes_the_api_request() {
+        let form = KeyForm {
+            name: " Main Website Integration ".into(),
+            environment: "production".into(),
+            kind: "secret".into(),
+            permissions: vec!["customers:read".into()],
+            rate_limit: "100".into(),
+            rate_window: "60".into(),
+            expires_at: "2030-01-02T03:04".into(),
+            customer_id: String::new(),
+            allowed_ips: "10.0.0.0/8\n 192.0.2.1 ".into(),
+            allowed_origins: String::new(),
+        };
+        let request = create_request(form).unwrap();
+        assert_eq!(request.name, "Main Website Integration");
+        assert_eq!(request.rate_limit.unwrap().limit, 100);
+        assert_eq!(request.allowed_ips, ["10.0.0.0/8", "192.0.2.1"]);
+        assert_eq!(request.customer_id, None);
+        assert_eq!(
+            request.expires_at.unwrap().0.unix_timestamp(),
+            1_893_553_440
+        );
+    }
+
+    #[test]
+    fn form_mistakes_name_the_field() {
+        let bad = |adjust: fn(&mut KeyForm)| {
+            let mut form = KeyForm {
+                kind: "secret".into(),
+                ..KeyForm::default()
+            };
+            adjust(&mut form);
+            create_request(form).err().unwrap().field.unwrap()
+        };
+        assert_eq!(bad(|f| f.rate_limit = "ten".into()), "rate_limit.limit");
+        assert_eq!(
+            bad(|f| f.rate_limit = "10".into()),
+            "rate_limit.window_seconds"
+        );
+        assert_eq!(bad(|f| f.expires_at = "tomorrow".into()), "expires_at");
+        assert_eq!(bad(|f| f.kind = "root".into()), "kind");
+        assert_eq!(
+            bad(|f| f.permissions = vec!["NOT VALID".into()]),
+            "permissions"
+        );
+    }
+}

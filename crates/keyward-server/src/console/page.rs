@@ -1,0 +1,148 @@
+//! Rendering: the frame every page shares, HTML responses, redirects and
+//! readable error pages (never a raw problem document or a stack trace).
+
+use super::session::{ConsoleUser, Flash};
+use crate::AppState;
+use crate::problem::Problem;
+use askama::Template;
+use axum::http::header::{CACHE_CONTROL, LOCATION};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use keyward_core::AccountPermission;
+use time::OffsetDateTime;
+use time::macros::format_description;
+
+/// What the frame around every signed-in page needs.
+pub struct Chrome {
+    pub email: String,
+    pub csrf: String,
+    pub flash: Option<Flash>,
+    pub credentials: bool,
+    pub members: bool,
+    /// The navigation entry to highlight.
+    pub active: &'static str,
+}
+
+impl Chrome {
+    pub fn new(user: &ConsoleUser, active: &'static str) -> Self {
+        Self {
+            email: user.email.clone(),
+            csrf: user.csrf.clone(),
+            flash: user.flash.clone(),
+            credentials: user.can(AccountPermission::ManageApiCredentials),
+            members: user.can(AccountPermission::ManageMembers),
+            active,
+        }
+    }
+}
+
+/// Renders a page as HTML. Pages are never cached: they may show a secret
+/// once, or state that changes.
+pub fn html(status: StatusCode, template: &impl Template) -> Response {
+    match template.render() {
+        Ok(body) => {
+            let mut response = (status, Html(body)).into_response();
+            response
+                .headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        Err(error) => {
+            tracing::error!(%error, "console: a page failed to render");
+            ErrorPage::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "This page could not be shown.",
+            )
+            .into_response()
+        }
+    }
+}
+
+/// A signed-in page: rendered, and the flash it showed consumed.
+pub fn page(state: &AppState, user: &ConsoleUser, template: &impl Template) -> Response {
+    user.finish(state, html(StatusCode::OK, template))
+}
+
+/// 303 See Other: after a form post, the browser loads `to` with GET.
+pub fn redirect(to: &str) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(location) = HeaderValue::from_str(to) {
+        response.headers_mut().insert(LOCATION, location);
+    }
+    response
+}
+
+/// A standalone error page, with a way back.
+#[derive(Template)]
+#[template(path = "error.html")]
+pub struct ErrorPage {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ErrorPage {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<Problem> for ErrorPage {
+    fn from(problem: Problem) -> Self {
+        Self::new(problem.status_code(), readable(&problem))
+    }
+}
+
+impl IntoResponse for ErrorPage {
+    fn into_response(self) -> Response {
+        html(self.status, &self)
+    }
+}
+
+/// A problem as a sentence for people: the detail, and which field it is
+/// about when that helps.
+pub fn readable(problem: &Problem) -> String {
+    let mut message = problem.detail.clone();
+    if let Some(first) = message.get(..1) {
+        message.replace_range(..1, &first.to_uppercase());
+    }
+    if !message.ends_with('.') {
+        message.push('.');
+    }
+    match problem.field.as_deref() {
+        Some(field) if !message.contains(field) => format!("{message} (field: {field})"),
+        _ => message,
+    }
+}
+
+/// `2026-11-23 14:05 UTC`, or "never".
+pub fn when(at: Option<OffsetDateTime>) -> String {
+    let format = format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    at.and_then(|t| t.format(&format).ok())
+        .unwrap_or_else(|| "never".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problems_read_as_sentences_naming_the_field() {
+        let p = Problem::invalid("rate_limit.limit", "must be at least 1");
+        assert_eq!(
+            readable(&p),
+            "Must be at least 1. (field: rate_limit.limit)"
+        );
+        let p = Problem::invalid("confirm_name", "confirm_name must repeat the key's name");
+        assert_eq!(readable(&p), "Confirm_name must repeat the key's name.");
+    }
+
+    #[test]
+    fn times_read_in_utc() {
+        let t = OffsetDateTime::from_unix_timestamp(1_795_000_000).unwrap();
+        assert_eq!(when(Some(t)), "2026-11-18 09:46 UTC");
+        assert_eq!(when(None), "never");
+    }
+}

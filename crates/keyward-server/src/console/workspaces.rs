@@ -1,0 +1,340 @@
+//! Workspaces (list, create with primary credentials shown once, rename,
+//! switch) and a workspace's Integrations area (seeds 000, 002): the
+//! credentials available in it, and which credentials the JavaScript
+//! snippet, a Segment connection or a server uses.
+
+use super::credentials::{KeyRow, first_page, keys_of, secret_page};
+use super::page::{Chrome, page, readable, when};
+use super::session::{ConsoleForm, ConsoleUser, Flash, redirect_with};
+use super::{PageResult, authorized};
+use crate::AppState;
+use crate::api::{integrations, workspaces};
+use crate::auth::{Authorized, ManageCredentials};
+use crate::extract::Body;
+use crate::problem::ApiResult;
+use askama::Template;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post};
+use keyward_core::{IntegrationKind, KeyKind, KeyStatus};
+use serde::Deserialize;
+
+pub fn routes() -> axum::Router<AppState> {
+    axum::Router::new()
+        .route("/workspaces", get(list).post(create))
+        .route("/workspaces/{id}", get(show))
+        .route("/workspaces/{id}/rename", post(rename))
+        .route("/workspaces/{id}/integrations", post(add_integration))
+        .route("/integrations/{id}", post(change_integration))
+        .route("/integrations/{id}/delete", post(remove_integration))
+        .route("/switch", get(switch))
+}
+
+#[derive(Clone)]
+pub struct WorkspaceOption {
+    pub id: String,
+    pub name: String,
+    pub environments: Vec<String>,
+    pub created: String,
+}
+
+/// The account's workspaces with their environments' names.
+pub async fn workspace_options(
+    state: &AppState,
+    user: &ConsoleUser,
+) -> ApiResult<Vec<WorkspaceOption>> {
+    let Json(list) = workspaces::list(
+        State(state.clone()),
+        Authorized::<ManageCredentials>::check(user.principal.clone())?,
+        first_page(200),
+    )
+    .await?;
+    let mut options = Vec::with_capacity(list.data.len());
+    for workspace in list.data {
+        let Json(environments) = workspaces::list_environments(
+            State(state.clone()),
+            Authorized::check(user.principal.clone())?,
+            Path(workspace.id.clone()),
+        )
+        .await?;
+        options.push(WorkspaceOption {
+            environments: environments.data.into_iter().map(|e| e.name).collect(),
+            id: workspace.id,
+            name: workspace.name,
+            created: when(Some(workspace.created_at)),
+        });
+    }
+    Ok(options)
+}
+
+#[derive(Template)]
+#[template(path = "workspaces.html")]
+struct WorkspacesPage {
+    chrome: Chrome,
+    workspaces: Vec<WorkspaceOption>,
+}
+
+async fn list(State(state): State<AppState>, user: ConsoleUser) -> PageResult {
+    authorized::<ManageCredentials>(&user)?;
+    let view = WorkspacesPage {
+        chrome: Chrome::new(&user, "workspaces"),
+        workspaces: workspace_options(&state, &user).await?,
+    };
+    Ok(page(&state, &user, &view))
+}
+
+#[derive(Deserialize)]
+struct Name {
+    name: String,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    ConsoleForm { user, form }: ConsoleForm<Name>,
+) -> PageResult {
+    let request = workspaces::CreateWorkspace {
+        name: form.name.trim().to_owned(),
+        environments: None,
+    };
+    match workspaces::create(State(state.clone()), authorized(&user)?, Body(request)).await {
+        Ok(crate::api::Created(workspace)) => {
+            let primary = workspace
+                .primary_credentials
+                .ok_or_else(crate::problem::Problem::internal)?;
+            Ok(secret_page(
+                &state,
+                &user,
+                "Workspace created with its primary credentials",
+                primary,
+            ))
+        }
+        Err(problem) if problem.status_code().is_client_error() => Ok(redirect_with(
+            &state,
+            "/workspaces",
+            Flash::error(readable(&problem)),
+        )),
+        Err(problem) => Err(problem.into()),
+    }
+}
+
+async fn rename(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ConsoleForm { user, form }: ConsoleForm<Name>,
+) -> PageResult {
+    let request = workspaces::UpdateWorkspace {
+        name: form.name.trim().to_owned(),
+    };
+    let flash = match workspaces::update(
+        State(state.clone()),
+        authorized(&user)?,
+        Path(id),
+        Body(request),
+    )
+    .await
+    {
+        Ok(Json(w)) => Flash::ok(format!("Workspace renamed to “{}”.", w.name)),
+        Err(problem) if problem.status_code().is_client_error() => Flash::error(readable(&problem)),
+        Err(problem) => return Err(problem.into()),
+    };
+    Ok(redirect_with(&state, "/workspaces", flash))
+}
+
+#[derive(Deserialize)]
+struct Switch {
+    workspace: String,
+}
+
+/// The workspace picker's target.
+async fn switch(user: ConsoleUser, Query(to): Query<Switch>) -> PageResult {
+    authorized::<ManageCredentials>(&user)?;
+    let id: String = to
+        .workspace
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    Ok(super::page::redirect(&format!("/workspaces/{id}")))
+}
+
+// ── Integrations area ───────────────────────────────────────────────────
+
+pub struct IntegrationRow {
+    pub id: String,
+    pub name: String,
+    pub kind: &'static str,
+    pub key_id: String,
+    pub snippet: Option<String>,
+    /// The keys this integration may use (the API refuses others).
+    pub choices: Vec<(String, String)>,
+}
+
+#[derive(Template)]
+#[template(path = "workspace.html")]
+struct WorkspacePage {
+    chrome: Chrome,
+    workspace: WorkspaceOption,
+    workspaces: Vec<WorkspaceOption>,
+    keys: Vec<KeyRow>,
+    integrations: Vec<IntegrationRow>,
+    /// (id, label) of every usable key, for a new integration.
+    all_choices: Vec<(String, String)>,
+}
+
+fn kind_label(kind: IntegrationKind) -> &'static str {
+    match kind {
+        IntegrationKind::JavascriptSnippet => "JavaScript snippet",
+        IntegrationKind::Server => "Server (API)",
+        IntegrationKind::Segment => "Segment",
+        IntegrationKind::Custom => "Custom",
+    }
+}
+
+/// Which kinds of key an integration of this kind can use (seed 000: the
+/// snippet runs in browsers, so only a publishable key; Segment sends
+/// events, so an ingest key).
+fn usable(kind: IntegrationKind, key: KeyKind) -> bool {
+    match kind {
+        IntegrationKind::JavascriptSnippet => key == KeyKind::Publishable,
+        IntegrationKind::Segment => key == KeyKind::Ingest,
+        IntegrationKind::Server | IntegrationKind::Custom => true,
+    }
+}
+
+async fn show(
+    State(state): State<AppState>,
+    user: ConsoleUser,
+    Path(id): Path<String>,
+) -> PageResult {
+    authorized::<ManageCredentials>(&user)?;
+    let workspaces = workspace_options(&state, &user).await?;
+    let workspace = workspaces
+        .iter()
+        .find(|w| w.id == id)
+        .cloned()
+        .ok_or_else(|| crate::problem::Problem::not_found("workspace"))?;
+    let keys = keys_of(&state, &user, &id, "", "").await?.data;
+    let usable_keys: Vec<_> = keys
+        .iter()
+        .filter(|k| matches!(k.status, KeyStatus::Active | KeyStatus::Inactive))
+        .collect();
+    let label =
+        |k: &crate::api::views::KeyView| format!("{} ({}, {})", k.name, k.hint, k.environment);
+    let Json(list) =
+        integrations::list(State(state.clone()), authorized(&user)?, Path(id.clone())).await?;
+    let mut rows = Vec::new();
+    for integration in list.data {
+        // Single reads carry the snippet.
+        let Json(full) = integrations::get(
+            State(state.clone()),
+            authorized(&user)?,
+            Path(integration.id.clone()),
+        )
+        .await?;
+        rows.push(IntegrationRow {
+            choices: usable_keys
+                .iter()
+                .filter(|k| usable(full.kind, k.kind))
+                .map(|k| (k.id.clone(), label(k)))
+                .collect(),
+            id: full.id,
+            name: full.name,
+            kind: kind_label(full.kind),
+            key_id: full.key_id.unwrap_or_default(),
+            snippet: full.snippet,
+        });
+    }
+    let view = WorkspacePage {
+        chrome: Chrome::new(&user, "workspaces"),
+        all_choices: usable_keys
+            .iter()
+            .map(|k| (k.id.clone(), label(k)))
+            .collect(),
+        keys: keys
+            .iter()
+            .map(|k| KeyRow::new(k, &workspace.name))
+            .collect(),
+        integrations: rows,
+        workspace,
+        workspaces,
+    };
+    Ok(page(&state, &user, &view))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct IntegrationForm {
+    name: String,
+    kind: String,
+    key_id: String,
+    workspace_id: String,
+}
+
+fn back_to_workspace(state: &AppState, workspace: &str, done: ApiResult<String>) -> PageResult {
+    let flash = match done {
+        Ok(message) => Flash::ok(message),
+        Err(problem) if problem.status_code().is_client_error() => Flash::error(readable(&problem)),
+        Err(problem) => return Err(problem.into()),
+    };
+    Ok(redirect_with(
+        state,
+        &format!("/workspaces/{workspace}#integrations"),
+        flash,
+    ))
+}
+
+async fn add_integration(
+    State(state): State<AppState>,
+    Path(workspace): Path<String>,
+    ConsoleForm { user, form }: ConsoleForm<IntegrationForm>,
+) -> PageResult {
+    let done = match IntegrationKind::parse(&form.kind).map_err(crate::api::field("kind")) {
+        Ok(kind) => {
+            let request = integrations::CreateIntegration {
+                name: form.name.trim().to_owned(),
+                kind,
+                key_id: form.key_id,
+            };
+            integrations::create(
+                State(state.clone()),
+                authorized(&user)?,
+                Path(workspace.clone()),
+                Body(request),
+            )
+            .await
+            .map(|created| format!("Integration “{}” added.", created.0.name))
+        }
+        Err(problem) => Err(problem),
+    };
+    back_to_workspace(&state, &workspace, done)
+}
+
+async fn change_integration(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ConsoleForm { user, form }: ConsoleForm<IntegrationForm>,
+) -> PageResult {
+    let request = integrations::UpdateIntegration {
+        name: None,
+        key_id: Some(form.key_id),
+    };
+    let done = integrations::update(
+        State(state.clone()),
+        authorized(&user)?,
+        Path(id),
+        Body(request),
+    )
+    .await
+    .map(|Json(i)| format!("“{}” now uses the chosen credentials.", i.name));
+    back_to_workspace(&state, &form.workspace_id, done)
+}
+
+async fn remove_integration(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ConsoleForm { user, form }: ConsoleForm<IntegrationForm>,
+) -> PageResult {
+    let done = integrations::delete(State(state.clone()), authorized(&user)?, Path(id))
+        .await
+        .map(|_| "Integration removed.".to_owned());
+    back_to_workspace(&state, &form.workspace_id, done)
+}

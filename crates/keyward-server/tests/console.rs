@@ -1,0 +1,417 @@
+//! The console over HTTP, on both stores: sign-in and its limits, sessions,
+//! CSRF, what members without the permission can reach, and one account
+//! trying to reach another's objects. The browser flows are in
+//! `console_browser.rs`.
+
+mod common;
+
+use common::{OWNER_PASSWORD, TestServer};
+use reqwest::StatusCode;
+use reqwest::header::{CACHE_CONTROL, COOKIE, LOCATION, SET_COOKIE};
+use serde_json::json;
+
+/// A browser stand-in: keeps cookies, follows no redirect.
+struct Console {
+    base: String,
+    client: reqwest::Client,
+    cookies: std::collections::BTreeMap<String, String>,
+}
+
+struct Page {
+    status: StatusCode,
+    location: Option<String>,
+    body: String,
+    headers: reqwest::header::HeaderMap,
+}
+
+impl Page {
+    /// The CSRF token the page's forms carry.
+    fn csrf(&self) -> String {
+        let marker = "name=\"csrf\" value=\"";
+        let start = self.body.find(marker).expect("a form with a CSRF token") + marker.len();
+        let end = self.body[start..].find('"').unwrap();
+        self.body[start..start + end].to_owned()
+    }
+}
+
+impl Console {
+    fn new(server: &TestServer) -> Self {
+        Self {
+            base: server.base.clone(),
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            cookies: Default::default(),
+        }
+    }
+
+    async fn send(&mut self, request: reqwest::RequestBuilder) -> Page {
+        let header: Vec<String> = self
+            .cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let request = match header.is_empty() {
+            false => request.header(COOKIE, header.join("; ")),
+            true => request,
+        };
+        let response = request.send().await.expect("request");
+        for set in response.headers().get_all(SET_COOKIE) {
+            let pair = set.to_str().unwrap().split(';').next().unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            match value {
+                "" => self.cookies.remove(name),
+                _ => self.cookies.insert(name.to_owned(), value.to_owned()),
+            };
+        }
+        Page {
+            status: response.status(),
+            location: response
+                .headers()
+                .get(LOCATION)
+                .map(|l| l.to_str().unwrap().to_owned()),
+            headers: response.headers().clone(),
+            body: response.text().await.unwrap(),
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        let request = self.client.get(format!("{}{path}", self.base));
+        self.send(request).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let request = self.client.post(format!("{}{path}", self.base)).form(form);
+        self.send(request).await
+    }
+
+    async fn sign_in(&mut self, email: &str, password: &str) -> Page {
+        self.post(
+            "/sign-in",
+            &[
+                ("email", email),
+                ("password", password),
+                ("next", "/credentials"),
+            ],
+        )
+        .await
+    }
+
+    /// A form post with the CSRF token of `page`.
+    async fn submit(&mut self, from: &str, action: &str, fields: &[(&str, &str)]) -> Page {
+        let csrf = self.get(from).await.csrf();
+        let mut form = vec![("csrf", csrf.as_str())];
+        form.extend_from_slice(fields);
+        self.post(action, &form).await
+    }
+}
+
+async fn signed_in_owner(server: &TestServer) -> Console {
+    let mut console = Console::new(server);
+    let page = console.sign_in(&server.owner.email, OWNER_PASSWORD).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    assert_eq!(page.location.as_deref(), Some("/credentials"));
+    console
+}
+
+async fn sign_in_and_out(server: TestServer) {
+    let mut console = Console::new(&server);
+    // Signed out, pages send you to sign in, remembering where you were.
+    let page = console.get("/credentials?status=active").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        page.location.as_deref(),
+        Some("/sign-in?next=%2Fcredentials%3Fstatus%3Dactive")
+    );
+    // A wrong password and an unknown email read the same.
+    let wrong = console
+        .sign_in(&server.owner.email, "not the password")
+        .await;
+    let unknown = console.sign_in("nobody@example.com", OWNER_PASSWORD).await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(unknown.status, StatusCode::UNAUTHORIZED);
+    let message = "That email and password do not match an account.";
+    assert!(wrong.body.contains(message) && unknown.body.contains(message));
+    assert!(console.cookies.is_empty());
+
+    let page = console.sign_in(&server.owner.email, OWNER_PASSWORD).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    let set_cookie = page.headers.get(SET_COOKIE).unwrap().to_str().unwrap();
+    for attribute in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
+        assert!(
+            set_cookie.contains(attribute),
+            "{attribute} missing: {set_cookie}"
+        );
+    }
+    assert!(set_cookie.starts_with("__Host-keyward_session="));
+    let page = console.get("/credentials").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains(&server.owner.email));
+    assert_eq!(page.headers[CACHE_CONTROL], "no-store");
+
+    // Signing out ends the session on the server: the old cookie is dead.
+    let stolen = console.cookies.clone();
+    let page = console.submit("/credentials", "/sign-out", &[]).await;
+    assert_eq!(page.location.as_deref(), Some("/sign-in"));
+    console.cookies = stolen;
+    assert_eq!(
+        console.get("/credentials").await.status,
+        StatusCode::SEE_OTHER
+    );
+    let (_, audit) = server.get("/v1/audit-events?action=session.ended").await;
+    assert_eq!(audit["data"].as_array().unwrap().len(), 1);
+
+    // Only local paths are followed after sign-in.
+    let mut console = Console::new(&server);
+    let page = console
+        .post(
+            "/sign-in",
+            &[
+                ("email", &server.owner.email),
+                ("password", OWNER_PASSWORD),
+                ("next", "//evil.example/"),
+            ],
+        )
+        .await;
+    assert_eq!(page.location.as_deref(), Some("/"));
+}
+
+async fn sign_in_attempts_are_rate_limited(server: TestServer) {
+    let mut console = Console::new(&server);
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(
+            console
+                .sign_in(&server.owner.email, "wrong password!")
+                .await
+                .status,
+        );
+    }
+    assert!(
+        statuses[..10]
+            .iter()
+            .all(|s| *s == StatusCode::UNAUTHORIZED)
+    );
+    assert_eq!(statuses[10], StatusCode::TOO_MANY_REQUESTS);
+    // Even the right password waits now.
+    let page = console.sign_in(&server.owner.email, OWNER_PASSWORD).await;
+    assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(page.body.contains("Too many sign-in attempts"));
+}
+
+async fn forms_need_the_session_csrf_token(server: TestServer) {
+    let mut console = signed_in_owner(&server).await;
+    let key = format!("/keys/{}", server.owner.primary_key_id);
+    let page = console
+        .post(&format!("{key}/rename"), &[("name", "Hijacked")])
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert!(page.body.contains("This form has expired"));
+    let page = console
+        .post(
+            &format!("{key}/rename"),
+            &[("csrf", "0".repeat(64).as_str()), ("name", "Hijacked")],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    // The right token from another site's page is refused too.
+    let csrf = console.get("/credentials").await.csrf();
+    let request = console
+        .client
+        .post(format!("{}{key}/rename", console.base))
+        .header("Origin", "https://evil.example")
+        .form(&[("csrf", csrf.as_str()), ("name", "Hijacked")]);
+    assert_eq!(console.send(request).await.status, StatusCode::FORBIDDEN);
+    let (_, stored) = server.get(&format!("/v1{key}")).await;
+    assert_eq!(stored["name"], "Primary");
+    // With the token, it works and says so on the next page.
+    let page = console
+        .submit(
+            "/credentials",
+            &format!("{key}/rename"),
+            &[("name", "Website")],
+        )
+        .await;
+    assert_eq!(page.location.as_deref(), Some(key.as_str()));
+    let page = console.get(&key).await;
+    assert!(page.body.contains("Renamed to “Website”."), "{}", page.body);
+    // The message shows once.
+    assert!(!console.get(&key).await.body.contains("Renamed to"));
+}
+
+async fn members_without_the_permission_see_no_credentials(server: TestServer) {
+    let (status, created) = server
+        .post(
+            "/v1/members",
+            json!({"email": "analyst@example.com", "role": "member"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let path = created["invitation"]["path"].as_str().unwrap().to_owned();
+
+    let mut console = Console::new(&server);
+    assert_eq!(console.get(&path).await.status, StatusCode::OK);
+    let short = console
+        .post(&path, &[("password", "short"), ("confirm", "short")])
+        .await;
+    assert_eq!(short.status, StatusCode::BAD_REQUEST);
+    assert!(short.body.contains("at least 12 characters"));
+    let password = "a long enough password";
+    let page = console
+        .post(&path, &[("password", password), ("confirm", password)])
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    // An invitation works once.
+    let again = Console::new(&server)
+        .post(&path, &[("password", password), ("confirm", password)])
+        .await;
+    assert_eq!(again.status, StatusCode::GONE);
+
+    let page = console.get("/account").await;
+    assert!(page.body.contains("no-credentials-access"));
+    assert!(!page.body.contains("href=\"/credentials\""));
+    for path in [
+        "/credentials",
+        "/workspaces",
+        "/logs",
+        "/jobs",
+        "/members",
+        "/audit",
+    ] {
+        let page = console.get(path).await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "{path}");
+        assert!(page.body.contains("manage_"), "{path}: {}", page.body);
+    }
+    let key = format!("/keys/{}", server.owner.primary_key_id);
+    let page = console
+        .submit("/account", &format!("{key}/disable"), &[])
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    let (_, stored) = server.get(&format!("/v1{key}")).await;
+    assert_eq!(stored["status"], "active");
+
+    // Granted the permission, the same session sees credentials at once.
+    let member = created["id"].as_str().unwrap();
+    let (status, _) = server
+        .patch(
+            &format!("/v1/members/{member}"),
+            json!({"permissions": ["manage_api_credentials"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(console.get("/credentials").await.status, StatusCode::OK);
+    assert_eq!(console.get("/members").await.status, StatusCode::FORBIDDEN);
+    // Removed, the session ends.
+    server
+        .call(
+            &server.owner.token,
+            reqwest::Method::DELETE,
+            &format!("/v1/members/{member}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        console.get("/credentials").await.status,
+        StatusCode::SEE_OTHER
+    );
+}
+
+async fn another_accounts_objects_are_not_found(server: TestServer) {
+    let other = server.new_tenant().await;
+    let mut console = signed_in_owner(&server).await;
+    let theirs = format!("/keys/{}", other.primary_key_id);
+    assert_eq!(console.get(&theirs).await.status, StatusCode::NOT_FOUND);
+    let page = console
+        .submit("/credentials", &format!("{theirs}/disable"), &[])
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    let page = console.get(page.location.as_deref().unwrap()).await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+    let page = console
+        .get(&format!("/workspaces/{}", other.workspace_id))
+        .await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+    let (status, key) = server
+        .call(
+            &other.token,
+            reqwest::Method::GET,
+            &format!("/v1{theirs}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(key["status"], "active");
+    // Pages never list them either.
+    assert!(
+        !console
+            .get("/credentials")
+            .await
+            .body
+            .contains(&other.primary_key_id)
+    );
+}
+
+async fn create_shows_the_secret_once_and_errors_readably(server: TestServer) {
+    server.catalog(&["customers:read"]).await;
+    let mut console = signed_in_owner(&server).await;
+    let workspace = &server.owner.workspace_id;
+    let form = |name: &'static str, limit: &'static str| {
+        vec![
+            ("name", name),
+            ("environment", "production"),
+            ("kind", "secret"),
+            ("permissions", "customers:read"),
+            ("rate_limit", limit),
+            ("rate_window", "60"),
+        ]
+    };
+    let refused = console
+        .submit(
+            "/credentials/new",
+            &format!("/workspaces/{workspace}/credentials"),
+            &form("Reporting", "0"),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert!(
+        refused.body.contains("rate_limit.limit"),
+        "{}",
+        refused.body
+    );
+    assert!(
+        refused.body.contains("value=\"Reporting\""),
+        "the form keeps what was typed"
+    );
+
+    let created = console
+        .submit(
+            "/credentials/new",
+            &format!("/workspaces/{workspace}/credentials"),
+            &form("Reporting", "100"),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.body);
+    assert_eq!(created.headers[CACHE_CONTROL], "no-store");
+    let start = created.body.find("data-testid=\"secret\">").unwrap() + 21;
+    let secret = &created.body[start..start + created.body[start..].find('<').unwrap()];
+    assert!(secret.starts_with("kw_live_"), "{secret}");
+    assert!(created.body.contains("will not be shown again"));
+    let verdict = server
+        .code(json!({"key": secret, "permissions": ["customers:read"]}))
+        .await;
+    assert_eq!(verdict, "valid");
+    // Nowhere else.
+    for page in ["/credentials", "/logs", "/audit"] {
+        assert!(!console.get(page).await.body.contains(secret), "{page}");
+    }
+}
+
+on_both_stores!(
+    sign_in_and_out,
+    sign_in_attempts_are_rate_limited,
+    forms_need_the_session_csrf_token,
+    members_without_the_permission_see_no_credentials,
+    another_accounts_objects_are_not_found,
+    create_shows_the_secret_once_and_errors_readably,
+);
