@@ -469,10 +469,27 @@ async fn each_admin_endpoint_leaves_its_event(s: TestServer) {
         Some(json!({"email": "m@example.com", "role": "member"})),
     )
     .await;
+    // A new person: the member and their invitation, one transaction.
+    let events = all_events(&s, &s.owner.token, "", 100).await;
+    let [.., created, invited] = events.as_slice() else {
+        panic!("two events expected");
+    };
     expect(
         "member.created",
         member["id"].as_str().unwrap().into(),
-        newest_event(&s).await,
+        created.clone(),
+    );
+    assert_eq!(invited["after"]["member_id"], member["id"]);
+    expect(
+        "invitation.created",
+        invited["object_id"].as_str().unwrap().into(),
+        invited.clone(),
+    );
+    assert!(
+        member["invitation"]["path"]
+            .as_str()
+            .unwrap()
+            .starts_with("/invitations/")
     );
 
     let (key, _) = s

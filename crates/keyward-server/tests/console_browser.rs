@@ -237,7 +237,6 @@ async fn console_flows_in_chromium() {
     let Some(browser) = Browser::launch().await else {
         return;
     };
-    server.catalog(&["customers:read", "events:write"]).await;
     let s = Session {
         browser: &browser.client,
         server: &server,
@@ -255,6 +254,15 @@ async fn console_flows_in_chromium() {
     s.fill("input[name=password]", OWNER_PASSWORD).await;
     s.submit("button[type=submit]").await;
     assert_eq!(s.path().await, "/credentials", "{}", s.page_text().await);
+
+    // The permissions keys can hold come from the account's catalog.
+    s.open("/permissions").await;
+    s.fill("#new-permission input[name=name]", "customers:read")
+        .await;
+    s.fill("#new-permission input[name=description]", "Read customers")
+        .await;
+    s.submit("#new-permission button[type=submit]").await;
+    assert!(s.text("#permissions").await.contains("customers:read"));
 
     // A new workspace comes with primary credentials, shown once (seed 000).
     s.open("/workspaces").await;

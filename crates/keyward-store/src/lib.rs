@@ -153,17 +153,18 @@ pub trait Store: Send + Sync + 'static {
     /// `session.ended`; unknown hashes are ignored.
     async fn delete_session(&self, hash_hex: &str) -> StoreResult<()>;
 
-    /// A one-time invitation for a member whose user has no password yet,
-    /// replacing any earlier one; `None` if the user has a password (they
-    /// sign in with it). Audited `invitation.created`.
-    async fn create_invitation(
+    /// Adds a member like [`Store::create_member`] and, in the same
+    /// transaction, when their user has no password yet, a one-time
+    /// invitation (SHA-256 `hash_hex` of its secret) to choose one. `None`
+    /// for a person who already signs in elsewhere. Audited
+    /// `member.created`, then `invitation.created`.
+    async fn invite_member(
         &self,
         account: &str,
         actor: &Actor,
-        member_id: &str,
-        hash_hex: &str,
-        expires_at: i64,
-    ) -> StoreResult<Option<Invitation>>;
+        new: NewMember,
+        invitation: NewInvitation,
+    ) -> StoreResult<(Member, Option<Invitation>)>;
 
     /// Consumes the unexpired invitation with this hash and sets its user's
     /// first password; `None` if the invitation is unknown, used, expired,

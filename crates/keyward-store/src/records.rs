@@ -581,6 +581,13 @@ pub struct SessionPrincipal {
     pub member: Member,
 }
 
+/// The secret's hash and the deadline of a new invitation.
+#[derive(Debug, Clone)]
+pub struct NewInvitation {
+    pub hash_hex: String,
+    pub expires_at: i64,
+}
+
 /// A one-time link for a member without a password to set one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invitation {

@@ -259,6 +259,33 @@ fn write_error(
 /// it if the body returns; an early `?` return drops the transaction, which
 /// rolls it back. (A macro rather than a function taking a closure: an async
 /// closure borrowing the transaction cannot be named in a signature.)
+impl SqlStore {
+    /// Adds a member and its `member.created` event, in the caller's
+    /// transaction.
+    async fn add_member_audited(
+        &self,
+        conn: &mut AnyConnection,
+        account: &str,
+        actor: &Actor,
+        new: NewMember,
+    ) -> StoreResult<Member> {
+        let member = accounts::add_member(conn, account, new).await?;
+        let after = audit::member_state(&member);
+        audit::append(
+            conn,
+            account,
+            actor,
+            "member.created",
+            "member",
+            &member.id,
+            None,
+            Some(after),
+        )
+        .await?;
+        Ok(member)
+    }
+}
+
 macro_rules! in_write_tx {
     ($store:expr, |$conn:ident| $body:expr) => {{
         let mut tx = $store.begin_write().await?;
@@ -339,20 +366,7 @@ impl crate::Store for SqlStore {
         new: NewMember,
     ) -> StoreResult<Member> {
         in_write_tx!(self, |conn| {
-            let member = accounts::add_member(conn, account, new).await?;
-            let after = audit::member_state(&member);
-            audit::append(
-                conn,
-                account,
-                actor,
-                "member.created",
-                "member",
-                &member.id,
-                None,
-                Some(after),
-            )
-            .await?;
-            member
+            self.add_member_audited(conn, account, actor, new).await?
         })
     }
 
@@ -534,32 +548,32 @@ impl crate::Store for SqlStore {
         })
     }
 
-    async fn create_invitation(
+    async fn invite_member(
         &self,
         account: &str,
         actor: &Actor,
-        member_id: &str,
-        hash_hex: &str,
-        expires_at: i64,
-    ) -> StoreResult<Option<Invitation>> {
+        new: NewMember,
+        invitation: NewInvitation,
+    ) -> StoreResult<(Member, Option<Invitation>)> {
         in_write_tx!(self, |conn| {
-            let invitation =
-                console::create_invitation(conn, account, member_id, hash_hex, expires_at).await?;
-            if let Some(invitation) = &invitation {
-                let after = json!({"member_id": member_id, "expires_at": expires_at});
+            let member = self.add_member_audited(conn, account, actor, new).await?;
+            let created =
+                console::create_invitation(conn, account, &member.id, &invitation).await?;
+            if let Some(created) = &created {
+                let after = json!({"member_id": member.id, "expires_at": created.expires_at});
                 audit::append(
                     conn,
                     account,
                     actor,
                     "invitation.created",
                     "invitation",
-                    &invitation.id,
+                    &created.id,
                     None,
                     Some(after),
                 )
                 .await?;
             }
-            invitation
+            (member, created)
         })
     }
 

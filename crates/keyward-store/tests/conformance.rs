@@ -2335,43 +2335,30 @@ async fn console_sessions_and_invitations(backend: Backend) {
     f.store.delete_session(&hash("live")).await.unwrap(); // ended twice: fine
 
     // An invited member sets a password once through their invitation.
-    let invited = f
-        .store
-        .create_member(
-            &acme.account,
-            &actor(),
-            NewMember {
-                email: "new@acme.example".into(),
-                role: Role::Member,
-                permissions: vec![AccountPermission::ManageApiCredentials],
-            },
-        )
-        .await
-        .unwrap();
-    let first = f
-        .store
-        .create_invitation(
-            &acme.account,
-            &actor(),
-            &invited.id,
-            &hash("inv1"),
-            now + 60_000,
-        )
-        .await
-        .unwrap();
-    assert!(first.is_some());
-    // A second invitation replaces the first.
-    f.store
-        .create_invitation(
-            &acme.account,
-            &actor(),
-            &invited.id,
-            &hash("inv2"),
-            now + 60_000,
-        )
-        .await
-        .unwrap()
-        .expect("replacement");
+    let invite = |email: &str, label: &str| {
+        let store = f.store.clone();
+        let (account, email, label) = (acme.account.clone(), email.to_owned(), label.to_owned());
+        async move {
+            store
+                .invite_member(
+                    &account,
+                    &actor(),
+                    NewMember {
+                        email,
+                        role: Role::Member,
+                        permissions: vec![AccountPermission::ManageApiCredentials],
+                    },
+                    NewInvitation {
+                        hash_hex: hash(&label),
+                        expires_at: now + 60_000,
+                    },
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let (invited, invitation) = invite("new@acme.example", "inv1").await;
+    assert_eq!(invitation.unwrap().member_id, invited.id);
     let accept = |label: &'static str, at: i64| {
         let store = f.store.clone();
         async move {
@@ -2380,46 +2367,27 @@ async fn console_sessions_and_invitations(backend: Backend) {
                 .await
         }
     };
-    assert!(accept("inv1", now).await.unwrap().is_none(), "replaced");
+    assert!(accept("unknown", now).await.unwrap().is_none());
     assert!(
-        accept("inv2", now + 60_000).await.unwrap().is_none(),
+        accept("inv1", now + 60_000).await.unwrap().is_none(),
         "expired"
     );
-    f.store
-        .create_invitation(
-            &acme.account,
-            &actor(),
-            &invited.id,
-            &hash("inv3"),
-            now + 60_000,
-        )
-        .await
-        .unwrap()
-        .expect("new invitation");
-    let member = accept("inv3", now).await.unwrap().expect("accepted");
-    assert_eq!(member.id, invited.id);
-    assert!(accept("inv3", now).await.unwrap().is_none(), "used once");
+    let (late, _) = invite("late@acme.example", "inv2").await;
+    let member = accept("inv2", now).await.unwrap().expect("accepted");
+    assert_eq!(member.id, late.id);
+    assert!(accept("inv2", now).await.unwrap().is_none(), "used once");
     let user = f
         .store
-        .find_user_for_sign_in("new@acme.example")
+        .find_user_for_sign_in("late@acme.example")
         .await
         .unwrap()
         .unwrap();
     assert_eq!(user.password_hash.as_deref(), Some("$argon2id$new"));
-    // With a password, no invitation is needed (or made).
-    assert!(
-        f.store
-            .create_invitation(
-                &acme.account,
-                &actor(),
-                &invited.id,
-                &hash("inv4"),
-                now + 60_000
-            )
-            .await
-            .unwrap()
-            .is_none()
-    );
+    // Someone who already has a password (here: another account's owner)
+    // gets no invitation: they sign in as they are.
+    let (_, none) = invite("owner@other.example", "inv3").await;
+    assert!(none.is_none());
+    let invited = late;
 
     // Removing a member ends their sessions.
     let session = NewSession {

@@ -13,7 +13,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use keyward_core::KeyHash;
 use keyward_core::{AccountPermission, Role, normalize_email};
-use keyward_store::{MemberPatch, NewMember};
+use keyward_store::{MemberPatch, NewInvitation, NewMember};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -96,34 +96,24 @@ pub async fn create(
             "owners and admins hold every permission; grant permissions to members only",
         ));
     }
-    let member = state
-        .store
-        .create_member(
-            &who.account_id,
-            &who.actor(),
-            NewMember {
-                email,
-                role: request.role,
-                permissions: request.permissions,
-            },
-        )
-        .await?;
     let token = secrets::random_token();
-    let expires_at = now_ms() + INVITATION_TTL_MS;
-    let invitation = state
+    let invitation = NewInvitation {
+        hash_hex: KeyHash::of(&token).to_hex(),
+        expires_at: now_ms() + INVITATION_TTL_MS,
+    };
+    let new = NewMember {
+        email,
+        role: request.role,
+        permissions: request.permissions,
+    };
+    let (member, invitation) = state
         .store
-        .create_invitation(
-            &who.account_id,
-            &who.actor(),
-            &member.id,
-            &KeyHash::of(&token).to_hex(),
-            expires_at,
-        )
-        .await?
-        .map(|_| InvitationView {
-            path: format!("/invitations/{token}"),
-            expires_at: from_ms(expires_at),
-        });
+        .invite_member(&who.account_id, &who.actor(), new, invitation)
+        .await?;
+    let invitation = invitation.map(|i| InvitationView {
+        path: format!("/invitations/{token}"),
+        expires_at: from_ms(i.expires_at),
+    });
     Ok(Created(CreatedMember {
         member: member.into(),
         invitation,

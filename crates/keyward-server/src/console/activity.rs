@@ -4,9 +4,9 @@
 
 use super::credentials::{LogRow, first_page};
 use super::page::{Chrome, page, readable, when};
-use super::session::{ConsoleForm, ConsoleUser, Flash, redirect_with};
+use super::session::{ConsoleForm, ConsoleUser};
 use super::workspaces::{WorkspaceOption, workspace_options};
-use super::{PageResult, authorized};
+use super::{PageResult, authorized, redirect_after};
 use crate::AppState;
 use crate::api::{audit, jobs, logs};
 use crate::auth::{ManageCredentials, ManageMembers};
@@ -255,10 +255,5 @@ async fn start_job(
         }
         (Err(problem), _) | (_, Err(problem)) => Err(problem),
     };
-    let flash = match started {
-        Ok(message) => Flash::ok(message),
-        Err(problem) if problem.status_code().is_client_error() => Flash::error(readable(&problem)),
-        Err(problem) => return Err(problem.into()),
-    };
-    Ok(redirect_with(&state, "/jobs", flash))
+    redirect_after(&state, "/jobs", started)
 }

@@ -6,7 +6,7 @@
 use super::page::{Chrome, ErrorPage, html, page, readable, when};
 use super::session::{ConsoleForm, ConsoleUser, Flash, redirect_with};
 use super::workspaces::{WorkspaceOption, workspace_options};
-use super::{PageResult, authorized};
+use super::{PageResult, authorized, redirect_after};
 use crate::AppState;
 use crate::api::views::{CreatedKey, KeyView, List};
 use crate::api::{allowlist, integrations, keys, logs, permissions, workspaces};
@@ -607,16 +607,6 @@ async fn show(
     Ok(page(&state, &user, &view))
 }
 
-/// Where an action on a key goes back to, with what happened.
-fn back_to_key(state: &AppState, id: &str, done: ApiResult<String>) -> PageResult {
-    let flash = match done {
-        Ok(message) => Flash::ok(message),
-        Err(problem) if problem.status_code().is_client_error() => Flash::error(readable(&problem)),
-        Err(problem) => return Err(problem.into()),
-    };
-    Ok(redirect_with(state, &format!("/keys/{id}"), flash))
-}
-
 #[derive(Deserialize)]
 struct Rename {
     name: String,
@@ -635,7 +625,7 @@ async fn rename(
     let done = keys::update(State(state.clone()), auth, Path(id.clone()), Body(request))
         .await
         .map(|Json(k)| format!("Renamed to “{}”.", k.name));
-    back_to_key(&state, &id, done)
+    redirect_after(&state, &format!("/keys/{id}"), done)
 }
 
 #[derive(Deserialize)]
@@ -663,7 +653,7 @@ async fn rotate(
     };
     match rotated {
         Ok(Json(created)) => Ok(secret_page(&state, &user, "Key rotated", created)),
-        Err(problem) => back_to_key(&state, &id, Err(problem)),
+        Err(problem) => redirect_after(&state, &format!("/keys/{id}"), Err(problem)),
     }
 }
 
@@ -678,7 +668,7 @@ async fn end_grace(
     let done = keys::end_grace(State(state.clone()), authorized(&user)?, Path(id.clone()))
         .await
         .map(|_| "The replaced secret no longer works.".to_owned());
-    back_to_key(&state, &id, done)
+    redirect_after(&state, &format!("/keys/{id}"), done)
 }
 
 async fn disable(
@@ -694,7 +684,7 @@ async fn disable(
                 k.name
             )
         });
-    back_to_key(&state, &id, done)
+    redirect_after(&state, &format!("/keys/{id}"), done)
 }
 
 async fn enable(
@@ -705,7 +695,7 @@ async fn enable(
     let done = keys::enable(State(state.clone()), authorized(&user)?, Path(id.clone()))
         .await
         .map(|Json(k)| format!("“{}” is active again.", k.name));
-    back_to_key(&state, &id, done)
+    redirect_after(&state, &format!("/keys/{id}"), done)
 }
 
 #[derive(Deserialize, Default)]
@@ -731,7 +721,7 @@ async fn revoke(
     )
     .await
     .map(|Json(k)| format!("“{}” is revoked: it will never work again.", k.name));
-    back_to_key(&state, &id, done)
+    redirect_after(&state, &format!("/keys/{id}"), done)
 }
 
 async fn delete(
@@ -750,7 +740,7 @@ async fn delete(
             "/credentials",
             Flash::ok("The key was deleted. Its request logs and audit history remain."),
         )),
-        Err(problem) => back_to_key(&state, &id, Err(problem)),
+        Err(problem) => redirect_after(&state, &format!("/keys/{id}"), Err(problem)),
     }
 }
 
@@ -781,7 +771,7 @@ async fn add_allowed_address(
                 created.0.address
             )
         });
-    back_to_list(&state, done)
+    redirect_after(&state, "/credentials#allowlist", done)
 }
 
 async fn remove_allowed_address(
@@ -792,16 +782,7 @@ async fn remove_allowed_address(
     let done = allowlist::delete(State(state.clone()), authorized(&user)?, Path(id))
         .await
         .map(|_| "Address removed from the allowlist.".to_owned());
-    back_to_list(&state, done)
-}
-
-fn back_to_list(state: &AppState, done: ApiResult<String>) -> PageResult {
-    let flash = match done {
-        Ok(message) => Flash::ok(message),
-        Err(problem) if problem.status_code().is_client_error() => Flash::error(readable(&problem)),
-        Err(problem) => return Err(problem.into()),
-    };
-    Ok(redirect_with(state, "/credentials#allowlist", flash))
+    redirect_after(&state, "/credentials#allowlist", done)
 }
 
 #[cfg(test)]

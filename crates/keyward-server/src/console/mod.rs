@@ -10,6 +10,7 @@
 //! and confirmations.
 
 mod activity;
+mod catalog;
 mod credentials;
 mod page;
 mod people;
@@ -21,13 +22,14 @@ pub use session::ConsoleState;
 
 use crate::AppState;
 use crate::auth::{Authorized, Requirement};
+use crate::problem::ApiResult;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use page::ErrorPage;
-use session::ConsoleUser;
+use session::{ConsoleUser, Flash};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -39,6 +41,7 @@ pub fn routes() -> Router<AppState> {
         .merge(credentials::routes())
         .merge(people::routes())
         .merge(activity::routes())
+        .merge(catalog::routes())
 }
 
 /// The member as the API principal for an endpoint requiring `R`; a
@@ -50,6 +53,20 @@ fn authorized<R: Requirement>(user: &ConsoleUser) -> Result<Authorized<R>, Error
 
 /// What a console handler returns: a page, or an error page.
 type PageResult = Result<Response, ErrorPage>;
+
+/// After a form: back to `to` with what happened as a one-time message.
+/// The person's mistakes (4xx) become that message; server faults an error
+/// page.
+fn redirect_after(state: &AppState, to: &str, done: ApiResult<String>) -> PageResult {
+    let flash = match done {
+        Ok(message) => Flash::ok(message),
+        Err(problem) if problem.status_code().is_client_error() => {
+            Flash::error(page::readable(&problem))
+        }
+        Err(problem) => return Err(problem.into()),
+    };
+    Ok(session::redirect_with(state, to, flash))
+}
 
 async fn home(user: ConsoleUser) -> Response {
     let to = if user.can(keyward_core::AccountPermission::ManageApiCredentials) {

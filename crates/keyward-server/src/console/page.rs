@@ -105,15 +105,20 @@ impl IntoResponse for ErrorPage {
 /// about when that helps.
 pub fn readable(problem: &Problem) -> String {
     let mut message = problem.detail.clone();
-    if let Some(first) = message.get(..1) {
+    let field = problem.field.as_deref();
+    // A sentence starts with a capital, unless it starts with a field name.
+    if !field.is_some_and(|f| message.starts_with(f))
+        && let Some(first) = message.get(..1)
+    {
         message.replace_range(..1, &first.to_uppercase());
     }
+    let field = field.filter(|f| !message.contains(*f));
     if !message.ends_with('.') {
         message.push('.');
     }
-    match problem.field.as_deref() {
-        Some(field) if !message.contains(field) => format!("{message} (field: {field})"),
-        _ => message,
+    match field {
+        Some(field) => format!("{message} (field: {field})"),
+        None => message,
     }
 }
 
@@ -136,13 +141,15 @@ mod tests {
             "Must be at least 1. (field: rate_limit.limit)"
         );
         let p = Problem::invalid("confirm_name", "confirm_name must repeat the key's name");
-        assert_eq!(readable(&p), "Confirm_name must repeat the key's name.");
+        assert_eq!(readable(&p), "confirm_name must repeat the key's name.");
+        let p = Problem::not_found("key");
+        assert!(readable(&p).ends_with('.'));
     }
 
     #[test]
     fn times_read_in_utc() {
         let t = OffsetDateTime::from_unix_timestamp(1_795_000_000).unwrap();
-        assert_eq!(when(Some(t)), "2026-11-18 09:46 UTC");
+        assert_eq!(when(Some(t)), "2026-11-18 11:06 UTC");
         assert_eq!(when(None), "never");
     }
 }

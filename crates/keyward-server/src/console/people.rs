@@ -5,7 +5,7 @@
 use super::credentials::first_page;
 use super::page::{Chrome, html, page, readable, when};
 use super::session::{ConsoleForm, ConsoleUser, Flash, redirect_with};
-use super::{PageResult, authorized};
+use super::{PageResult, authorized, redirect_after};
 use crate::AppState;
 use crate::api::members;
 use crate::auth::ManageMembers;
@@ -170,7 +170,7 @@ async fn change(
         }
         Err(problem) => Err(problem),
     };
-    back_to_members(&state, done)
+    redirect_after(&state, "/members", done)
 }
 
 #[derive(Deserialize)]
@@ -184,16 +184,7 @@ async fn remove(
     let done = members::delete(State(state.clone()), authorized(&user)?, Path(id))
         .await
         .map(|_| "Member removed; their sessions and tokens stopped working.".to_owned());
-    back_to_members(&state, done)
-}
-
-fn back_to_members(state: &AppState, done: crate::problem::ApiResult<String>) -> PageResult {
-    let flash = match done {
-        Ok(message) => Flash::ok(message),
-        Err(problem) if problem.status_code().is_client_error() => Flash::error(readable(&problem)),
-        Err(problem) => return Err(problem.into()),
-    };
-    Ok(redirect_with(state, "/members", flash))
+    redirect_after(&state, "/members", done)
 }
 
 #[derive(Template)]

@@ -6,7 +6,7 @@
 use super::credentials::{KeyRow, first_page, keys_of, secret_page};
 use super::page::{Chrome, page, readable, when};
 use super::session::{ConsoleForm, ConsoleUser, Flash, redirect_with};
-use super::{PageResult, authorized};
+use super::{PageResult, authorized, redirect_after};
 use crate::AppState;
 use crate::api::{integrations, workspaces};
 use crate::auth::{Authorized, ManageCredentials};
@@ -125,19 +125,15 @@ async fn rename(
     let request = workspaces::UpdateWorkspace {
         name: form.name.trim().to_owned(),
     };
-    let flash = match workspaces::update(
+    let done = workspaces::update(
         State(state.clone()),
         authorized(&user)?,
         Path(id),
         Body(request),
     )
     .await
-    {
-        Ok(Json(w)) => Flash::ok(format!("Workspace renamed to “{}”.", w.name)),
-        Err(problem) if problem.status_code().is_client_error() => Flash::error(readable(&problem)),
-        Err(problem) => return Err(problem.into()),
-    };
-    Ok(redirect_with(&state, "/workspaces", flash))
+    .map(|Json(w)| format!("Workspace renamed to “{}”.", w.name));
+    redirect_after(&state, "/workspaces", done)
 }
 
 #[derive(Deserialize)]
@@ -269,19 +265,6 @@ struct IntegrationForm {
     workspace_id: String,
 }
 
-fn back_to_workspace(state: &AppState, workspace: &str, done: ApiResult<String>) -> PageResult {
-    let flash = match done {
-        Ok(message) => Flash::ok(message),
-        Err(problem) if problem.status_code().is_client_error() => Flash::error(readable(&problem)),
-        Err(problem) => return Err(problem.into()),
-    };
-    Ok(redirect_with(
-        state,
-        &format!("/workspaces/{workspace}#integrations"),
-        flash,
-    ))
-}
-
 async fn add_integration(
     State(state): State<AppState>,
     Path(workspace): Path<String>,
@@ -305,7 +288,11 @@ async fn add_integration(
         }
         Err(problem) => Err(problem),
     };
-    back_to_workspace(&state, &workspace, done)
+    redirect_after(
+        &state,
+        &format!("/workspaces/{}#integrations", workspace),
+        done,
+    )
 }
 
 async fn change_integration(
@@ -325,7 +312,11 @@ async fn change_integration(
     )
     .await
     .map(|Json(i)| format!("“{}” now uses the chosen credentials.", i.name));
-    back_to_workspace(&state, &form.workspace_id, done)
+    redirect_after(
+        &state,
+        &format!("/workspaces/{}#integrations", form.workspace_id),
+        done,
+    )
 }
 
 async fn remove_integration(
@@ -336,5 +327,9 @@ async fn remove_integration(
     let done = integrations::delete(State(state.clone()), authorized(&user)?, Path(id))
         .await
         .map(|_| "Integration removed.".to_owned());
-    back_to_workspace(&state, &form.workspace_id, done)
+    redirect_after(
+        &state,
+        &format!("/workspaces/{}#integrations", form.workspace_id),
+        done,
+    )
 }

@@ -123,14 +123,13 @@ pub(super) async fn delete_session(
     row.as_ref().map(session_from_row).transpose()
 }
 
-/// Replaces the member's open invitation, if the member's user has no
-/// password yet; `None` when they have one (they sign in as they are).
+/// An invitation for a new member, if their user has no password yet;
+/// `None` when they have one (they sign in as they are).
 pub(super) async fn create_invitation(
     conn: &mut AnyConnection,
     account: &str,
     member_id: &str,
-    hash_hex: &str,
-    expires_at: i64,
+    new: &NewInvitation,
 ) -> StoreResult<Option<Invitation>> {
     let member = find_member(conn, account, member_id)
         .await?
@@ -142,27 +141,22 @@ pub(super) async fn create_invitation(
     if column::<Option<String>>(&row, "password_hash")?.is_some() {
         return Ok(None);
     }
-    sqlx::query("DELETE FROM invitations WHERE account_id = $1 AND member_id = $2")
-        .bind(account)
-        .bind(member_id)
-        .execute(&mut *conn)
-        .await?;
     let invitation = Invitation {
         id: new_id("inv"),
         account_id: account.to_owned(),
         member_id: member_id.to_owned(),
-        expires_at,
+        expires_at: new.expires_at,
     };
     sqlx::query(
         "INSERT INTO invitations (id, hash, account_id, member_id, created_at, expires_at) \
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(&invitation.id)
-    .bind(hash_hex)
+    .bind(&new.hash_hex)
     .bind(account)
     .bind(member_id)
     .bind(now_ms())
-    .bind(expires_at)
+    .bind(new.expires_at)
     .execute(conn)
     .await?;
     Ok(Some(invitation))
