@@ -337,6 +337,9 @@ fn print_account(created: &CreatedAccount, email: &str) {
     println!(
         "Try it:  curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:8080/v1/workspaces"
     );
+    println!(
+        "Or run `keyward serve` and sign in to the console at http://127.0.0.1:8080/ as {email}."
+    );
 }
 
 #[cfg(test)]

@@ -342,6 +342,13 @@ async fn another_accounts_objects_are_not_found(server: TestServer) {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(key["status"], "active");
+    // Mistyped addresses are pages too, not problem documents.
+    let page = console.get(&format!("{theirs}/disable")).await;
+    assert_eq!(page.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(page.body.contains("<html"));
+    let page = console.get("/no-such-page").await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+    assert!(page.body.contains("There is no page here."));
     // Pages never list them either.
     assert!(
         !console

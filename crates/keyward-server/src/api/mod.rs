@@ -184,7 +184,7 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
 /// A problem under `/v1` (API clients), a page elsewhere (people).
 async fn not_found(uri: axum::http::Uri) -> Response {
     if !uri.path().starts_with("/v1/") {
-        return crate::console::not_found_page();
+        return crate::console::error_page(StatusCode::NOT_FOUND, "There is no page here.");
     }
     Problem::new(
         StatusCode::NOT_FOUND,
@@ -194,10 +194,17 @@ async fn not_found(uri: axum::http::Uri) -> Response {
     .into_response()
 }
 
-async fn method_not_allowed() -> Problem {
+async fn method_not_allowed(uri: axum::http::Uri) -> Response {
+    if !uri.path().starts_with("/v1/") {
+        return crate::console::error_page(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "This page cannot be used that way. Go back and use its buttons.",
+        );
+    }
     Problem::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         "this endpoint does not accept that method",
     )
+    .into_response()
 }

@@ -100,7 +100,8 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-/// The 404 of everything outside `/v1`: a page, not a problem document.
-pub fn not_found_page() -> Response {
-    ErrorPage::new(StatusCode::NOT_FOUND, "There is no page here.").into_response()
+/// The 404 and 405 of everything outside `/v1`: a page, not a problem
+/// document.
+pub fn error_page(status: StatusCode, message: &str) -> Response {
+    ErrorPage::new(status, message).into_response()
 }
