@@ -345,6 +345,21 @@ async fn console_flows_in_chromium() {
     s.submit("#enable button[type=submit]").await;
     assert_eq!(s.verify(demand(&second_secret)).await, "valid");
 
+    // 429s: the limit is raised in the key's settings (seed 004), at once.
+    s.fill("#settings input[name=rate_limit]", "1").await;
+    s.submit("#settings button[type=submit]").await;
+    assert!(s.text(".flash.ok").await.contains("Settings"));
+    assert_eq!(s.verify(demand(&second_secret)).await, "valid");
+    assert_eq!(s.verify(demand(&second_secret)).await, "rate_limited");
+    s.fill("#settings input[name=rate_limit]", "1000").await;
+    s.submit("#settings button[type=submit]").await;
+    assert_eq!(s.verify(demand(&second_secret)).await, "valid");
+    let row = s.text("dl.facts").await;
+    assert!(
+        row.contains("1000 / 60 s") && row.contains("customers:read"),
+        "{row}"
+    );
+
     // IP allowlist (seed 001): once the workspace has an entry, other
     // addresses are refused even with a valid key.
     s.open("/credentials").await;

@@ -31,6 +31,7 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/workspaces/{id}/credentials", post(create))
         .route("/keys/{id}", get(show))
         .route("/keys/{id}/rename", post(rename))
+        .route("/keys/{id}/settings", post(change_settings))
         .route("/keys/{id}/rotate", post(rotate))
         .route("/keys/{id}/end-grace", post(end_grace))
         .route("/keys/{id}/disable", post(disable))
@@ -282,42 +283,110 @@ fn number(text: &str, field: &str) -> ApiResult<u32> {
         .map_err(|_| Problem::invalid(field, "must be a whole number"))
 }
 
+/// A key's settings as typed, checked: what create and the settings form
+/// share.
+struct Settings {
+    permissions: Vec<PermissionName>,
+    rate_limit: Option<RateLimitPolicy>,
+    expires_at: Option<Timestamp>,
+    customer_id: Option<String>,
+    allowed_ips: Vec<String>,
+    allowed_origins: Vec<String>,
+}
+
+/// `datetime-local` values, with or without seconds, read as UTC.
+fn local_time(text: &str) -> ApiResult<Option<Timestamp>> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let with_seconds = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+    let without = format_description!("[year]-[month]-[day]T[hour]:[minute]");
+    PrimitiveDateTime::parse(text, &with_seconds)
+        .or_else(|_| PrimitiveDateTime::parse(text, &without))
+        .map(|at| Some(Timestamp(at.assume_utc())))
+        .map_err(|_| Problem::invalid("expires_at", "must be a date and time"))
+}
+
+impl KeyForm {
+    fn settings(&self) -> ApiResult<Settings> {
+        let permissions = self
+            .permissions
+            .iter()
+            .map(|p| PermissionName::parse(p).map_err(crate::api::field("permissions")))
+            .collect::<ApiResult<_>>()?;
+        let rate_limit = match (self.rate_limit.trim(), self.rate_window.trim()) {
+            ("", "") => None,
+            (limit, window) => Some(RateLimitPolicy {
+                limit: number(limit, "rate_limit.limit")?,
+                window_seconds: number(window, "rate_limit.window_seconds")?,
+            }),
+        };
+        Ok(Settings {
+            permissions,
+            rate_limit,
+            expires_at: local_time(&self.expires_at)?,
+            customer_id: Some(self.customer_id.trim().to_owned()).filter(|c| !c.is_empty()),
+            allowed_ips: lines(&self.allowed_ips),
+            allowed_origins: lines(&self.allowed_origins),
+        })
+    }
+
+    /// The settings form of an existing key, filled in as it is.
+    fn of(key: &KeyView) -> Self {
+        let format = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+        Self {
+            permissions: key.permissions.iter().map(|p| p.to_string()).collect(),
+            rate_limit: key
+                .rate_limit
+                .map(|p| p.limit.to_string())
+                .unwrap_or_default(),
+            rate_window: key
+                .rate_limit
+                .map(|p| p.window_seconds.to_string())
+                .unwrap_or_default(),
+            expires_at: key
+                .expires_at
+                .and_then(|at| at.format(&format).ok())
+                .unwrap_or_default(),
+            customer_id: key.customer_id.clone().unwrap_or_default(),
+            allowed_ips: key.allowed_ips.join("\n"),
+            allowed_origins: key.allowed_origins.join("\n"),
+            ..Self::default()
+        }
+    }
+}
+
 /// The form as the API's create request; mistakes name the API's field.
 fn create_request(form: KeyForm) -> ApiResult<keys::CreateKey> {
     let kind = KeyKind::parse(&form.kind).map_err(crate::api::field("kind"))?;
-    let permissions = form
-        .permissions
-        .iter()
-        .map(|p| PermissionName::parse(p).map_err(crate::api::field("permissions")))
-        .collect::<ApiResult<_>>()?;
-    let rate_limit = match (form.rate_limit.trim(), form.rate_window.trim()) {
-        ("", "") => None,
-        (limit, window) => Some(RateLimitPolicy {
-            limit: number(limit, "rate_limit.limit")?,
-            window_seconds: number(window, "rate_limit.window_seconds")?,
-        }),
-    };
-    let expires_at = match form.expires_at.trim() {
-        "" => None,
-        local => {
-            let format = format_description!("[year]-[month]-[day]T[hour]:[minute]");
-            let at = PrimitiveDateTime::parse(local, &format)
-                .map_err(|_| Problem::invalid("expires_at", "must be a date and time"))?;
-            Some(Timestamp(at.assume_utc()))
-        }
-    };
-    let customer_id = Some(form.customer_id.trim().to_owned()).filter(|c| !c.is_empty());
+    let settings = form.settings()?;
     Ok(keys::CreateKey {
         name: form.name.trim().to_owned(),
         environment: form.environment,
         kind,
-        permissions,
-        rate_limit,
-        expires_at,
-        customer_id,
-        allowed_ips: lines(&form.allowed_ips),
+        permissions: settings.permissions,
+        rate_limit: settings.rate_limit,
+        expires_at: settings.expires_at,
+        customer_id: settings.customer_id,
+        allowed_ips: settings.allowed_ips,
         meta: Default::default(),
-        allowed_origins: lines(&form.allowed_origins),
+        allowed_origins: settings.allowed_origins,
+    })
+}
+
+/// The settings form as the API's update: every setting replaced (an empty
+/// field clears it); origins only for publishable keys.
+fn update_request(form: &KeyForm, kind: KeyKind) -> ApiResult<keys::UpdateKey> {
+    let settings = form.settings()?;
+    Ok(keys::UpdateKey {
+        permissions: Some(settings.permissions),
+        rate_limit: Some(settings.rate_limit),
+        expires_at: Some(settings.expires_at),
+        customer_id: Some(settings.customer_id),
+        allowed_ips: Some(settings.allowed_ips),
+        allowed_origins: (kind == KeyKind::Publishable).then_some(settings.allowed_origins),
+        ..Default::default()
     })
 }
 
@@ -330,6 +399,20 @@ struct NewKeyPage {
     catalog: Vec<(String, String)>,
     form: KeyForm,
     error: Option<String>,
+}
+
+/// The permission catalog as (name, description), for checkboxes.
+async fn catalog_choices(state: &AppState, user: &ConsoleUser) -> ApiResult<Vec<(String, String)>> {
+    let Json(catalog) = permissions::list(
+        State(state.clone()),
+        Authorized::check(user.principal.clone())?,
+    )
+    .await?;
+    Ok(catalog
+        .data
+        .into_iter()
+        .map(|p| (p.name.to_string(), p.description.unwrap_or_default()))
+        .collect())
 }
 
 async fn new_key_form(
@@ -345,13 +428,7 @@ async fn new_key_form(
         .find(|w| w.id == workspace_id)
         .cloned()
         .ok_or_else(|| ErrorPage::from(Problem::not_found("workspace")))?;
-    let Json(catalog) =
-        permissions::list(State(state.clone()), authorized::<ManageCredentials>(user)?).await?;
-    let catalog = catalog
-        .data
-        .into_iter()
-        .map(|p| (p.name.to_string(), p.description.unwrap_or_default()))
-        .collect();
+    let catalog = catalog_choices(state, user).await?;
     Ok(NewKeyPage {
         chrome: Chrome::new(user, "credentials"),
         workspace,
@@ -536,6 +613,9 @@ struct KeyPage {
     old_expires: String,
     old_last_used: String,
     expires: String,
+    /// The settings form, filled in with the key's current settings.
+    form: KeyForm,
+    catalog: Vec<(String, String)>,
 }
 
 impl KeyPage {
@@ -602,6 +682,8 @@ async fn show(
         expires: key
             .expires_at
             .map_or_else(|| "Never".into(), |at| when(Some(at))),
+        form: KeyForm::of(&key),
+        catalog: catalog_choices(&state, &user).await?,
         view: key,
     };
     Ok(page(&state, &user, &view))
@@ -625,6 +707,29 @@ async fn rename(
     let done = keys::update(State(state.clone()), auth, Path(id.clone()), Body(request))
         .await
         .map(|Json(k)| format!("Renamed to “{}”.", k.name));
+    redirect_after(&state, &format!("/keys/{id}"), done)
+}
+
+/// Permissions, rate limit ("increase the threshold in the key's
+/// settings", seed 004), expiry, customer, allowed IPs and origins.
+async fn change_settings(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ConsoleForm { user, form }: ConsoleForm<KeyForm>,
+) -> PageResult {
+    let auth = authorized::<ManageCredentials>(&user)?;
+    let Json(key) = keys::get(State(state.clone()), auth, Path(id.clone())).await?;
+    let done = match update_request(&form, key.kind) {
+        Ok(request) => keys::update(
+            State(state.clone()),
+            authorized(&user)?,
+            Path(id.clone()),
+            Body(request),
+        )
+        .await
+        .map(|Json(k)| format!("Settings of “{}” saved; they apply at once.", k.name)),
+        Err(problem) => Err(problem),
+    };
     redirect_after(&state, &format!("/keys/{id}"), done)
 }
 
@@ -812,6 +917,70 @@ mod tests {
             request.expires_at.unwrap().0.unix_timestamp(),
             1_893_553_440
         );
+    }
+
+    #[test]
+    fn a_keys_settings_form_saves_what_it_shows() {
+        let form = KeyForm {
+            kind: "secret".into(),
+            permissions: vec!["customers:read".into()],
+            rate_limit: "5".into(),
+            rate_window: "1".into(),
+            expires_at: "2031-05-06T07:08:09".into(),
+            customer_id: "cus_1".into(),
+            allowed_ips: "10.0.0.0/8".into(),
+            ..KeyForm::default()
+        };
+        let created = create_request(form).unwrap();
+        let view = KeyView {
+            permissions: created.permissions.clone(),
+            rate_limit: created.rate_limit,
+            expires_at: created.expires_at.map(|t| t.0),
+            customer_id: created.customer_id.clone(),
+            allowed_ips: created.allowed_ips.clone(),
+            ..sample_view()
+        };
+        let update = update_request(&KeyForm::of(&view), KeyKind::Secret).unwrap();
+        assert_eq!(update.permissions, Some(created.permissions));
+        assert_eq!(update.rate_limit, Some(created.rate_limit));
+        assert_eq!(
+            update.expires_at.unwrap().map(|t| t.0),
+            created.expires_at.map(|t| t.0),
+            "seconds survive the round trip"
+        );
+        assert_eq!(update.customer_id, Some(Some("cus_1".into())));
+        assert_eq!(update.allowed_origins, None, "secret keys have no origins");
+        // Emptied fields clear the setting.
+        let cleared = update_request(&KeyForm::default(), KeyKind::Secret).unwrap();
+        assert_eq!(cleared.rate_limit, Some(None));
+        assert_eq!(cleared.expires_at.map(|e| e.is_none()), Some(true));
+    }
+
+    fn sample_view() -> KeyView {
+        let now = time::OffsetDateTime::now_utc();
+        KeyView {
+            id: "key_1".into(),
+            name: "k".into(),
+            workspace_id: "ws_1".into(),
+            environment: "production".into(),
+            kind: KeyKind::Secret,
+            hint: "kw_live_…".into(),
+            status: KeyStatus::Active,
+            permissions: Vec::new(),
+            customer_id: None,
+            rate_limit: None,
+            allowed_ips: Vec::new(),
+            expires_at: None,
+            meta: Default::default(),
+            created_at: now,
+            created_by: None,
+            updated_at: now,
+            last_used_at: None,
+            last_used_ip: None,
+            allowed_origins: Vec::new(),
+            publishable_key: None,
+            rotation: None,
+        }
     }
 
     #[test]
