@@ -162,6 +162,19 @@ async fn sign_in_and_out(server: TestServer) {
     let (_, audit) = server.get("/v1/audit-events?action=session.ended").await;
     assert_eq!(audit["data"].as_array().unwrap().len(), 1);
 
+    // Another site's form cannot sign anyone in (login CSRF).
+    let request = console
+        .client
+        .post(format!("{}/sign-in", console.base))
+        .header("Origin", "https://evil.example")
+        .form(&[
+            ("email", server.owner.email.as_str()),
+            ("password", OWNER_PASSWORD),
+        ]);
+    let page = console.send(request).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert!(!page.headers.contains_key(SET_COOKIE));
+
     // Only local paths are followed after sign-in.
     let mut console = Console::new(&server);
     let page = console

@@ -278,7 +278,7 @@ impl FromRequestParts<AppState> for ConsoleUser {
 /// Whether a state-changing request comes from a page of this server. The
 /// `SameSite=Strict` cookie already keeps other sites' forms out; this is
 /// the second lock for browsers that ignore it.
-fn same_origin(headers: &HeaderMap) -> bool {
+pub fn same_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(ORIGIN).and_then(|o| o.to_str().ok()) else {
         return true; // not sent by every browser for same-origin posts
     };

@@ -2,7 +2,7 @@
 //! password and signs the new member in).
 
 use super::page::{ErrorPage, html, redirect};
-use super::session::{ConsoleForm, new_session, peer_ip, secret_hash, session_secret};
+use super::session::{ConsoleForm, new_session, peer_ip, same_origin, secret_hash, session_secret};
 use crate::AppState;
 use crate::clock::now_ms;
 use crate::secrets;
@@ -64,6 +64,9 @@ struct SignIn {
 async fn sign_in(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let ip = peer_ip(&parts);
+    if !same_origin(&parts.headers) {
+        return cross_site();
+    }
     let Ok(Form(form)) =
         Form::<SignIn>::from_request(Request::from_parts(parts.clone(), body), &state).await
     else {
@@ -105,6 +108,16 @@ async fn sign_in(State(state): State<AppState>, request: Request) -> Response {
         return refuse(StatusCode::UNAUTHORIZED, wrong);
     };
     start_session(&state, &parts.headers, ip, member, &next).await
+}
+
+/// Another site's page posting here would sign the visitor in to an
+/// account of the attacker's choosing (login CSRF).
+fn cross_site() -> Response {
+    ErrorPage::new(
+        StatusCode::FORBIDDEN,
+        "This form came from another site. Open the sign-in page of this server and try again.",
+    )
+    .into_response()
 }
 
 /// Creates the member's session and sends the browser on with its cookie.
@@ -182,6 +195,9 @@ async fn accept(
 ) -> Response {
     let (parts, body) = request.into_parts();
     let ip = peer_ip(&parts);
+    if !same_origin(&parts.headers) {
+        return cross_site();
+    }
     let refuse = |status, message: &str| {
         html(
             status,
