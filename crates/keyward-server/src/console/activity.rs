@@ -34,11 +34,10 @@ pub fn query_uri(pairs: &[(&str, &str)]) -> Result<Uri, Problem> {
     let mut query = form_urlencoded::Serializer::new(String::new());
     for (name, value) in pairs.iter().filter(|(_, v)| !v.trim().is_empty()) {
         let value = value.trim();
-        let is_time = matches!(*name, "from" | "to") && value.len() == 16;
-        let value = if is_time {
-            format!("{value}:00Z")
-        } else {
-            value.to_owned()
+        let value = match (*name, value.len()) {
+            ("from" | "to", 16) => format!("{value}:00Z"),
+            ("from" | "to", 19) => format!("{value}Z"),
+            _ => value.to_owned(),
         };
         query.append_pair(name, &value);
     }
@@ -256,4 +255,24 @@ async fn start_job(
         (Err(problem), _) | (_, Err(problem)) => Err(problem),
     };
     redirect_after(&state, "/jobs", started)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_times_become_utc_instants() {
+        let uri = query_uri(&[
+            ("from", "2026-11-23T10:00"),
+            ("to", "2026-11-23T11:00:30"),
+            ("code", " valid "),
+            ("environment", ""),
+        ])
+        .unwrap();
+        assert_eq!(
+            uri.query(),
+            Some("from=2026-11-23T10%3A00%3A00Z&to=2026-11-23T11%3A00%3A30Z&code=valid")
+        );
+    }
 }
