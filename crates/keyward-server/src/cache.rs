@@ -22,12 +22,15 @@
 //! A negative entry costs about 80 bytes.
 
 use crate::auth::Principal;
+use crate::ratelimit::KeyLimiter;
 use crate::telemetry as m;
 use keyward_store::VerificationRecord;
 use metrics::Counter;
 use quick_cache::sync::Cache;
-use std::sync::Arc;
+use std::hash::{Hash, Hasher};
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 /// Stripes of per-account generations.
 const STRIPES: usize = 1024;
@@ -50,6 +53,50 @@ impl Default for CacheConfig {
             unknown_capacity: 100_000,
             ttl_ms: 60_000,
         }
+    }
+}
+
+/// A cached verification record, with a handle to the key's in-process
+/// rate limiter once a verification needed it: a warm verification then
+/// reaches its limiter without a second (locked) map lookup by key id. The
+/// limiter itself belongs to [`crate::ratelimit::RateLimits`], so an entry
+/// reloaded after an invalidation or its TTL finds the same limiter (and
+/// its state) again; only a changed policy starts a fresh one.
+pub struct CachedKey {
+    record: Arc<VerificationRecord>,
+    limiter: OnceLock<Arc<KeyLimiter>>,
+}
+
+impl CachedKey {
+    pub fn new(record: Arc<VerificationRecord>) -> Self {
+        Self {
+            record,
+            limiter: OnceLock::new(),
+        }
+    }
+
+    pub fn record(&self) -> &Arc<VerificationRecord> {
+        &self.record
+    }
+
+    /// The key's limiter, fetched by `init` on first use.
+    pub(crate) fn limiter(&self, init: impl FnOnce() -> Arc<KeyLimiter>) -> &KeyLimiter {
+        self.limiter.get_or_init(init)
+    }
+}
+
+impl Deref for CachedKey {
+    type Target = VerificationRecord;
+
+    fn deref(&self) -> &VerificationRecord {
+        &self.record
+    }
+}
+
+impl std::fmt::Debug for CachedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The record's own Debug: it holds hashes and hints, never secrets.
+        self.record.fmt(f)
     }
 }
 
@@ -90,7 +137,23 @@ pub enum Lookup<T> {
 pub struct Ticket(u64);
 
 /// One positive cache, by SHA-256 hash.
-type Tier<T> = Cache<[u8; 32], Entry<T>>;
+type Tier<T> = Cache<HashKey, Entry<T>>;
+
+/// A SHA-256 hash as a cache key. Equality is on all 32 bytes; the table
+/// hash (the cache's randomly seeded foldhash) is fed only the first 16:
+/// they are uniformly distributed already, and presenting many keys whose
+/// hashes share 128 bits is infeasible, so no one can crowd a bucket. One
+/// `write_u128` costs less than hashing the 32-byte slice with its length.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct HashKey([u8; 32]);
+
+impl Hash for HashKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let mut head = [0u8; 16];
+        head.copy_from_slice(&self.0[..16]);
+        state.write_u128(u128::from_le_bytes(head));
+    }
+}
 
 /// Lookup outcomes of one tier, registered once (a handle increments with
 /// one atomic add; the `counter!` macro would look the series up each time).
@@ -112,11 +175,11 @@ impl TierCounters {
 }
 
 pub struct VerifyCache {
-    keys: Tier<Arc<VerificationRecord>>,
+    keys: Tier<Arc<CachedKey>>,
     tokens: Tier<Arc<CachedPrincipal>>,
     key_counters: TierCounters,
     token_counters: TierCounters,
-    unknown: Cache<[u8; 32], UnknownEntry>,
+    unknown: Cache<HashKey, UnknownEntry>,
     generations: Box<[AtomicU64]>,
     /// Bumped by every invalidation, before the generations it changes.
     invalidations: AtomicU64,
@@ -143,7 +206,7 @@ impl VerifyCache {
         }
     }
 
-    pub fn key(&self, hash: &[u8; 32], now_ms: i64) -> Lookup<Arc<VerificationRecord>> {
+    pub fn key(&self, hash: &[u8; 32], now_ms: i64) -> Lookup<Arc<CachedKey>> {
         self.lookup_in(&self.keys, &self.key_counters, hash, now_ms)
     }
 
@@ -151,15 +214,18 @@ impl VerifyCache {
         self.lookup_in(&self.tokens, &self.token_counters, hash, now_ms)
     }
 
+    /// Caches `record` (unless the ticket is stale) and returns its entry.
     pub fn insert_key(
         &self,
         ticket: Ticket,
         hash: [u8; 32],
         record: Arc<VerificationRecord>,
         now_ms: i64,
-    ) {
+    ) -> Arc<CachedKey> {
         let account = record.key.account_id.clone();
-        self.insert_in(&self.keys, ticket, hash, &account, record, now_ms);
+        let cached = Arc::new(CachedKey::new(record));
+        self.insert_in(&self.keys, ticket, hash, &account, cached.clone(), now_ms);
+        cached
     }
 
     pub fn insert_token(
@@ -181,7 +247,10 @@ impl VerifyCache {
         now_ms: i64,
     ) -> Lookup<T> {
         let ticket = self.ticket();
-        if let Some(entry) = tier.get(hash).filter(|e| self.is_fresh(e, now_ms)) {
+        if let Some(entry) = tier
+            .get(&HashKey(*hash))
+            .filter(|e| self.is_fresh(e, now_ms))
+        {
             counters.hit.increment(1);
             return Lookup::Hit(entry.value);
         }
@@ -203,7 +272,7 @@ impl VerifyCache {
         now_ms: i64,
     ) {
         if let Some(entry) = self.entry(ticket, account, value, now_ms) {
-            tier.insert(hash, entry);
+            tier.insert(HashKey(hash), entry);
         }
     }
 
@@ -212,7 +281,7 @@ impl VerifyCache {
         let negative_epoch = self.negative_epoch.load(Ordering::SeqCst);
         if self.invalidations.load(Ordering::SeqCst) == ticket.0 {
             self.unknown.insert(
-                hash,
+                HashKey(hash),
                 UnknownEntry {
                     negative_epoch,
                     loaded_at: now_ms,
@@ -245,7 +314,7 @@ impl VerifyCache {
     }
 
     fn unknown_or_miss<T>(&self, hash: &[u8; 32], now_ms: i64, ticket: Ticket) -> Lookup<T> {
-        match self.unknown.get(hash) {
+        match self.unknown.get(&HashKey(*hash)) {
             Some(entry)
                 if entry.negative_epoch == self.negative_epoch.load(Ordering::SeqCst)
                     && now_ms - entry.loaded_at < self.ttl_ms =>

@@ -33,7 +33,11 @@ impl RateLimitState {
 type StatefulLimiter =
     RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
 
-struct KeyLimiter {
+/// One key's GCRA under one policy. The verifier also keeps a handle to it
+/// in the key's cache entry (see [`crate::cache::CachedKey`]), so a warm
+/// verification reaches it without the map; the map stays the owner, so a
+/// reloaded cache entry finds the same limiter and its state.
+pub struct KeyLimiter {
     policy: RateLimitPolicy,
     limiter: StatefulLimiter,
 }
@@ -49,8 +53,14 @@ pub struct RateLimits {
 
 impl RateLimits {
     /// Counts one request against the key's limit.
+    #[cfg(test)]
     pub fn check(&self, key_id: &str, policy: RateLimitPolicy) -> RateLimitState {
-        let entry = self.limiter_for(key_id, policy);
+        self.check_with(&self.limiter_for(key_id, policy))
+    }
+
+    /// Counts one request against a limiter from [`Self::limiter_for`].
+    pub fn check_with(&self, entry: &KeyLimiter) -> RateLimitState {
+        let policy = entry.policy;
         let period = emission_interval(policy);
         match entry.limiter.check() {
             Ok(snapshot) => {
@@ -77,7 +87,9 @@ impl RateLimits {
         }
     }
 
-    fn limiter_for(&self, key_id: &str, policy: RateLimitPolicy) -> Arc<KeyLimiter> {
+    /// The key's limiter for `policy`: the existing one, or a fresh one
+    /// (full burst) if there was none or its policy differs.
+    pub fn limiter_for(&self, key_id: &str, policy: RateLimitPolicy) -> Arc<KeyLimiter> {
         let mut map = self
             .limiters
             .lock()

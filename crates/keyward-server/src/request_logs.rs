@@ -6,6 +6,7 @@
 //!
 //! Retention is enforced by the `purge_request_logs` job (`crate::jobs`).
 
+use crate::cache::CachedKey;
 use crate::telemetry as m;
 use crate::usage::flush_periodically;
 use keyward_core::PermissionName;
@@ -18,25 +19,72 @@ use tokio::sync::watch;
 /// Entries held at most between flushes (about 200 bytes each).
 pub const DEFAULT_CAPACITY: usize = 100_000;
 
+/// The permissions a verification asked for, as the buffer holds them.
+#[derive(Debug)]
+pub enum AskedPermissions {
+    /// Positions (bit `i` = index `i`) in the record's sorted permission
+    /// list: when the key holds every permission asked, in the order asked,
+    /// the log points at the record's names instead of copying them.
+    Held(u64),
+    /// A copy, for everything else (no record, a permission the key lacks,
+    /// an unsorted list, a key with more than 64 permissions).
+    Copied(Vec<PermissionName>),
+}
+
+impl AskedPermissions {
+    pub fn new(record: Option<&VerificationRecord>, asked: &[PermissionName]) -> Self {
+        record
+            .and_then(|record| held_positions(&record.key.permissions, asked))
+            .map_or_else(|| Self::Copied(asked.to_vec()), Self::Held)
+    }
+
+    fn names(&self, record: Option<&VerificationRecord>) -> Vec<String> {
+        match self {
+            Self::Copied(names) => names.iter().map(ToString::to_string).collect(),
+            Self::Held(mask) => record
+                .map(|record| &record.key.permissions[..])
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| mask & (1 << i) != 0)
+                .map(|(_, name)| name.to_string())
+                .collect(),
+        }
+    }
+}
+
+/// The positions of `asked` in `held` (sorted) as a bit set, if every one is
+/// there and `asked` is strictly increasing (so the positions, read in
+/// order, give back exactly `asked`).
+fn held_positions(held: &[PermissionName], asked: &[PermissionName]) -> Option<u64> {
+    if held.len() > 64 || !asked.windows(2).all(|pair| pair[0] < pair[1]) {
+        return None;
+    }
+    asked.iter().try_fold(0u64, |mask, name| {
+        held.binary_search(name).ok().map(|i| mask | (1 << i))
+    })
+}
+
 /// One outcome as the verify path leaves it: copies and a pointer to the
 /// (cached) record, turned into a [`NewRequestLog`] at flush time.
 #[derive(Debug)]
 pub struct PendingLog {
     pub at: i64,
     /// The key, when it was found in the caller's account.
-    pub record: Option<Arc<VerificationRecord>>,
+    pub record: Option<Arc<CachedKey>>,
     /// Without a record: the caller's account and the environment asked for.
     pub account_id: Option<String>,
     pub environment: Option<String>,
     pub ip: Option<IpAddr>,
-    pub permissions: Vec<PermissionName>,
+    pub permissions: AskedPermissions,
     pub code: Code,
     pub latency_us: i64,
 }
 
 impl PendingLog {
     fn into_entry(self) -> NewRequestLog {
-        let key = self.record.as_deref().map(|r| &r.key);
+        let record = self.record.as_deref().map(|r| &**r);
+        let key = record.map(|r| &r.key);
         NewRequestLog {
             account_id: key
                 .map(|k| k.account_id.clone())
@@ -47,7 +95,7 @@ impl PendingLog {
             workspace_id: key.map(|k| k.workspace_id.clone()),
             environment: key.map(|k| k.environment.clone()).or(self.environment),
             client_ip: self.ip.map(|ip| ip.to_canonical().to_string()),
-            permissions: self.permissions.iter().map(ToString::to_string).collect(),
+            permissions: self.permissions.names(record),
             code: self.code.as_str().to_owned(),
             latency_us: self.latency_us,
         }
@@ -146,10 +194,30 @@ mod tests {
             account_id: Some("acct".into()),
             environment: Some("production".into()),
             ip: "::ffff:203.0.113.7".parse().ok(),
-            permissions: vec![PermissionName::parse("customers:read").unwrap()],
+            permissions: AskedPermissions::Copied(vec![
+                PermissionName::parse("customers:read").unwrap(),
+            ]),
             code,
             latency_us: 1,
         }
+    }
+
+    #[test]
+    fn held_permissions_are_kept_as_positions_only_when_that_is_exact() {
+        let names = |list: &[&str]| -> Vec<PermissionName> {
+            list.iter()
+                .map(|n| PermissionName::parse(n).unwrap())
+                .collect()
+        };
+        let held = names(&["a:read", "b:read", "c:read"]);
+        assert_eq!(
+            held_positions(&held, &names(&["a:read", "c:read"])),
+            Some(0b101)
+        );
+        assert_eq!(held_positions(&held, &[]), Some(0));
+        assert_eq!(held_positions(&held, &names(&["c:read", "a:read"])), None);
+        assert_eq!(held_positions(&held, &names(&["a:read", "a:read"])), None);
+        assert_eq!(held_positions(&held, &names(&["a:read", "d:read"])), None);
     }
 
     #[test]
