@@ -1,21 +1,30 @@
 #!/usr/bin/env bash
 # Load test of POST /v1/verify against a bare hyper reference server, on
 # loopback only. Starts the reference server and `keyward serve` in turn,
-# drives each with wrk for DURATION seconds (and at most MAX_REQUESTS
-# requests per wrk thread), and prints req/s, p50 and p99 for:
+# and for each scenario:
+#   1. finds the maximum rate: wrk, closed loop, for DURATION seconds (and
+#      at most MAX_REQUESTS requests per wrk thread) — req/s, p50, p99;
+#   2. holds half of that rate: oha at a constant rate (`-q`, with
+#      `--latency-correction`, so a stalled server cannot hide its queue by
+#      slowing the client down), for DURATION seconds — p50 and p99.
+# The scenarios:
 #   valid        a valid key with every check on (environment, permission,
 #                IP allowlist, customer, rate limit), request logs and
 #                last-used on;
 #   invalid      a well-formed key that does not exist (negative cache);
 #   ratelimited  a key over its limit;
-# each as a ratio to the reference server's req/s.
+# each maximum as a ratio to the reference server's. The reference's own
+# half-rate run is the floor for the latencies.
 #
 #   scripts/load.sh                       # 10 s per run
 #   DURATION=3 scripts/load.sh            # a quick pass
 #
 # Environment: DURATION (s, default 10), CONNECTIONS (default 64), THREADS
 # (wrk threads, default 2), MAX_REQUESTS (per wrk thread, default 2000000),
-# KEYWARD_DATABASE_URL (default: a fresh SQLite file).
+# RATE_CONNECTIONS (oha connections at half rate, default 16),
+# KEYWARD_DATABASE_URL (default: a fresh SQLite file). Installs wrk with apt
+# and oha with `cargo install oha --locked` (into ~/.cargo/bin, a few
+# minutes once) when missing.
 set -euo pipefail
 
 DURATION=${DURATION:-10}
@@ -40,6 +49,12 @@ fi
 for tool in curl jq; do
   command -v "$tool" >/dev/null || apt-get install -y "$tool" >/dev/null
 done
+export PATH="$PATH:${CARGO_HOME:-$HOME/.cargo}/bin"
+if ! command -v oha >/dev/null; then
+  echo "installing oha (cargo install, once)…" >&2
+  cargo install -q oha --locked
+fi
+RATE_CONNECTIONS=${RATE_CONNECTIONS:-16}
 
 cd "$ROOT"
 cargo build --release -q -p keyward-cli --bin keyward
@@ -79,6 +94,22 @@ run_wrk() { # url lua
   p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
   if grep -q "Non-2xx" <<<"$out"; then echo "non-2xx answers: $out" >&2; exit 1; fi
   echo "$rps $(to_ms "$p50") $(to_ms "$p99")"
+}
+
+# Prints "req/s p50 p99" (latencies in ms) for one oha run at a constant
+# rate; fails on any answer but 200.
+run_oha() { # url lua rate
+  local body out
+  body=$(sed -n "s/^wrk.body = '\(.*\)'$/\1/p" "$2")
+  out=$(timeout $((DURATION + 30)) oha --no-tui --output-format json -z "${DURATION}s" \
+    -c "$RATE_CONNECTIONS" -q "$3" --latency-correction -w -m POST \
+    -H "Authorization: Bearer $TOKEN" -T application/json -d "$body" "$1")
+  if [ "$(jq -r '[.statusCodeDistribution | keys[] | select(. != "200")] | length' <<<"$out")" != 0 ] ||
+     [ "$(jq -r '.errorDistribution | length' <<<"$out")" != 0 ]; then
+    echo "oha: answers other than 200, or errors: $(jq -c '{statusCodeDistribution, errorDistribution}' <<<"$out")" >&2
+    exit 1
+  fi
+  jq -r '"\(.summary.requestsPerSec) \(.latencyPercentiles.p50 * 1000) \(.latencyPercentiles.p99 * 1000)"' <<<"$out"
 }
 
 to_ms() { # wrk latency such as 512.00us / 1.20ms / 1.01s
@@ -127,17 +158,30 @@ done
 kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true; PIDS=()
 
 # ── The runs, one server at a time ────────────────────────────────────────
+# Each row: the maximum (wrk), then half of it held constant (oha).
+HEADER=$(printf '%-12s %10s %8s %8s %7s │ %9s %8s %8s' scenario 'max req/s' 'p50 ms' 'p99 ms' ratio 'half req/s' 'p50 ms' 'p99 ms')
+row() { # url lua name
+  local rps p50 p99 half hrps hp50 hp99 ratio
+  read -r rps p50 p99 < <(run_wrk "$1" "$2")
+  half=$(awk -v r="$rps" 'BEGIN {printf "%d", r / 2}')
+  read -r hrps hp50 hp99 < <(run_oha "$1" "$2" "$half")
+  ratio=$(awk -v a="$rps" -v b="${REF_RPS:-$rps}" 'BEGIN {printf "%.2f", a / b}')
+  [ -n "${REF_RPS:-}" ] || REF_RPS=$rps
+  printf '%-12s %10.0f %8s %8s %7s │ %9.0f %8.3f %8.3f\n' "$3" "$rps" "$p50" "$p99" "$ratio" "$hrps" "$hp50" "$hp99"
+}
+
 "$REF" "$REF_ADDR" 2>/dev/null & PIDS+=($!)
 wait_up "http://$REF_ADDR/"
-read -r REF_RPS REF_P50 REF_P99 < <(run_wrk "http://$REF_ADDR/v1/verify" "$WORK/valid.lua")
+REF_ROW=$(row "http://$REF_ADDR/v1/verify" "$WORK/valid.lua" reference)
+REF_RPS=$(awk '{print $2}' <<<"$REF_ROW")
 kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true; PIDS=()
 
 "$BIN" serve --listen "$KW_ADDR" & PIDS+=($!)
 wait_up "http://$KW_ADDR/healthz"
-printf '%-12s %10s %8s %8s %7s\n' scenario 'req/s' 'p50 ms' 'p99 ms' ratio
-printf '%-12s %10.0f %8s %8s %7s\n' reference "$REF_RPS" "$REF_P50" "$REF_P99" 1.00
+echo "$HEADER"
+echo "$REF_ROW"
 for scenario in valid invalid ratelimited; do
-  read -r rps p50 p99 < <(run_wrk "http://$KW_ADDR/v1/verify" "$WORK/$scenario.lua")
-  printf '%-12s %10.0f %8s %8s %7.2f\n' "$scenario" "$rps" "$p50" "$p99" "$(awk -v a="$rps" -v b="$REF_RPS" 'BEGIN {print a / b}')"
+  row "http://$KW_ADDR/v1/verify" "$WORK/$scenario.lua" "$scenario"
 done
-echo "($(date -u +%FT%TZ), $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s, store ${KEYWARD_DATABASE_URL%%:*})"
+echo "($(date -u +%FT%TZ), $(nproc) cores; max: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s;" \
+  "half: oha -c$RATE_CONNECTIONS -z${DURATION}s -q <max/2> --latency-correction -w; store ${KEYWARD_DATABASE_URL%%:*})"
