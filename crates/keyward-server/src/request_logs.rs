@@ -113,7 +113,20 @@ impl Pending {
     fn len(&self) -> usize {
         self.fresh.len() + self.retry.len()
     }
+
+    /// Everything pending, oldest first, as rows.
+    fn into_rows(self) -> Vec<NewRequestLog> {
+        let mut batch = self.retry;
+        batch.extend(self.fresh.into_iter().map(PendingLog::into_entry));
+        batch
+    }
 }
+
+/// From this many entries on, a flush builds its rows and frees them on the
+/// blocking pool: under load a second's entries (tens of thousands) take
+/// milliseconds to turn into rows and to free, which on a runtime worker
+/// would stall every verification queued behind it.
+const OFFLOAD_AT: usize = 1024;
 
 pub struct RequestLogBuffer {
     pending: Mutex<Pending>,
@@ -144,37 +157,60 @@ impl RequestLogBuffer {
         }
     }
 
+    fn take_pending(&self) -> Pending {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// Everything pending, oldest first, as rows.
+    #[cfg(test)]
     fn take(&self) -> Vec<NewRequestLog> {
-        let taken = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
-        let mut batch = taken.retry;
-        batch.extend(taken.fresh.into_iter().map(PendingLog::into_entry));
-        batch
+        self.take_pending().into_rows()
+    }
+
+    /// [`Self::take`], off the runtime's workers for a large batch.
+    async fn take_rows(&self) -> Vec<NewRequestLog> {
+        let pending = self.take_pending();
+        if pending.fresh.len() < OFFLOAD_AT {
+            return pending.into_rows();
+        }
+        let count = pending.len();
+        match tokio::task::spawn_blocking(move || pending.into_rows()).await {
+            Ok(rows) => rows,
+            // Only if building the rows panicked: the entries are lost.
+            Err(_) => {
+                self.dropped.increment(count as u64);
+                Vec::new()
+            }
+        }
     }
 
     /// Writes what is pending. On failure the batch goes back in front of
     /// newer entries, as far as the capacity allows; the rest is dropped and
     /// counted.
     pub async fn flush(&self, store: &dyn Store) {
-        let batch = self.take();
+        let batch = self.take_rows().await;
         if batch.is_empty() {
             return;
         }
         metrics::histogram!(m::FLUSH_BATCH_SIZE, "buffer" => "request_logs")
             .record(batch.len() as f64);
-        if let Err(error) = store.insert_request_logs(&batch).await {
-            tracing::warn!(%error, entries = batch.len(), "could not write request logs; will retry");
-            metrics::counter!(m::FLUSH_FAILURES, "buffer" => "request_logs").increment(1);
-            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            let room = self.capacity.saturating_sub(pending.len());
-            if batch.len() > room {
-                let dropped = batch.len() - room;
-                self.dropped.increment(dropped as u64);
+        let Err(error) = store.insert_request_logs(&batch).await else {
+            if batch.len() >= OFFLOAD_AT {
+                tokio::task::spawn_blocking(move || drop(batch));
             }
-            // The oldest entries are the ones dropped.
-            let skip = batch.len().saturating_sub(room);
-            pending.retry = batch.into_iter().skip(skip).collect();
+            return;
+        };
+        tracing::warn!(%error, entries = batch.len(), "could not write request logs; will retry");
+        metrics::counter!(m::FLUSH_FAILURES, "buffer" => "request_logs").increment(1);
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let room = self.capacity.saturating_sub(pending.len());
+        if batch.len() > room {
+            let dropped = batch.len() - room;
+            self.dropped.increment(dropped as u64);
         }
+        // The oldest entries are the ones dropped.
+        let skip = batch.len().saturating_sub(room);
+        pending.retry = batch.into_iter().skip(skip).collect();
     }
 
     /// Flushes every `FLUSH_INTERVAL` until `shutdown` fires, then once more.
