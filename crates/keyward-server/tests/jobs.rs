@@ -134,21 +134,7 @@ async fn an_interrupted_job_is_resumed(s: TestServer) {
     let stale = time::OffsetDateTime::now_utc().unix_timestamp() * 1000 - 60_000;
     let params = json!({"workspace_id": s.owner.workspace_id}).to_string();
     let job_id = "job_01crashedcrashedcrashed00";
-    sqlx::any::install_default_drivers();
-    let mut db = <sqlx::AnyConnection as sqlx::Connection>::connect(s.database_url())
-        .await
-        .unwrap();
-    sqlx::query(
-        "INSERT INTO jobs (id, account_id, kind, params, status, attempts, created_by, created_at, started_at, heartbeat_at) \
-         VALUES ($1, $2, 'disable_keys', $3, 'running', 1, NULL, $4, $4, $4)",
-    )
-    .bind(job_id)
-    .bind(&s.owner.account_id)
-    .bind(&params)
-    .bind(stale)
-    .execute(&mut db)
-    .await
-    .unwrap();
+    let db = running_job(&s, job_id, "disable_keys", &params, stale).await;
     sqlx::Connection::close(db).await.unwrap();
 
     let job = finished(&s, job_id).await;
@@ -426,6 +412,34 @@ async fn bulk_rotate_checks_its_input(s: TestServer) {
     );
 }
 
+/// Writes a job as a worker that claimed it and died leaves it: `running`,
+/// last heartbeat at `heartbeat_ms`. Returns the open connection.
+async fn running_job(
+    s: &TestServer,
+    job_id: &str,
+    kind: &str,
+    params: &str,
+    heartbeat_ms: i64,
+) -> sqlx::AnyConnection {
+    sqlx::any::install_default_drivers();
+    let mut db = <sqlx::AnyConnection as sqlx::Connection>::connect(s.database_url())
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO jobs (id, account_id, kind, params, status, attempts, created_by, created_at, started_at, heartbeat_at) \
+         VALUES ($1, $2, $3, $4, 'running', 1, NULL, $5, $5, $5)",
+    )
+    .bind(job_id)
+    .bind(&s.owner.account_id)
+    .bind(kind)
+    .bind(params)
+    .bind(heartbeat_ms)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    db
+}
+
 async fn an_interrupted_rotation_never_rotates_a_key_twice(s: TestServer) {
     use rand_core::TryRngCore;
     let identity = age::x25519::Identity::generate();
@@ -447,21 +461,7 @@ async fn an_interrupted_rotation_never_rotates_a_key_twice(s: TestServer) {
     })
     .to_string();
     let job_id = "job_01rotatorcrashedhalfway000";
-    sqlx::any::install_default_drivers();
-    let mut db = <sqlx::AnyConnection as sqlx::Connection>::connect(s.database_url())
-        .await
-        .unwrap();
-    sqlx::query(
-        "INSERT INTO jobs (id, account_id, kind, params, status, attempts, created_by, created_at, started_at, heartbeat_at) \
-         VALUES ($1, $2, 'rotate_keys', $3, 'running', 1, NULL, $4, $4, $4)",
-    )
-    .bind(job_id)
-    .bind(&s.owner.account_id)
-    .bind(&params)
-    .bind(now)
-    .execute(&mut db)
-    .await
-    .unwrap();
+    let mut db = running_job(&s, job_id, "rotate_keys", &params, now).await;
     let first = keyward_core::KeyFormat::default().generate(
         &keyward_core::EnvTag::parse("stg").unwrap(),
         &mut rand_core::OsRng.unwrap_err(),

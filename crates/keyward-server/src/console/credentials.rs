@@ -10,7 +10,7 @@ use super::{PageResult, authorized, redirect_after};
 use crate::AppState;
 use crate::api::views::{CreatedKey, KeyView, List};
 use crate::api::{allowlist, integrations, keys, logs, permissions, workspaces};
-use crate::auth::ManageCredentials;
+use crate::auth::{Authorized, ManageCredentials};
 use crate::extract::{Body, OptionalBody, Pagination, Timestamp};
 use crate::problem::{ApiResult, Problem};
 use askama::Template;
@@ -167,8 +167,6 @@ pub async fn keys_of(
     .await?;
     Ok(list)
 }
-
-use crate::auth::Authorized;
 
 async fn list(
     State(state): State<AppState>,
