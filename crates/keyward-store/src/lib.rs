@@ -349,8 +349,9 @@ pub trait Store: Send + Sync + 'static {
 
     // ── Request logs and change notifications ────────────────────────────
 
-    /// Appends verification outcomes in one transaction (multi-row INSERTs:
-    /// the verify path batches these, never writing per request).
+    /// Appends verification outcomes in one transaction, all or none (a few
+    /// statements per batch: the verify path batches these, never writing
+    /// per request). Each gets a new `log_<ulid>` id, increasing in order.
     async fn insert_request_logs(&self, entries: &[NewRequestLog]) -> StoreResult<()>;
 
     /// The account's request logs matching `filter`, newest first; `after`

@@ -3,8 +3,9 @@
 //! Both backends run the same SQL: numbered `$1` placeholders (SQLite reads
 //! `$N` as parameter N), `RETURNING`, `ON CONFLICT`, and only the column
 //! types `Any` decodes (TEXT and 64-bit integers). The few differences —
-//! how a write transaction starts and whether rows can be locked — live in
-//! [`Dialect`].
+//! how a write transaction starts, whether rows can be locked, and how a
+//! batch of request logs is best sent (`request_logs::insert`) — are
+//! chosen by [`Dialect`].
 //!
 //! Each submodule holds the queries of one area as functions on a
 //! connection; the [`Store`] methods below only choose between a read

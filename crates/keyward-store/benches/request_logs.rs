@@ -1,0 +1,207 @@
+//! The cost of writing request logs: `Store::insert_request_logs` with
+//! batches of 10,000 rows (a busy node's flush of one second), into a fresh
+//! SQLite file and, when it answers, a fresh PostgreSQL schema (see
+//! `keyward_store::testing`; `KEYWARD_TEST_POSTGRES_URL` names the server).
+//!
+//! `cargo bench -p keyward-store --features testing --bench request_logs -- --quick`
+//!
+//! Two workloads, because they cost differently: `one_key` (one account,
+//! key and workspace, like the HTTP load tests) and `1000_keys` (3
+//! accounts, 10 workspaces, 1,000 keys: each batch then lands on ~1,000
+//! places of the by-key index). Criterion reports the wall time per batch
+//! (divide by 10,000 for ns per row) and rows per second; after each
+//! benchmark a line gives this process's CPU time per row (on SQLite that
+//! includes the database's work, on PostgreSQL not the server's), read
+//! from /proc where there is one.
+//!
+//! Only the insert is timed: each batch is built beforehand. Each table
+//! starts with `PREFILLED` rows that stay (dated a year ahead), and the
+//! benchmark's own rows are purged, untimed, whenever they pass
+//! `OWN_ROWS_CAP`, so that a faster build, which runs more batches, does
+//! not also write into a bigger table.
+//!
+//! Measured on the 2-core development machine while another build ran
+//! (wall times ±20 %), three runs of each build alternating, ns per row:
+//!
+//! | workload            | before (wall / CPU) | after (wall / CPU) |
+//! |---------------------|---------------------|--------------------|
+//! | sqlite, one key     | 12,900–14,000 / 11,200–12,100 | 5,300–5,500 / 4,400–4,600 |
+//! | sqlite, 1,000 keys  | 34,800–38,900 / 30,000–32,100 | 21,800–24,700 / 18,300–20,400 |
+//! | postgres, one key   | 12,500–14,100 / 1,900–2,100 | 11,100–11,600 / 800–900 |
+//! | postgres, 1,000 keys| 16,800–17,800 / 2,000–2,200 | 15,300–16,200 / 770–880 |
+//!
+//! "Before" is 16 (SQLite) or 500 (PostgreSQL) rows per statement with
+//! `$n` parameters and the 0002 indexes; "after" is `sql/request_logs.rs`
+//! as it is now and migration 0008. On PostgreSQL the wall time is mostly
+//! the server's: summing the CPU of the `postgres` processes in a separate
+//! run (1,000 keys) gave ~15,800 ns a row before, ~15,500 with the JSON
+//! parameter alone and ~13,300 with 0008 as well. What 1,000 keys add on
+//! SQLite is, by all appearances, the by-key index: the only one a batch
+//! touches in ~1,000 places (one leaf per key), far more pages than the
+//! 2 MB page cache holds.
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use keyward_store::testing::{Backend, DEFAULT_POSTGRES_URL, POSTGRES_URL_VAR, TestDatabase};
+use keyward_store::{NewRequestLog, Store};
+use sqlx::Connection;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BATCH: usize = 10_000;
+const PREFILLED: usize = 100_000;
+const OWN_ROWS_CAP: usize = 200_000;
+const YEAR_MS: i64 = 365 * 24 * 3600 * 1000;
+
+#[derive(Clone, Copy)]
+struct Workload {
+    name: &'static str,
+    accounts: u64,
+    workspaces: u64,
+    keys: u64,
+}
+
+const WORKLOADS: [Workload; 2] = [
+    Workload {
+        name: "one_key",
+        accounts: 1,
+        workspaces: 1,
+        keys: 1,
+    },
+    Workload {
+        name: "1000_keys",
+        accounts: 3,
+        workspaces: 10,
+        keys: 1_000,
+    },
+];
+
+/// A batch of verifications made in the second before `now_ms`: most
+/// `valid`, one in fifty an unknown key (no key, no workspace).
+fn batch(workload: Workload, now_ms: i64, seed: &mut u64) -> Vec<NewRequestLog> {
+    (0..BATCH)
+        .map(|n| {
+            // xorshift64: cheap, deterministic, spread enough.
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            let key = *seed % workload.keys;
+            let found = !seed.is_multiple_of(50);
+            NewRequestLog {
+                account_id: format!("acct_01jabcdefghjkmnpqrstvwxy{}", key % workload.accounts),
+                at: now_ms - 1_000 + (n * 1_000 / BATCH) as i64,
+                key_id: found.then(|| format!("key_01jabcdefghjkmnpqrst{key:04}")),
+                workspace_id: found
+                    .then(|| format!("ws_01jabcdefghjkmnpqrstvwx{:02}", key % workload.workspaces)),
+                environment: Some("production".into()),
+                client_ip: Some("203.0.113.7".into()),
+                permissions: vec!["customers:read".into()],
+                code: if found { "valid" } else { "unknown_key" }.into(),
+                latency_us: 20 + (*seed % 200) as i64,
+            }
+        })
+        .collect()
+}
+
+fn now_ms() -> i64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i64::try_from(since_epoch.as_millis()).unwrap()
+}
+
+/// CPU time used so far by this process's live threads (the runtime's and
+/// sqlx's SQLite workers included), in ns; `None` without /proc.
+fn process_cpu_ns() -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
+/// Whether the PostgreSQL test server answers; the benchmark skips it
+/// (saying so) when it does not.
+async fn postgres_reachable() -> bool {
+    let url = std::env::var(POSTGRES_URL_VAR).unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
+    match tokio::time::timeout(Duration::from_secs(3), sqlx::PgConnection::connect(&url)).await {
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            true
+        }
+        Ok(Err(e)) => {
+            eprintln!("request_logs/*/postgres skipped: {e}");
+            false
+        }
+        Err(_) => {
+            eprintln!("request_logs/*/postgres skipped: no answer within 3 s");
+            false
+        }
+    }
+}
+
+fn insert_batches(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("request_logs");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.sample_size(10);
+    for (backend_name, backend) in [("sqlite", Backend::Sqlite), ("postgres", Backend::Postgres)] {
+        if backend == Backend::Postgres && !runtime.block_on(postgres_reachable()) {
+            continue;
+        }
+        for workload in WORKLOADS {
+            let db = runtime.block_on(TestDatabase::create(backend));
+            let store: Arc<dyn Store> = runtime.block_on(db.open_store());
+            let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+            for _ in 0..PREFILLED / BATCH {
+                let rows = batch(workload, now_ms() + YEAR_MS, &mut seed);
+                runtime.block_on(store.insert_request_logs(&rows)).unwrap();
+            }
+            let (mut own_rows, mut timed_rows, mut cpu_ns) = (0, 0u64, Some(0u64));
+            let name = format!("insert_10k/{backend_name}/{}", workload.name);
+            group.bench_function(&name, |b| {
+                b.iter_custom(|iters| {
+                    let mut spent = Duration::ZERO;
+                    for _ in 0..iters {
+                        if own_rows >= OWN_ROWS_CAP {
+                            // Only the prefilled rows are dated later.
+                            runtime
+                                .block_on(store.purge_request_logs(now_ms() + 1))
+                                .unwrap();
+                            own_rows = 0;
+                        }
+                        let rows = batch(workload, now_ms(), &mut seed);
+                        let cpu_before = process_cpu_ns();
+                        let started = Instant::now();
+                        runtime.block_on(store.insert_request_logs(&rows)).unwrap();
+                        spent += started.elapsed();
+                        cpu_ns = match (cpu_ns, cpu_before, process_cpu_ns()) {
+                            (Some(sum), Some(before), Some(after)) => Some(sum + after - before),
+                            _ => None,
+                        };
+                        own_rows += rows.len();
+                        timed_rows += rows.len() as u64;
+                    }
+                    spent
+                })
+            });
+            if let Some(cpu_ns) = cpu_ns.filter(|_| timed_rows > 0) {
+                println!(
+                    "request_logs/{name}: this process's CPU: {} ns/row over {timed_rows} rows",
+                    cpu_ns / timed_rows
+                );
+            }
+            // The store (and its pool) goes before its database.
+            drop(store);
+            drop(db);
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, insert_batches);
+criterion_main!(benches);
