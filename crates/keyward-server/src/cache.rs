@@ -23,9 +23,9 @@
 
 use crate::auth::Principal;
 use crate::ratelimit::KeyLimiter;
+use crate::tally::{self, Tallies};
 use crate::telemetry as m;
 use keyward_store::VerificationRecord;
-use metrics::Counter;
 use quick_cache::sync::Cache;
 use std::hash::{Hash, Hasher};
 use std::ops::Deref;
@@ -155,30 +155,39 @@ impl Hash for HashKey {
     }
 }
 
-/// Lookup outcomes of one tier, registered once (a handle increments with
-/// one atomic add; the `counter!` macro would look the series up each time).
-struct TierCounters {
-    hit: Counter,
-    negative_hit: Counter,
-    miss: Counter,
+/// Which tier a lookup went to, and what it found: the indexes of
+/// [`VerifyCache::lookups`].
+#[derive(Clone, Copy)]
+enum TierName {
+    Key = 0,
+    Token = 1,
 }
 
-impl TierCounters {
-    fn new(cache: &'static str) -> Self {
-        let counter = |result: &'static str| metrics::counter!(m::CACHE_LOOKUPS, "cache" => cache, "result" => result);
-        Self {
-            hit: counter("hit"),
-            negative_hit: counter("negative_hit"),
-            miss: counter("miss"),
-        }
-    }
+#[derive(Clone, Copy)]
+enum LookupResult {
+    Hit = 0,
+    NegativeHit = 1,
+    Miss = 2,
+}
+
+const LOOKUP_RESULTS: [(LookupResult, &str); 3] = [
+    (LookupResult::Hit, "hit"),
+    (LookupResult::NegativeHit, "negative_hit"),
+    (LookupResult::Miss, "miss"),
+];
+
+/// Two tiers × three results.
+const LOOKUP_SLOTS: usize = 2 * LOOKUP_RESULTS.len();
+
+fn lookup_index(tier: TierName, result: LookupResult) -> usize {
+    tier as usize * LOOKUP_RESULTS.len() + result as usize
 }
 
 pub struct VerifyCache {
     keys: Tier<Arc<CachedKey>>,
     tokens: Tier<Arc<CachedPrincipal>>,
-    key_counters: TierCounters,
-    token_counters: TierCounters,
+    /// Lookups by tier and result, per thread (see [`crate::tally`]).
+    lookups: Tallies<LOOKUP_SLOTS>,
     unknown: Cache<HashKey, UnknownEntry>,
     generations: Box<[AtomicU64]>,
     /// Bumped by every invalidation, before the generations it changes.
@@ -195,8 +204,7 @@ impl VerifyCache {
         Self {
             keys: Cache::new(config.key_capacity.max(1)),
             tokens: Cache::new(config.token_capacity.max(1)),
-            key_counters: TierCounters::new("key"),
-            token_counters: TierCounters::new("token"),
+            lookups: Tallies::default(),
             unknown: Cache::new(config.unknown_capacity.max(1)),
             generations: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             invalidations: AtomicU64::new(0),
@@ -207,11 +215,11 @@ impl VerifyCache {
     }
 
     pub fn key(&self, hash: &[u8; 32], now_ms: i64) -> Lookup<Arc<CachedKey>> {
-        self.lookup_in(&self.keys, &self.key_counters, hash, now_ms)
+        self.lookup_in(&self.keys, TierName::Key, hash, now_ms)
     }
 
     pub fn token(&self, hash: &[u8; 32], now_ms: i64) -> Lookup<Arc<CachedPrincipal>> {
-        self.lookup_in(&self.tokens, &self.token_counters, hash, now_ms)
+        self.lookup_in(&self.tokens, TierName::Token, hash, now_ms)
     }
 
     /// Caches `record` (unless the ticket is stale) and returns its entry.
@@ -242,7 +250,7 @@ impl VerifyCache {
     fn lookup_in<T: Clone>(
         &self,
         tier: &Tier<T>,
-        counters: &TierCounters,
+        name: TierName,
         hash: &[u8; 32],
         now_ms: i64,
     ) -> Lookup<T> {
@@ -251,15 +259,37 @@ impl VerifyCache {
             .get(&HashKey(*hash))
             .filter(|e| self.is_fresh(e, now_ms))
         {
-            counters.hit.increment(1);
+            self.count(name, LookupResult::Hit);
             return Lookup::Hit(entry.value);
         }
         let found = self.unknown_or_miss(hash, now_ms, ticket);
         match found {
-            Lookup::Unknown => counters.negative_hit.increment(1),
-            _ => counters.miss.increment(1),
+            Lookup::Unknown => self.count(name, LookupResult::NegativeHit),
+            _ => self.count(name, LookupResult::Miss),
         }
         found
+    }
+
+    fn count(&self, tier: TierName, result: LookupResult) {
+        self.lookups.row().add(lookup_index(tier, result), 1);
+    }
+
+    /// Appends `keyward_cache_lookups_total` to a `/metrics` text.
+    pub fn render_metrics(&self, out: &mut String) {
+        let totals = self.lookups.totals();
+        tally::header(
+            out,
+            m::CACHE_LOOKUPS,
+            "Verify-path cache lookups by cache and result.",
+            "counter",
+        );
+        for (tier, cache) in [(TierName::Key, "key"), (TierName::Token, "token")] {
+            for (result, label) in LOOKUP_RESULTS {
+                let labels = format!("cache=\"{cache}\",result=\"{label}\"");
+                let count = totals[lookup_index(tier, result)];
+                tally::sample(out, m::CACHE_LOOKUPS, &labels, count);
+            }
+        }
     }
 
     fn insert_in<T: Clone>(
@@ -381,14 +411,14 @@ mod tests {
     }
 
     fn load(cache: &VerifyCache, tier: &Tier<u32>, n: u32, account: &str) {
-        match cache.lookup_in(tier, &cache.key_counters, &hash(n), NOW) {
+        match cache.lookup_in(tier, TierName::Key, &hash(n), NOW) {
             Lookup::Miss(ticket) => cache.insert_in(tier, ticket, hash(n), account, n, NOW),
             _ => panic!("{n} was cached already"),
         }
     }
 
     fn hit(cache: &VerifyCache, tier: &Tier<u32>, n: u32, now: i64) -> bool {
-        matches!(cache.lookup_in(tier, &cache.key_counters, &hash(n), now), Lookup::Hit(v) if v == n)
+        matches!(cache.lookup_in(tier, TierName::Key, &hash(n), now), Lookup::Hit(v) if v == n)
     }
 
     #[test]
@@ -405,8 +435,7 @@ mod tests {
     #[test]
     fn a_read_that_raced_with_a_change_is_not_cached() {
         let (cache, tier) = cache();
-        let Lookup::Miss(ticket) = cache.lookup_in(&tier, &cache.key_counters, &hash(7), NOW)
-        else {
+        let Lookup::Miss(ticket) = cache.lookup_in(&tier, TierName::Key, &hash(7), NOW) else {
             panic!("empty cache");
         };
         // The store read happens here; a change commits and invalidates.
@@ -415,7 +444,7 @@ mod tests {
         assert!(!hit(&cache, &tier, 7, NOW));
         cache.insert_unknown(ticket, hash(8), NOW);
         assert!(matches!(
-            cache.lookup_in(&tier, &cache.key_counters, &hash(8), NOW),
+            cache.lookup_in(&tier, TierName::Key, &hash(8), NOW),
             Lookup::Miss(_)
         ));
     }
@@ -434,14 +463,13 @@ mod tests {
     fn unknown_hashes_are_remembered_in_bounded_memory() {
         let (cache, tier) = cache();
         for n in 0..10_000 {
-            let Lookup::Miss(ticket) = cache.lookup_in(&tier, &cache.key_counters, &hash(n), NOW)
-            else {
+            let Lookup::Miss(ticket) = cache.lookup_in(&tier, TierName::Key, &hash(n), NOW) else {
                 panic!("{n} is new");
             };
             cache.insert_unknown(ticket, hash(n), NOW);
         }
         assert!(matches!(
-            cache.lookup_in(&tier, &cache.key_counters, &hash(9_999), NOW),
+            cache.lookup_in(&tier, TierName::Key, &hash(9_999), NOW),
             Lookup::Unknown
         ));
         assert!(
@@ -452,7 +480,7 @@ mod tests {
         // Any change may make a hash known: negatives go with it.
         cache.invalidate_account("acct_b");
         assert!(matches!(
-            cache.lookup_in(&tier, &cache.key_counters, &hash(9_999), NOW),
+            cache.lookup_in(&tier, TierName::Key, &hash(9_999), NOW),
             Lookup::Miss(_)
         ));
     }
