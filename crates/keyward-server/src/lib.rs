@@ -21,6 +21,7 @@ mod ratelimit;
 pub mod request_logs;
 mod secrets;
 pub mod shared_limit;
+mod tally;
 pub mod telemetry;
 mod usage;
 pub mod verifier;
@@ -36,7 +37,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use usage::UsageBuffer;
 use verifier::Verifier;
 
 /// Everything a request handler needs, shared by all requests.
@@ -59,7 +59,8 @@ pub struct ServerConfig {
     pub shared_limits: Option<Arc<SharedLimits>>,
     /// Request logs older than this are purged.
     pub log_retention_days: u32,
-    /// Request-log entries buffered at most between flushes.
+    /// Request-log entries buffered at most per verifying thread between
+    /// flushes (one list per runtime worker; see `request_logs`).
     pub log_buffer_capacity: usize,
     /// Console cookies carry `Secure`. Browsers accept such cookies from
     /// `https://` and from `http://localhost`/`127.0.0.1`; turn it off only
@@ -85,7 +86,6 @@ impl Default for ServerConfig {
 pub struct Server {
     state: AppState,
     config: ServerConfig,
-    usage: Arc<UsageBuffer>,
     logs: Arc<RequestLogBuffer>,
     cache: Arc<VerifyCache>,
 }
@@ -98,13 +98,11 @@ impl Server {
     pub fn with_config(store: Arc<dyn Store>, format: KeyFormat, config: ServerConfig) -> Self {
         // First: the cache and the verifier register their metrics with it.
         let metrics = telemetry::install();
-        let usage = Arc::new(UsageBuffer::default());
         let logs = Arc::new(RequestLogBuffer::new(config.log_buffer_capacity));
         let cache = Arc::new(VerifyCache::new(config.cache));
         let verifier = Verifier::new(
             store.clone(),
             format.clone(),
-            usage.clone(),
             logs.clone(),
             cache.clone(),
             config.shared_limits.clone(),
@@ -118,7 +116,6 @@ impl Server {
                 console: console::ConsoleState::new(config.secure_cookies),
             }),
             config,
-            usage,
             logs,
             cache,
         }
@@ -147,10 +144,9 @@ impl Server {
         let store = self.state.store.clone();
         let feed = store.change_feed().await.map_err(std::io::Error::other)?;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let mut tasks = vec![
-            tokio::spawn(self.usage.clone().run(store.clone(), stop_rx.clone())),
-            tokio::spawn(self.logs.clone().run(store.clone(), stop_rx.clone())),
-        ];
+        let mut tasks = vec![tokio::spawn(
+            self.logs.clone().run(store.clone(), stop_rx.clone()),
+        )];
         let worker = jobs::Worker::new(
             store.clone(),
             self.cache.clone(),

@@ -1,22 +1,31 @@
-//! Request logs without a storage write per verification: outcomes are
-//! appended to a bounded in-memory buffer and written in one transaction
-//! (multi-row INSERTs) every `FLUSH_INTERVAL` and at shutdown. When the
-//! buffer is full (the store is down or slower than the traffic), new
-//! entries are dropped and counted — verification never waits for storage.
+//! Request logs and last use without a storage write per verification:
+//! outcomes are appended to bounded in-memory lists (one per verifying
+//! thread) and written every [`FLUSH_INTERVAL`] and at shutdown — the keys'
+//! last uses in one batch, then the logs in one transaction. When a list is
+//! full (the store is down or slower than the traffic), new log entries are
+//! dropped and counted, their uses still noted — verification never waits
+//! for storage.
 //!
 //! Retention is enforced by the `purge_request_logs` job (`crate::jobs`).
 
 use crate::cache::CachedKey;
 use crate::telemetry as m;
-use crate::usage::flush_periodically;
+use crate::usage::UsageBuffer;
+use governor::clock::{Clock, DefaultClock, QuantaInstant};
 use keyward_core::PermissionName;
 use keyward_core::verify::Code;
 use keyward_store::{NewRequestLog, Store, VerificationRecord};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use thread_local::ThreadLocal;
 use tokio::sync::watch;
 
-/// Entries held at most between flushes (about 200 bytes each).
+/// How often buffered outcomes are written, at the latest.
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Entries held at most per verifying thread between flushes (about 130
+/// bytes each).
 pub const DEFAULT_CAPACITY: usize = 100_000;
 
 /// The permissions a verification asked for, as the buffer holds them.
@@ -70,6 +79,11 @@ fn held_positions(held: &[PermissionName], asked: &[PermissionName]) -> Option<u
 #[derive(Debug)]
 pub struct PendingLog {
     pub at: i64,
+    /// When the verification answered, on a [`DefaultClock`] (instants of
+    /// every such clock are comparable: they share one calibration). It
+    /// orders entries of different threads, which `at`'s milliseconds
+    /// cannot: two requests one after the other often share one.
+    pub answered: QuantaInstant,
     /// The key, when it was found in the caller's account.
     pub record: Option<Arc<CachedKey>>,
     /// Without a record: the caller's account and the environment asked for.
@@ -102,35 +116,27 @@ impl PendingLog {
     }
 }
 
-#[derive(Default)]
-struct Pending {
-    fresh: Vec<PendingLog>,
-    /// Entries of failed flushes, retried first.
-    retry: Vec<NewRequestLog>,
-}
-
-impl Pending {
-    fn len(&self) -> usize {
-        self.fresh.len() + self.retry.len()
-    }
-
-    /// Everything pending, oldest first, as rows.
-    fn into_rows(self) -> Vec<NewRequestLog> {
-        let mut batch = self.retry;
-        batch.extend(self.fresh.into_iter().map(PendingLog::into_entry));
-        batch
-    }
-}
-
 /// From this many entries on, a flush builds its rows and frees them on the
 /// blocking pool: under load a second's entries (tens of thousands) take
 /// milliseconds to turn into rows and to free, which on a runtime worker
 /// would stall every verification queued behind it.
 const OFFLOAD_AT: usize = 1024;
 
+/// Outcomes of verifications, buffered until the next flush writes them as
+/// request-log rows and, for valid ones, as the keys' last use (so the
+/// verify path records each outcome once, and last use costs it nothing).
 pub struct RequestLogBuffer {
-    pending: Mutex<Pending>,
+    /// One list per verifying thread: appending takes only that thread's
+    /// own, uncontended lock (a shared list's lock was fought over by every
+    /// worker on every verification). The flusher empties them all.
+    lists: ThreadLocal<Mutex<Vec<PendingLog>>>,
+    /// Rows of failed flushes, retried first.
+    retry: Mutex<Vec<NewRequestLog>>,
+    /// Entries buffered at most per verifying thread, and rows kept for retry.
     capacity: usize,
+    /// Reads the cut of each flush (see [`Self::take_pending`]).
+    clock: DefaultClock,
+    usage: UsageBuffer,
     /// Registered once: the `counter!` macro would look the series up (and
     /// allocate its key) on every dropped entry, i.e. on the verify path
     /// whenever the buffer is full.
@@ -140,41 +146,104 @@ pub struct RequestLogBuffer {
 impl RequestLogBuffer {
     pub fn new(capacity: usize) -> Self {
         Self {
-            pending: Mutex::new(Pending::default()),
+            lists: ThreadLocal::new(),
+            retry: Mutex::new(Vec::new()),
             capacity,
+            clock: DefaultClock::default(),
+            usage: UsageBuffer::default(),
             dropped: metrics::counter!(m::DROPPED_ENTRIES, "buffer" => "request_logs"),
         }
     }
 
-    /// Buffers one entry, or drops it (counted) if the buffer is full.
+    /// Buffers one outcome, or, if this thread's list is full, drops its log
+    /// entry (counted) but still notes the key's use, so last-used stays
+    /// exact even when logs are shed.
     pub fn record(&self, entry: PendingLog) {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if pending.len() >= self.capacity {
-            drop(pending);
-            self.dropped.increment(1);
-        } else {
-            pending.fresh.push(entry);
+        let mut list = lock(self.lists.get_or_default());
+        if list.len() < self.capacity {
+            list.push(entry);
+            return;
         }
+        drop(list);
+        self.dropped.increment(1);
+        self.note_use(&entry);
     }
 
-    fn take_pending(&self) -> Pending {
-        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()))
+    /// Empties the buffer without writing anything; returns how many
+    /// entries it held. For benchmarks, which drain the buffer between
+    /// timed runs as the flusher would, so that they measure appending
+    /// rather than the full buffer's drop path.
+    pub fn discard(&self) -> usize {
+        self.take_pending().len()
     }
 
-    /// Everything pending, oldest first, as rows.
-    #[cfg(test)]
-    fn take(&self) -> Vec<NewRequestLog> {
-        self.take_pending().into_rows()
+    /// A valid outcome is a use of its key (of the secret a rotation
+    /// replaced, if that is the one presented).
+    fn note_use(&self, entry: &PendingLog) {
+        let Some(record) = entry.record.as_deref().filter(|_| entry.code.is_valid()) else {
+            return;
+        };
+        self.usage.touch(
+            &record.key.account_id,
+            &record.key.id,
+            record.replaced_secret_expires_at.is_some(),
+            entry.at,
+            entry.ip,
+        );
     }
 
-    /// [`Self::take`], off the runtime's workers for a large batch.
+    /// Everything pending, oldest first; valid uses are noted for last-used.
+    fn take_pending(&self) -> Vec<PendingLog> {
+        self.take_answered_by(self.clock.now())
+    }
+
+    /// The entries of verifications that answered by `cut`, oldest first;
+    /// later ones stay for the next flush.
+    ///
+    /// Rows' ids, which listing sorts by, are minted in this order, flush
+    /// after flush, so it must be the order in which requests were
+    /// answered. The lists are visited one after the other while
+    /// verifications go on; without the cut, an entry appended to a list
+    /// already visited would wait for the next flush while a later one,
+    /// appended to a list not yet visited, went in this one, and would be
+    /// listed as the older. With the cut read before any list is visited,
+    /// a verification answered before the next one began (the order a
+    /// client can see) is taken no later than it.
+    fn take_answered_by(&self, cut: QuantaInstant) -> Vec<PendingLog> {
+        let mut pending = Vec::new();
+        for list in self.lists.iter() {
+            let mut list = lock(list);
+            // Each thread's list is in the order its entries answered.
+            let due = list.partition_point(|entry| entry.answered <= cut);
+            // The same room again: the next second's traffic is likely alike.
+            let mut room = Vec::with_capacity(list.len());
+            room.extend(list.drain(due..));
+            let taken = std::mem::replace(&mut *list, room);
+            drop(list);
+            pending.extend(taken);
+        }
+        pending.sort_by_key(|entry| entry.answered);
+        for entry in &pending {
+            self.note_use(entry);
+        }
+        pending
+    }
+
+    /// Every row pending (failed ones first), built off the runtime's
+    /// workers when the batch is large.
     async fn take_rows(&self) -> Vec<NewRequestLog> {
+        let retry = std::mem::take(&mut *lock(&self.retry));
         let pending = self.take_pending();
-        if pending.fresh.len() < OFFLOAD_AT {
-            return pending.into_rows();
+        let count = retry.len() + pending.len();
+        let build = move || {
+            let mut rows = retry;
+            rows.extend(pending.into_iter().map(PendingLog::into_entry));
+            rows
+        };
+        if count < OFFLOAD_AT {
+            return build();
         }
-        let count = pending.len();
-        match tokio::task::spawn_blocking(move || pending.into_rows()).await {
+        match tokio::task::spawn_blocking(build).await {
             Ok(rows) => rows,
             // Only if building the rows panicked: the entries are lost.
             Err(_) => {
@@ -184,11 +253,12 @@ impl RequestLogBuffer {
         }
     }
 
-    /// Writes what is pending. On failure the batch goes back in front of
-    /// newer entries, as far as the capacity allows; the rest is dropped and
-    /// counted.
+    /// Writes the last uses, then the request logs. On failure the log rows
+    /// go back in front of newer entries, as far as the capacity allows; the
+    /// rest are dropped and counted.
     pub async fn flush(&self, store: &dyn Store) {
         let batch = self.take_rows().await;
+        self.usage.flush(store).await;
         if batch.is_empty() {
             return;
         }
@@ -202,30 +272,42 @@ impl RequestLogBuffer {
         };
         tracing::warn!(%error, entries = batch.len(), "could not write request logs; will retry");
         metrics::counter!(m::FLUSH_FAILURES, "buffer" => "request_logs").increment(1);
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let room = self.capacity.saturating_sub(pending.len());
-        if batch.len() > room {
-            let dropped = batch.len() - room;
-            self.dropped.increment(dropped as u64);
-        }
         // The oldest entries are the ones dropped.
-        let skip = batch.len().saturating_sub(room);
-        pending.retry = batch.into_iter().skip(skip).collect();
+        let skip = batch.len().saturating_sub(self.capacity);
+        self.dropped.increment(skip as u64);
+        *lock(&self.retry) = batch.into_iter().skip(skip).collect();
     }
 
-    /// Flushes every `FLUSH_INTERVAL` until `shutdown` fires, then once more.
-    pub async fn run(self: Arc<Self>, store: Arc<dyn Store>, shutdown: watch::Receiver<bool>) {
-        flush_periodically(shutdown, || self.flush(store.as_ref())).await;
+    /// Flushes every [`FLUSH_INTERVAL`] until `shutdown` fires, then once
+    /// more so that nothing buffered is lost at a graceful stop.
+    pub async fn run(self: Arc<Self>, store: Arc<dyn Store>, mut shutdown: watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(FLUSH_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => self.flush(store.as_ref()).await,
+                _ = shutdown.changed() => break,
+            }
+        }
+        self.flush(store.as_ref()).await;
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use governor::nanos::Nanos;
 
     fn entry(code: Code) -> PendingLog {
         PendingLog {
             at: 1,
+            answered: DefaultClock::default().now(),
             record: None,
             account_id: Some("acct".into()),
             environment: Some("production".into()),
@@ -236,6 +318,47 @@ mod tests {
             code,
             latency_us: 1,
         }
+    }
+
+    /// A buffer holding entries answered at `start` + 3 and 5 ns on this
+    /// thread and + 1 and 4 ns on another, all in the same millisecond;
+    /// each entry's latency is its offset, to tell them apart.
+    fn interleaved(start: QuantaInstant) -> Arc<RequestLogBuffer> {
+        let buffer = Arc::new(RequestLogBuffer::new(10));
+        let answered = move |offset: u64| PendingLog {
+            answered: start + Nanos::new(offset),
+            latency_us: offset as i64,
+            ..entry(Code::Valid)
+        };
+        buffer.record(answered(3));
+        buffer.record(answered(5));
+        let other = buffer.clone();
+        std::thread::spawn(move || [1, 4].into_iter().for_each(|t| other.record(answered(t))))
+            .join()
+            .unwrap();
+        buffer
+    }
+
+    fn offsets(taken: Vec<PendingLog>) -> Vec<i64> {
+        taken.iter().map(|entry| entry.latency_us).collect()
+    }
+
+    #[test]
+    fn entries_of_every_thread_come_out_in_the_order_they_answered() {
+        let start = DefaultClock::default().now();
+        let buffer = interleaved(start);
+        assert_eq!(offsets(buffer.take_pending()), [1, 3, 4, 5]);
+    }
+
+    #[test]
+    fn entries_answered_after_the_cut_wait_for_the_next_flush() {
+        let start = DefaultClock::default().now();
+        let buffer = interleaved(start);
+        let cut = start + Nanos::new(3);
+        assert_eq!(offsets(buffer.take_answered_by(cut)), [1, 3]);
+        let later = start + Nanos::new(10);
+        assert_eq!(offsets(buffer.take_answered_by(later)), [4, 5]);
+        assert!(buffer.take_answered_by(later).is_empty());
     }
 
     #[test]
@@ -256,13 +379,21 @@ mod tests {
         assert_eq!(held_positions(&held, &names(&["a:read", "d:read"])), None);
     }
 
+    fn take(buffer: &RequestLogBuffer) -> Vec<NewRequestLog> {
+        buffer
+            .take_pending()
+            .into_iter()
+            .map(PendingLog::into_entry)
+            .collect()
+    }
+
     #[test]
     fn a_full_buffer_drops_instead_of_growing() {
         let buffer = RequestLogBuffer::new(2);
         for code in [Code::Valid, Code::UnknownKey, Code::MalformedKey] {
             buffer.record(entry(code));
         }
-        let batch = buffer.take();
+        let batch = take(&buffer);
         assert_eq!(
             batch.iter().map(|e| e.code.as_str()).collect::<Vec<_>>(),
             ["valid", "unknown_key"]
@@ -270,6 +401,6 @@ mod tests {
         assert_eq!(batch[0].client_ip.as_deref(), Some("203.0.113.7"));
         assert_eq!(batch[0].permissions, ["customers:read"]);
         assert_eq!(batch[0].account_id, "acct");
-        assert!(buffer.take().is_empty());
+        assert!(take(&buffer).is_empty());
     }
 }

@@ -1,16 +1,12 @@
-//! Last-used tracking without a storage write per verification: uses are
-//! folded into an in-memory map (one entry per key, so its size is bounded by
-//! the number of keys) and written in one batch at every flush.
+//! Last-used tracking without a storage write per verification: the
+//! request-log flusher folds each batch's valid outcomes into an in-memory
+//! map (one entry per key, so its size is bounded by the number of keys) and
+//! writes it in one batch before the logs (see [`crate::request_logs`]).
 
 use keyward_store::{KeyUsage, Store};
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio::sync::watch;
-
-/// How often pending uses are written, at the latest.
-pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+use std::sync::Mutex;
 
 /// The latest use of one secret of one key. The address stays an `IpAddr`
 /// until the flush: the verify path formats nothing.
@@ -30,25 +26,6 @@ struct Pending {
     current: ByKey,
     /// …and of the secret a rotation replaced, tracked on its own.
     replaced: ByKey,
-}
-
-/// Runs `flush` every [`FLUSH_INTERVAL`] until `shutdown` fires, then once
-/// more so that nothing buffered is lost at a graceful stop. Shared by the
-/// last-used and request-log buffers.
-pub async fn flush_periodically<F, Fut>(mut shutdown: watch::Receiver<bool>, mut flush: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let mut ticker = tokio::time::interval(FLUSH_INTERVAL);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => flush().await,
-            _ = shutdown.changed() => break,
-        }
-    }
-    flush().await;
 }
 
 #[derive(Default)]
@@ -122,7 +99,7 @@ impl UsageBuffer {
 
     /// Writes what is pending. On failure the uses are put back (unless a
     /// newer use of the same key arrived meanwhile) for the next flush.
-    pub async fn flush(&self, store: &dyn Store) {
+    pub(crate) async fn flush(&self, store: &dyn Store) {
         let batch = self.take();
         if batch.is_empty() {
             return;
@@ -136,11 +113,6 @@ impl UsageBuffer {
                 self.record(usage);
             }
         }
-    }
-
-    /// Flushes every [`FLUSH_INTERVAL`] until `shutdown` fires, then once more.
-    pub async fn run(self: Arc<Self>, store: Arc<dyn Store>, shutdown: watch::Receiver<bool>) {
-        flush_periodically(shutdown, || self.flush(store.as_ref())).await;
     }
 }
 

@@ -5,6 +5,7 @@
 mod common;
 
 use common::{TestServer, eventually};
+use keyward_server::ServerConfig;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -15,6 +16,7 @@ on_both_stores!(
     bad_filters_name_the_field,
     the_retention_purge_deletes_only_older_logs,
     large_batches_are_written_whole,
+    a_full_log_buffer_still_records_last_use,
 );
 
 /// Waits until `path` lists exactly `count` logs (a generous deadline: the
@@ -169,7 +171,7 @@ async fn the_retention_purge_deletes_only_older_logs(s: TestServer) {
 }
 
 /// A batch larger than one INSERT statement on either backend (SQLite
-/// splits at 16 rows, PostgreSQL at 500) lands whole, and pages cover it.
+/// splits at 512 rows, PostgreSQL at 1,000) lands whole, and pages cover it.
 async fn large_batches_are_written_whole(s: TestServer) {
     // Recent times: the server's retention purge would delete old ones.
     let now_ms = i64::try_from(
@@ -209,4 +211,39 @@ async fn large_batches_are_written_whole(s: TestServer) {
         }
     }
     assert_eq!(seen, 1_100);
+}
+
+/// With no room left in a node's log buffer, outcomes are dropped from the
+/// request log (and counted), but every key's last use is still recorded:
+/// last use is derived from the buffered outcomes, and a dropped one is
+/// noted on the spot.
+async fn a_full_log_buffer_still_records_last_use(s: TestServer) {
+    let node = s
+        .another_node(ServerConfig {
+            log_buffer_capacity: 1,
+            ..ServerConfig::default()
+        })
+        .await;
+    let mut keys = Vec::new();
+    for n in 0..4 {
+        keys.push(
+            s.issue(json!({"name": format!("busy {n}"), "environment": "production"}))
+                .await,
+        );
+    }
+    // Two worker threads, one entry each: at least two of the four are
+    // dropped, unless a flush falls between the calls.
+    for (_, secret) in &keys {
+        let asks = json!({"key": secret, "ip": "203.0.113.9"});
+        assert_eq!(s.code_on(&node.base, asks).await, "valid");
+    }
+    for (key, _) in &keys {
+        let path = format!("/v1/keys/{}", key["id"].as_str().unwrap());
+        eventually(Duration::from_secs(15), || async {
+            let (status, shown) = s.get(&path).await;
+            assert_eq!(status, StatusCode::OK, "{shown}");
+            (shown["last_used_ip"] == "203.0.113.9").then_some(())
+        })
+        .await;
+    }
 }
