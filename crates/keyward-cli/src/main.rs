@@ -121,6 +121,13 @@ struct AccountArgs {
     json: bool,
 }
 
+/// mimalloc rather than glibc's malloc: every request allocates and frees
+/// small buffers (headers, JSON, the request's strings) on whichever worker
+/// runs it, and glibc's arenas took about an eighth of the server's CPU
+/// under load (docs/PERFORMANCE.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();

@@ -100,20 +100,29 @@ impl fmt::Display for Code {
 }
 
 /// A credential as a client presented it: a bare key (bearer or
-/// `X-API-Key`), or a Site ID + secret pair from HTTP Basic. The secret is
-/// zeroized on drop and never printed.
-pub struct PresentedCredential {
-    secret: Zeroizing<String>,
+/// `X-API-Key`), or a Site ID + secret pair from HTTP Basic. Never printed.
+///
+/// A bare key borrows the caller's buffer (the request it came in): copying
+/// it into a buffer of our own to zeroize later would cost an allocation
+/// per verification and protect nothing, since the original stays where it
+/// was. A secret decoded from HTTP Basic is ours, and zeroized on drop.
+pub struct PresentedCredential<'a> {
+    secret: PresentedSecret<'a>,
     claimed_id: Option<String>,
 }
 
-impl PresentedCredential {
+enum PresentedSecret<'a> {
+    Borrowed(&'a str),
+    Decoded(Zeroizing<String>),
+}
+
+impl<'a> PresentedCredential<'a> {
     /// The longest `Authorization` value worth decoding; keys are far shorter.
     const MAX_HEADER_LEN: usize = 1024;
 
-    pub fn bare(key: &str) -> Self {
+    pub fn bare(key: &'a str) -> Self {
         Self {
-            secret: Zeroizing::new(key.trim().to_owned()),
+            secret: PresentedSecret::Borrowed(key.trim()),
             claimed_id: None,
         }
     }
@@ -121,7 +130,7 @@ impl PresentedCredential {
     /// Reads an `Authorization` header value: `Bearer <key>` or
     /// `Basic base64(<site id>:<key>)`. `None` when the value is neither, which
     /// the caller reports as [`Code::MalformedKey`].
-    pub fn from_authorization(value: &str) -> Option<Self> {
+    pub fn from_authorization(value: &'a str) -> Option<Self> {
         if value.len() > Self::MAX_HEADER_LEN {
             return None;
         }
@@ -141,14 +150,17 @@ impl PresentedCredential {
         let decoded = std::str::from_utf8(&decoded).ok()?;
         let (id, secret) = decoded.split_once(':')?;
         Some(Self {
-            secret: Zeroizing::new(secret.to_owned()),
+            secret: PresentedSecret::Decoded(Zeroizing::new(secret.to_owned())),
             claimed_id: (!id.is_empty()).then(|| id.to_owned()),
         })
     }
 
     /// The secret, for parsing and hashing only.
     pub fn expose_secret(&self) -> &str {
-        &self.secret
+        match &self.secret {
+            PresentedSecret::Borrowed(secret) => secret,
+            PresentedSecret::Decoded(secret) => secret,
+        }
     }
 
     /// The Site ID the client paired with the secret, if it used HTTP Basic.
@@ -157,7 +169,7 @@ impl PresentedCredential {
     }
 }
 
-impl fmt::Debug for PresentedCredential {
+impl fmt::Debug for PresentedCredential<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PresentedCredential")
             .field("secret", &"[redacted]")
@@ -531,12 +543,17 @@ mod tests {
         assert_eq!(bearer.expose_secret(), "kw_live_abc");
         assert_eq!(bearer.claimed_id(), None);
         let basic_value = base64::engine::general_purpose::STANDARD.encode("key_1:kw_live_abc");
-        let basic =
-            PresentedCredential::from_authorization(&format!("Basic {basic_value}")).unwrap();
+        let header = format!("Basic {basic_value}");
+        let basic = PresentedCredential::from_authorization(&header).unwrap();
         assert_eq!(basic.expose_secret(), "kw_live_abc");
         assert_eq!(basic.claimed_id(), Some("key_1"));
         assert!(PresentedCredential::from_authorization("Digest abc").is_none());
         assert!(PresentedCredential::from_authorization("Basic !!!").is_none());
         assert!(!format!("{basic:?}").contains("abc"));
+        assert!(!format!("{bearer:?}").contains("abc"));
+        assert_eq!(
+            PresentedCredential::bare(" kw_live_abc\n").expose_secret(),
+            "kw_live_abc"
+        );
     }
 }

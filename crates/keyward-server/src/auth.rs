@@ -17,7 +17,7 @@ use keyward_core::{AccountPermission, EnvTag};
 use keyward_store::Actor;
 use keyward_store::StoreResult;
 use std::marker::PhantomData;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 /// Who is making an authenticated request.
@@ -30,7 +30,8 @@ pub struct Principal {
     pub token_id: Option<String>,
     /// The TCP peer's address, canonical (an IPv4-mapped IPv6 address reads
     /// as IPv4). `None` only when the server runs without connection info.
-    pub peer_ip: Option<String>,
+    /// Formatted only when an audit event needs it.
+    pub peer_ip: Option<IpAddr>,
     pub permissions: Vec<AccountPermission>,
 }
 
@@ -44,18 +45,18 @@ impl Principal {
         Actor {
             member_id: Some(self.member_id.clone()),
             token_id: self.token_id.clone(),
-            ip: self.peer_ip.clone(),
+            ip: self.peer_ip.map(|ip| ip.to_string()),
         }
     }
 }
 
 /// The request's TCP peer. The peer, not `X-Forwarded-For`: a header any
 /// client can set must not decide what the audit log says.
-fn peer_ip(parts: &Parts) -> Option<String> {
+pub(crate) fn peer_ip(parts: &Parts) -> Option<IpAddr> {
     parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip().to_canonical().to_string())
+        .map(|ConnectInfo(addr)| addr.ip().to_canonical())
 }
 
 /// An account permission an endpoint requires.
@@ -160,7 +161,8 @@ impl FromRequestParts<AppState> for Principal {
             .format
             .parse(credential.expose_secret())
             .map_err(|_| invalid())?;
-        if parsed.env_tag() != EnvTag::management().as_str() {
+        // The constant, not `EnvTag::management()`, which allocates a String.
+        if parsed.env_tag() != EnvTag::MANAGEMENT {
             return Err(invalid());
         }
         let now = now_ms();
@@ -245,7 +247,7 @@ mod tests {
 
     #[test]
     fn the_peer_address_is_canonical() {
-        let ip = |peer| peer_ip(&parts_from(Some(peer)));
+        let ip = |peer| peer_ip(&parts_from(Some(peer))).map(|ip| ip.to_string());
         assert_eq!(ip("203.0.113.7:443").as_deref(), Some("203.0.113.7"));
         assert_eq!(
             ip("[::ffff:203.0.113.7]:443").as_deref(),

@@ -1,7 +1,7 @@
 //! The verification engine: parse → look up (cache, then store) → decide →
-//! rate-limit → record use and log the outcome. The HTTP verify endpoint is
-//! a thin adapter over it, and so will be the gateway and the embeddable
-//! library.
+//! rate-limit → count and log the outcome (the log also carries last use).
+//! The HTTP verify endpoint is a thin adapter over it, and so will be the
+//! gateway and the embeddable library.
 //!
 //! Nothing here writes storage: last use and request logs go to buffers
 //! flushed in batches, and lookups are served from [`VerifyCache`] once warm.
@@ -10,9 +10,9 @@ use crate::cache::{CachedKey, Lookup, VerifyCache};
 use crate::ratelimit::{RateLimitState, RateLimits};
 use crate::request_logs::{AskedPermissions, PendingLog, RequestLogBuffer};
 use crate::shared_limit::SharedLimits;
+use crate::tally::{self, LatencyHistogram, Tallies};
 use crate::telemetry as m;
-use crate::usage::UsageBuffer;
-use governor::clock::{Clock, DefaultClock, Reference};
+use governor::clock::{Clock, DefaultClock, QuantaInstant, Reference};
 use keyward_core::verify::{Code, Demand, KeyFacts, PresentedCredential, decide};
 use keyward_core::{EnvTag, KeyFormat, KeyHash, PermissionName, RateLimitPolicy};
 use keyward_store::{Store, StoreResult, VerificationRecord};
@@ -26,7 +26,7 @@ pub struct VerifyInput<'a> {
     /// The account the caller acts for: keys of any other account are unknown to it.
     pub account_id: &'a str,
     /// `None` when the client sent no credential the platform could read.
-    pub credential: Option<PresentedCredential>,
+    pub credential: Option<PresentedCredential<'a>>,
     pub environment: Option<&'a str>,
     pub permissions: &'a [PermissionName],
     pub ip: Option<IpAddr>,
@@ -59,7 +59,6 @@ pub struct Verifier {
     store: Arc<dyn Store>,
     format: KeyFormat,
     rate_limits: RateLimits,
-    usage: Arc<UsageBuffer>,
     logs: Arc<RequestLogBuffer>,
     cache: Arc<VerifyCache>,
     /// Limits shared by every node (Redis), when configured.
@@ -71,29 +70,42 @@ pub struct Verifier {
     clock: DefaultClock,
 }
 
-/// Outcome counters and the latency histogram, registered once (a handle
-/// costs one atomic operation; the macros would look the series up each
-/// time).
+/// Outcome counters and the latency histogram, in one row per thread (see
+/// [`crate::tally`]): the code's counter at its discriminant (`Code::ALL`
+/// is in that order), then the histogram.
+#[derive(Default)]
 struct VerifyMetrics {
-    /// Indexed by the code's discriminant (`Code::ALL` is in that order).
-    by_code: [metrics::Counter; Code::ALL.len()],
-    latency: metrics::Histogram,
+    tallies: Tallies<{ LATENCY + LatencyHistogram::SLOTS }>,
 }
 
+/// Where the latency histogram starts in [`VerifyMetrics::tallies`].
+const LATENCY: usize = Code::ALL.len();
+
 impl VerifyMetrics {
-    fn new() -> Self {
-        Self {
-            by_code: Code::ALL
-                .map(|code| metrics::counter!(m::VERIFICATIONS, "code" => code.as_str())),
-            latency: metrics::histogram!(m::VERIFY_SECONDS),
-        }
+    fn record(&self, code: Code, elapsed: Duration) {
+        let row = self.tallies.row();
+        row.add(code as usize, 1);
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        LatencyHistogram::record(&row, LATENCY, nanos);
     }
 
-    fn record(&self, code: Code, elapsed: Duration) {
-        if let Some(counter) = self.by_code.get(code as usize) {
-            counter.increment(1);
+    fn render(&self, out: &mut String) {
+        let totals = self.tallies.totals();
+        tally::header(
+            out,
+            m::VERIFICATIONS,
+            "Verifications by outcome.",
+            "counter",
+        );
+        for (code, count) in Code::ALL.iter().zip(totals) {
+            tally::sample(out, m::VERIFICATIONS, &format!("code=\"{code}\""), count);
         }
-        self.latency.record(elapsed.as_secs_f64());
+        LatencyHistogram::render(
+            &totals[LATENCY..],
+            m::VERIFY_SECONDS,
+            "Time in the verification engine, parse to verdict.",
+            out,
+        );
     }
 }
 
@@ -101,7 +113,6 @@ impl Verifier {
     pub(crate) fn new(
         store: Arc<dyn Store>,
         format: KeyFormat,
-        usage: Arc<UsageBuffer>,
         logs: Arc<RequestLogBuffer>,
         cache: Arc<VerifyCache>,
         shared_limits: Option<Arc<SharedLimits>>,
@@ -110,11 +121,10 @@ impl Verifier {
             store,
             format,
             rate_limits: RateLimits::default(),
-            usage,
             logs,
             cache,
             shared_limits,
-            metrics: VerifyMetrics::new(),
+            metrics: VerifyMetrics::default(),
             clock: DefaultClock::default(),
         }
     }
@@ -123,16 +133,29 @@ impl Verifier {
         &self.cache
     }
 
+    /// The outcomes waiting for the next flush.
+    pub fn request_logs(&self) -> &RequestLogBuffer {
+        &self.logs
+    }
+
+    /// Appends the verify path's series (outcomes, latency, cache lookups)
+    /// to a `/metrics` text.
+    pub fn render_metrics(&self, out: &mut String) {
+        self.metrics.render(out);
+        self.cache.render_metrics(out);
+    }
+
     /// Runs every check of SPEC §3 in order, then counts and logs the
     /// outcome. A store failure is an error, not a denial: the caller must
     /// not mistake an outage for a bad key (and it is not logged as one).
     pub async fn verify(&self, input: VerifyInput<'_>, now_ms: i64) -> StoreResult<Verdict> {
         let started = self.clock.now();
         let verdict = self.check(&input, now_ms).await?;
-        let elapsed = Duration::from(self.clock.now().duration_since(started));
+        let answered = self.clock.now();
+        let elapsed = Duration::from(answered.duration_since(started));
         self.metrics.record(verdict.code, elapsed);
         self.logs
-            .record(pending_log(&input, &verdict, now_ms, elapsed));
+            .record(pending_log(&input, &verdict, now_ms, answered, elapsed));
         Ok(verdict)
     }
 
@@ -164,15 +187,6 @@ impl Verifier {
             Some(state) if !state.allowed() => Code::RateLimited,
             _ => code,
         };
-        if code.is_valid() {
-            self.usage.touch(
-                &record.key.account_id,
-                &record.key.id,
-                record.replaced_secret_expires_at.is_some(),
-                now_ms,
-                input.ip,
-            );
-        }
         Ok(Verdict {
             code,
             key: Some(record),
@@ -224,11 +238,13 @@ fn pending_log(
     input: &VerifyInput<'_>,
     verdict: &Verdict,
     now_ms: i64,
+    answered: QuantaInstant,
     elapsed: Duration,
 ) -> PendingLog {
     let record = verdict.key.clone();
     PendingLog {
         at: now_ms,
+        answered,
         // With a record, its account and environment are the ones logged.
         account_id: record.is_none().then(|| input.account_id.to_owned()),
         environment: record
@@ -261,7 +277,7 @@ fn facts(record: &VerificationRecord) -> KeyFacts<'_> {
 
 fn demand<'a>(
     input: &'a VerifyInput<'a>,
-    credential: &'a PresentedCredential,
+    credential: &'a PresentedCredential<'a>,
     now_ms: i64,
 ) -> Demand<'a> {
     Demand {

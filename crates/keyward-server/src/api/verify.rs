@@ -90,6 +90,10 @@ pub async fn verify(
     Authorized(who, _): Authorized<VerifyKeys>,
     Body(mut request): Body<VerifyRequest>,
 ) -> ApiResult<Response> {
+    // Taken, not cloned: the request is not used for them again.
+    let mut permissions = std::mem::take(&mut request.permissions);
+    permissions.sort();
+    permissions.dedup();
     let credential = presented_credential(&request)?;
     let ip = request
         .ip
@@ -115,10 +119,6 @@ pub async fn verify(
             format!("at most {MAX_ORIGIN_LEN} characters"),
         ));
     }
-    // Taken, not cloned: the request is not used for them again.
-    let mut permissions = std::mem::take(&mut request.permissions);
-    permissions.sort();
-    permissions.dedup();
     let input = VerifyInput {
         account_id: &who.account_id,
         credential,
@@ -134,7 +134,7 @@ pub async fn verify(
 
 /// Exactly one of the three ways to pass the key. `None` when the forwarded
 /// header is unreadable: that is the client's malformed key, not a bad call.
-fn presented_credential(request: &VerifyRequest) -> ApiResult<Option<PresentedCredential>> {
+fn presented_credential(request: &VerifyRequest) -> ApiResult<Option<PresentedCredential<'_>>> {
     match (&request.key, &request.authorization, &request.x_api_key) {
         (Some(key), None, None) => Ok(Some(PresentedCredential::bare(key))),
         (None, Some(header), None) => Ok(PresentedCredential::from_authorization(header)),

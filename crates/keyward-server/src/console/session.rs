@@ -8,10 +8,10 @@
 
 use super::page::{ErrorPage, redirect};
 use crate::AppState;
-use crate::auth::Principal;
+use crate::auth::{Principal, peer_ip};
 use crate::clock::now_ms;
 use crate::invalidate::InvalidationSlot;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::{COOKIE, HOST, ORIGIN, SET_COOKIE, USER_AGENT};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -22,7 +22,7 @@ use keyward_core::{AccountPermission, KeyHash, Role};
 use keyward_store::NewSession;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use subtle::ConstantTimeEq;
 
@@ -140,13 +140,6 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-pub fn peer_ip(parts: &Parts) -> Option<IpAddr> {
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip().to_canonical())
-}
-
 /// A one-shot message shown on the next page (after a redirect).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Flash {
@@ -262,7 +255,7 @@ impl FromRequestParts<AppState> for ConsoleUser {
                 account_id: found.member.account_id.clone(),
                 member_id: found.member.id.clone(),
                 token_id: None,
-                peer_ip: peer_ip(parts).map(|ip| ip.to_string()),
+                peer_ip: peer_ip(parts),
                 permissions,
             },
             email: found.member.email,

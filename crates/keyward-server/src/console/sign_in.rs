@@ -2,8 +2,9 @@
 //! password and signs the new member in).
 
 use super::page::{ErrorPage, html, redirect};
-use super::session::{ConsoleForm, new_session, peer_ip, same_origin, secret_hash, session_secret};
+use super::session::{ConsoleForm, new_session, same_origin, secret_hash, session_secret};
 use crate::AppState;
+use crate::auth::peer_ip;
 use crate::clock::now_ms;
 use crate::secrets;
 use askama::Template;
