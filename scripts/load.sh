@@ -13,7 +13,10 @@
 #                last-used on;
 #   invalid      a well-formed key that does not exist (negative cache);
 #   ratelimited  a key over its limit;
-# each maximum as a ratio to the reference server's. The reference's own
+# each maximum as a ratio to the reference server's, and the server's CPU
+# time per request during the half-rate run (user + system, from /proc: a
+# figure that, unlike the rates, does not depend on how the two cores are
+# shared with the load generator). The reference's own
 # half-rate run, and a last one at the rate keyward's valid run was held
 # at, show what this machine and load generator allow for the latencies.
 #
@@ -97,20 +100,27 @@ run_wrk() { # url lua
   echo "$rps $(to_ms "$p50") $(to_ms "$p99")"
 }
 
-# Prints "req/s p50 p99" (latencies in ms) for one oha run at a constant
-# rate; fails on any answer but 200.
-run_oha() { # url lua rate
-  local body out
+# The CPU time (user + system, in clock ticks) process $1 has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# Prints "req/s p50 p99 cpu" (latencies in ms; cpu: the server's CPU time
+# per request, in µs) for one oha run at a constant rate against the server
+# whose pid is $4; fails on any answer but 200.
+run_oha() { # url lua rate server-pid
+  local body out before after
   body=$(sed -n "s/^wrk.body = '\(.*\)'$/\1/p" "$2")
+  before=$(cpu_ticks "$4")
   out=$(timeout $((DURATION + 30)) oha --no-tui --output-format json -z "${DURATION}s" \
     -c "$RATE_CONNECTIONS" -q "$3" --latency-correction -w -m POST \
     -H "Authorization: Bearer $TOKEN" -T application/json -d "$body" "$1")
+  after=$(cpu_ticks "$4")
   if [ "$(jq -r '[.statusCodeDistribution | keys[] | select(. != "200")] | length' <<<"$out")" != 0 ] ||
      [ "$(jq -r '.errorDistribution | length' <<<"$out")" != 0 ]; then
     echo "oha: answers other than 200, or errors: $(jq -c '{statusCodeDistribution, errorDistribution}' <<<"$out")" >&2
     exit 1
   fi
-  jq -r '"\(.summary.requestsPerSec) \(.latencyPercentiles.p50 * 1000) \(.latencyPercentiles.p99 * 1000)"' <<<"$out"
+  jq -r --argjson ticks "$((after - before))" --argjson hz "$(getconf CLK_TCK)" \
+    '"\(.summary.requestsPerSec) \(.latencyPercentiles.p50 * 1000) \(.latencyPercentiles.p99 * 1000) \($ticks / $hz * 1e6 / ([.statusCodeDistribution[]] | add))"' <<<"$out"
 }
 
 to_ms() { # wrk latency such as 512.00us / 1.20ms / 1.01s
@@ -160,21 +170,21 @@ kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true; PIDS=()
 
 # ── The runs, one server at a time ────────────────────────────────────────
 # Each row: the maximum (wrk), then half of it held constant (oha).
-HEADER=$(printf '%-12s %10s %8s %8s %7s │ %9s %8s %8s' scenario 'max req/s' 'p50 ms' 'p99 ms' ratio 'half req/s' 'p50 ms' 'p99 ms')
-row() { # url lua name
-  local rps p50 p99 half hrps hp50 hp99 ratio
+HEADER=$(printf '%-12s %10s %8s %8s %7s │ %9s %8s %8s %9s' scenario 'max req/s' 'p50 ms' 'p99 ms' ratio 'half req/s' 'p50 ms' 'p99 ms' 'CPU µs/req')
+row() { # url lua name server-pid
+  local rps p50 p99 half hrps hp50 hp99 cpu ratio
   read -r rps p50 p99 < <(run_wrk "$1" "$2")
   half=$(awk -v r="$rps" 'BEGIN {printf "%d", r / 2}')
-  read -r hrps hp50 hp99 < <(run_oha "$1" "$2" "$half")
+  read -r hrps hp50 hp99 cpu < <(run_oha "$1" "$2" "$half" "$4")
   ratio=$(awk -v a="$rps" -v b="${REF_RPS:-$rps}" 'BEGIN {printf "%.2f", a / b}')
   [ -n "${REF_RPS:-}" ] || REF_RPS=$rps
   [ "$3" != valid ] || VALID_HALF=$half
-  printf '%-12s %10.0f %8s %8s %7s │ %9.0f %8.3f %8.3f\n' "$3" "$rps" "$p50" "$p99" "$ratio" "$hrps" "$hp50" "$hp99"
+  printf '%-12s %10.0f %8s %8s %7s │ %9.0f %8.3f %8.3f %9.1f\n' "$3" "$rps" "$p50" "$p99" "$ratio" "$hrps" "$hp50" "$hp99" "$cpu"
 }
 
 "$REF" "$REF_ADDR" 2>/dev/null & PIDS+=($!)
 wait_up "http://$REF_ADDR/"
-REF_ROW=$(row "http://$REF_ADDR/v1/verify" "$WORK/valid.lua" reference)
+REF_ROW=$(row "http://$REF_ADDR/v1/verify" "$WORK/valid.lua" reference "${PIDS[0]}")
 REF_RPS=$(awk '{print $2}' <<<"$REF_ROW")
 kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true; PIDS=()
 
@@ -183,7 +193,7 @@ wait_up "http://$KW_ADDR/healthz"
 echo "$HEADER"
 echo "$REF_ROW"
 for scenario in valid invalid ratelimited; do
-  row "http://$KW_ADDR/v1/verify" "$WORK/$scenario.lua" "$scenario"
+  row "http://$KW_ADDR/v1/verify" "$WORK/$scenario.lua" "$scenario" "${PIDS[0]}"
 done
 kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true; PIDS=()
 
@@ -191,8 +201,9 @@ kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true; PIDS=()
 # this machine and load generator allow at that rate, for its p99.
 "$REF" "$REF_ADDR" 2>/dev/null & PIDS+=($!)
 wait_up "http://$REF_ADDR/"
-read -r hrps hp50 hp99 < <(run_oha "http://$REF_ADDR/v1/verify" "$WORK/valid.lua" "$VALID_HALF")
-printf '%-12s %10s %8s %8s %7s │ %9.0f %8.3f %8.3f\n' 'reference' '' '' '' '' "$hrps" "$hp50" "$hp99"
-echo "(last row: the reference held at the valid run's half rate)"
+read -r hrps hp50 hp99 cpu < <(run_oha "http://$REF_ADDR/v1/verify" "$WORK/valid.lua" "$VALID_HALF" "${PIDS[0]}")
+printf '%-12s %10s %8s %8s %7s │ %9.0f %8.3f %8.3f %9.1f\n' 'reference' '' '' '' '' "$hrps" "$hp50" "$hp99" "$cpu"
+echo "(last row: the reference held at the valid run's half rate;"
+echo " CPU µs/req: the server process's user + system time per request during the half-rate run)"
 echo "($(date -u +%FT%TZ), $(nproc) cores; max: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s;" \
   "half: oha -c$RATE_CONNECTIONS -z${DURATION}s -q <max/2> --latency-correction -w; store ${KEYWARD_DATABASE_URL%%:*})"
