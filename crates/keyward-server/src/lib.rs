@@ -30,6 +30,7 @@ use cache::{CacheConfig, VerifyCache};
 use keyward_core::KeyFormat;
 use keyward_store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
+use ratelimit::RateLimits;
 use request_logs::RequestLogBuffer;
 use shared_limit::SharedLimits;
 use std::future::Future;
@@ -88,6 +89,7 @@ pub struct Server {
     config: ServerConfig,
     logs: Arc<RequestLogBuffer>,
     cache: Arc<VerifyCache>,
+    rate_limits: Arc<RateLimits>,
 }
 
 impl Server {
@@ -100,11 +102,13 @@ impl Server {
         let metrics = telemetry::install();
         let logs = Arc::new(RequestLogBuffer::new(config.log_buffer_capacity));
         let cache = Arc::new(VerifyCache::new(config.cache));
+        let rate_limits = Arc::new(RateLimits::default());
         let verifier = Verifier::new(
             store.clone(),
             format.clone(),
             logs.clone(),
             cache.clone(),
+            rate_limits.clone(),
             config.shared_limits.clone(),
         );
         Self {
@@ -118,6 +122,7 @@ impl Server {
             config,
             logs,
             cache,
+            rate_limits,
         }
     }
 
@@ -144,9 +149,10 @@ impl Server {
         let store = self.state.store.clone();
         let feed = store.change_feed().await.map_err(std::io::Error::other)?;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let mut tasks = vec![tokio::spawn(
-            self.logs.clone().run(store.clone(), stop_rx.clone()),
-        )];
+        let mut tasks = vec![
+            tokio::spawn(self.logs.clone().run(store.clone(), stop_rx.clone())),
+            tokio::spawn(self.rate_limits.clone().run_pruning(stop_rx.clone())),
+        ];
         let worker = jobs::Worker::new(
             store.clone(),
             self.cache.clone(),

@@ -1,6 +1,13 @@
 //! Per-key rate limits, enforced in process with a GCRA (the `governor`
 //! crate): `limit` requests per `window_seconds`, with bursts up to `limit`.
+//!
+//! A limiter left alone for a whole window is full again, the same as a
+//! fresh one, so it is dropped ([`RateLimits::prune_idle`]): the map holds
+//! the keys used within their window and those still cached, not every key
+//! ever verified.
 
+use crate::clock::now_ms;
+use crate::telemetry as m;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
@@ -8,8 +15,13 @@ use governor::{Quota, RateLimiter};
 use keyward_core::RateLimitPolicy;
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::watch;
+
+/// How often idle limiters are dropped.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The state reported to clients after a check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +55,21 @@ pub struct KeyLimiter {
     /// is measurable on the verify path.
     period: Duration,
     limiter: StatefulLimiter,
+    /// When it last counted a request (ms since the epoch, as the verify
+    /// path's clock reads it); written on every check, next to the GCRA's
+    /// own state, which every check writes anyway.
+    last_checked_ms: AtomicI64,
+}
+
+impl KeyLimiter {
+    /// Whether it is full again, as a fresh limiter would be: a check
+    /// moves the GCRA's theoretical arrival time at most one window past
+    /// the check (a full burst's worth), so a window later it is in the
+    /// past whatever the requests were.
+    fn is_replenished(&self, now_ms: i64) -> bool {
+        let window_ms = i64::from(self.policy.window_seconds) * 1000;
+        now_ms.saturating_sub(self.last_checked_ms.load(Ordering::Relaxed)) >= window_ms
+    }
 }
 
 /// One GCRA per key, rebuilt when the key's policy changes. Key ids are
@@ -57,12 +84,14 @@ pub struct RateLimits {
 impl RateLimits {
     /// Counts one request against the key's limit.
     #[cfg(test)]
-    pub fn check(&self, key_id: &str, policy: RateLimitPolicy) -> RateLimitState {
-        self.check_with(&self.limiter_for(key_id, policy))
+    pub fn check(&self, key_id: &str, policy: RateLimitPolicy, now_ms: i64) -> RateLimitState {
+        self.check_with(&self.limiter_for(key_id, policy), now_ms)
     }
 
-    /// Counts one request against a limiter from [`Self::limiter_for`].
-    pub fn check_with(&self, entry: &KeyLimiter) -> RateLimitState {
+    /// Counts one request, made at `now_ms`, against a limiter from
+    /// [`Self::limiter_for`].
+    pub fn check_with(&self, entry: &KeyLimiter, now_ms: i64) -> RateLimitState {
+        entry.last_checked_ms.store(now_ms, Ordering::Relaxed);
         let (policy, period) = (entry.policy, entry.period);
         match entry.limiter.check() {
             Ok(snapshot) => {
@@ -104,9 +133,41 @@ impl RateLimits {
                     period: emission_interval(policy),
                     limiter: RateLimiter::direct_with_clock(quota(policy), self.clock.clone())
                         .with_middleware::<StateInformationMiddleware>(),
+                    last_checked_ms: AtomicI64::new(i64::MIN),
                 });
                 map.insert(key_id.to_owned(), fresh.clone());
                 fresh
+            }
+        }
+    }
+
+    /// Drops the limiters that are full again and that no cache entry holds
+    /// (one that does is reached without the map, so dropping it from the
+    /// map would give a reloaded entry a second, fresh limiter beside it).
+    /// Only limiters indistinguishable from fresh ones go: no decision
+    /// changes. Returns how many are left.
+    pub fn prune_idle(&self, now_ms: i64) -> usize {
+        let mut map = self
+            .limiters
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Under the map's lock no cache entry can take a new handle: the
+        // count cannot grow while it is read.
+        map.retain(|_, limiter| Arc::strong_count(limiter) > 1 || !limiter.is_replenished(now_ms));
+        map.len()
+    }
+
+    /// Prunes every [`PRUNE_INTERVAL`] until `shutdown` fires.
+    pub async fn run_pruning(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(PRUNE_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    let left = self.prune_idle(now_ms());
+                    metrics::gauge!(m::RATE_LIMITERS).set(left as f64);
+                }
+                _ = shutdown.changed() => return,
             }
         }
     }
@@ -141,7 +202,7 @@ mod tests {
             limit: 3,
             window_seconds: 60,
         };
-        let states: Vec<_> = (0..4).map(|_| limits.check("key_a", policy)).collect();
+        let states: Vec<_> = (0..4).map(|_| limits.check("key_a", policy, 0)).collect();
         assert_eq!(
             states.iter().map(|s| s.remaining).collect::<Vec<_>>(),
             [2, 1, 0, 0]
@@ -163,16 +224,36 @@ mod tests {
             limit: 1,
             window_seconds: 60,
         };
-        assert!(limits.check("a", one).allowed());
-        assert!(!limits.check("a", one).allowed());
-        assert!(limits.check("b", one).allowed());
+        assert!(limits.check("a", one, 0).allowed());
+        assert!(!limits.check("a", one, 0).allowed());
+        assert!(limits.check("b", one, 0).allowed());
         let two = RateLimitPolicy {
             limit: 2,
             window_seconds: 60,
         };
         assert!(
-            limits.check("a", two).allowed(),
+            limits.check("a", two, 0).allowed(),
             "a raised limit applies at once"
         );
+    }
+
+    #[test]
+    fn limiters_go_once_idle_for_a_window_unless_a_cache_entry_holds_them() {
+        let limits = RateLimits::default();
+        let minute = RateLimitPolicy {
+            limit: 1,
+            window_seconds: 60,
+        };
+        assert!(limits.check("idle", minute, 0).allowed());
+        assert!(limits.check("busy", minute, 0).allowed());
+        let held = limits.limiter_for("held", minute);
+        assert!(limits.check_with(&held, 0).allowed());
+        assert_eq!(limits.prune_idle(59_999), 3, "not a whole window yet");
+        // "busy" is refused, but the refusal counts as use all the same.
+        assert!(!limits.check("busy", minute, 30_000).allowed());
+        assert_eq!(limits.prune_idle(60_000), 2, "\"idle\" goes");
+        assert_eq!(limits.prune_idle(90_000), 1, "\"busy\" goes a window later");
+        drop(held);
+        assert_eq!(limits.prune_idle(90_000), 0, "released, \"held\" goes too");
     }
 }

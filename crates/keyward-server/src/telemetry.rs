@@ -28,6 +28,9 @@ pub const FLUSH_FAILURES: &str = "keyward_flush_failures_total";
 /// `reason` (`error`, `timeout`, `backing_off`): shared (Redis) rate-limit
 /// checks answered by the local limiter instead.
 pub const REDIS_FALLBACKS: &str = "keyward_ratelimit_redis_fallbacks_total";
+/// In-process rate limiters held after the last prune (keys used within
+/// their window, or cached).
+pub const RATE_LIMITERS: &str = "keyward_rate_limiters";
 /// Request logs deleted by the retention purge.
 pub const LOGS_PURGED: &str = "keyward_request_logs_purged_total";
 

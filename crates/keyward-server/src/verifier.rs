@@ -58,7 +58,7 @@ impl Verdict {
 pub struct Verifier {
     store: Arc<dyn Store>,
     format: KeyFormat,
-    rate_limits: RateLimits,
+    rate_limits: Arc<RateLimits>,
     logs: Arc<RequestLogBuffer>,
     cache: Arc<VerifyCache>,
     /// Limits shared by every node (Redis), when configured.
@@ -115,12 +115,13 @@ impl Verifier {
         format: KeyFormat,
         logs: Arc<RequestLogBuffer>,
         cache: Arc<VerifyCache>,
+        rate_limits: Arc<RateLimits>,
         shared_limits: Option<Arc<SharedLimits>>,
     ) -> Self {
         Self {
             store,
             format,
-            rate_limits: RateLimits::default(),
+            rate_limits,
             logs,
             cache,
             shared_limits,
@@ -180,7 +181,7 @@ impl Verifier {
             return Ok(Verdict::without_key(code));
         }
         let rate_limit = match (code, record.key.rate_limit) {
-            (Code::Valid, Some(policy)) => Some(self.rate_limit(&record, policy).await),
+            (Code::Valid, Some(policy)) => Some(self.rate_limit(&record, policy, now_ms).await),
             _ => None,
         };
         let code = match rate_limit {
@@ -197,7 +198,12 @@ impl Verifier {
     /// Counts the request against the key's limit: the shared one when
     /// configured and reachable, else this node's own (reached through the
     /// cache entry once it holds it; `policy` is the entry's own).
-    async fn rate_limit(&self, cached: &CachedKey, policy: RateLimitPolicy) -> RateLimitState {
+    async fn rate_limit(
+        &self,
+        cached: &CachedKey,
+        policy: RateLimitPolicy,
+        now_ms: i64,
+    ) -> RateLimitState {
         let key_id = &cached.key.id;
         let shared = match &self.shared_limits {
             Some(shared) => shared.check(key_id, policy).await,
@@ -205,7 +211,7 @@ impl Verifier {
         };
         shared.unwrap_or_else(|| {
             let limiter = cached.limiter(|| self.rate_limits.limiter_for(key_id, policy));
-            self.rate_limits.check_with(limiter)
+            self.rate_limits.check_with(limiter, now_ms)
         })
     }
 
