@@ -94,35 +94,40 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalB
 }
 
 /// Parses JSON and reports the path of the field that failed.
+///
+/// A valid body, the usual case, is parsed once with plain `serde_json`:
+/// tracking the path allocates a string for every field name passed, on
+/// every request. Only a body that fails is parsed again, tracking it.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    serde_json::from_slice(bytes).map_err(|_| failure::<T>(bytes))
+}
+
+/// Why `bytes` is not a `T`, naming the field at fault.
+fn failure<T: DeserializeOwned>(bytes: &[u8]) -> Problem {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            Problem::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
-                format!("the body is not valid JSON: {inner}"),
-            )
-        } else {
-            let message = inner.to_string();
-            let field = field_path(&path, &message);
-            let detail = strip_position(&message);
-            match field {
-                Some(f) => Problem::invalid(f, detail),
-                None => Problem::new(StatusCode::BAD_REQUEST, "invalid_body", detail),
-            }
-        }
-    })?;
-    de.end().map_err(|_| {
-        Problem::new(
+    let Err(e) = serde_path_to_error::deserialize::<_, T>(&mut de) else {
+        // The value parsed, so what failed was the check after it.
+        return Problem::new(
             StatusCode::BAD_REQUEST,
             "malformed_json",
             "the body has trailing characters after the JSON value",
-        )
-    })?;
-    Ok(value)
+        );
+    };
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    if inner.is_syntax() || inner.is_eof() {
+        return Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("the body is not valid JSON: {inner}"),
+        );
+    }
+    let message = inner.to_string();
+    let detail = strip_position(&message);
+    match field_path(&path, &message) {
+        Some(f) => Problem::invalid(f, detail),
+        None => Problem::new(StatusCode::BAD_REQUEST, "invalid_body", detail),
+    }
 }
 
 /// The full path of the field at fault. A missing field is reported at its
@@ -277,6 +282,17 @@ mod tests {
         assert_eq!(p.code, "malformed_json");
         let p = parse_json::<Sample>(br#"{"name": "a"} x"#).unwrap_err();
         assert_eq!(p.code, "malformed_json");
+        assert!(p.detail.contains("trailing"), "{}", p.detail);
+        let p = parse_json::<Sample>(br#"{"name": 1}"#).unwrap_err();
+        assert_eq!(
+            (p.code, p.field.as_deref()),
+            ("invalid_field", Some("name"))
+        );
+        let parsed = parse_json::<Sample>(br#"{"name": "a", "limits": {"limit": 2}}"#).unwrap();
+        assert_eq!(
+            (parsed.name.as_str(), parsed.limits.map(|l| l.limit)),
+            ("a", Some(2))
+        );
     }
 }
 

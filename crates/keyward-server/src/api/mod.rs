@@ -81,7 +81,8 @@ impl Modify for BearerAuth {
     }
 }
 
-fn api_routes() -> OpenApiRouter<AppState> {
+/// Every `/v1` route but verification, under the document's header.
+fn management_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(workspaces::list, workspaces::create))
         .routes(routes!(
@@ -118,42 +119,55 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(audit::list))
         .routes(routes!(tokens::list, tokens::create))
         .routes(routes!(tokens::delete))
-        .routes(routes!(verify::verify))
         .routes(routes!(logs::list))
         .routes(routes!(logs::list_for_key))
 }
 
+/// `POST /v1/verify`, the one route on every request of every customer. It
+/// changes nothing and takes no `Idempotency-Key`, so it is routed outside
+/// those two layers: each costs a boxed service clone and a boxed future
+/// per request.
+fn verify_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(verify::verify))
+}
+
 /// The OpenAPI 3.1 document served at `/v1/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_routes().split_for_parts().1
+    management_routes()
+        .merge(verify_routes())
+        .split_for_parts()
+        .1
 }
 
 pub fn router(state: AppState) -> Router {
-    let (api, document) = api_routes().split_for_parts();
-    let document = std::sync::Arc::new(document);
-    api.route(
-        "/v1/openapi.json",
-        get(move || async move { Json(document.as_ref().clone()) }),
-    )
-    .route("/metrics", get(metrics))
-    .route("/healthz", get(healthz))
-    .route("/readyz", get(readyz))
-    .merge(crate::console::routes())
-    .fallback(not_found)
-    .method_not_allowed_fallback(method_not_allowed)
-    .layer(middleware::from_fn_with_state(
-        state.clone(),
-        idempotency::middleware,
-    ))
-    // Outside the idempotency layer, whose authentication must fill the
-    // slot this one reads.
-    .layer(middleware::from_fn_with_state(
-        state.clone(),
-        invalidate::middleware,
-    ))
-    .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-    .layer(TraceLayer::new_for_http())
-    .with_state(state)
+    let document = std::sync::Arc::new(openapi());
+    let (verify, _) = verify_routes().split_for_parts();
+    let (management, _) = management_routes().split_for_parts();
+    management
+        .route(
+            "/v1/openapi.json",
+            get(move || async move { Json(document.as_ref().clone()) }),
+        )
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(crate::console::routes())
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::middleware,
+        ))
+        // Outside the idempotency layer, whose authentication must fill the
+        // slot this one reads.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            invalidate::middleware,
+        ))
+        .merge(verify.method_not_allowed_fallback(method_not_allowed))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
 }
 
 /// Prometheus text exposition of the process's metrics (see

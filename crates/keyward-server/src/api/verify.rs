@@ -11,7 +11,7 @@ use crate::ratelimit::RateLimitState;
 use crate::verifier::{Verdict, VerifyInput};
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use keyward_core::verify::{Code, PresentedCredential};
 use keyward_core::{KeyKind, PermissionName, validate_customer_id, validate_environment_name};
@@ -187,9 +187,12 @@ fn respond(verdict: Verdict) -> Response {
 /// `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers),
 /// and `Retry-After` on a denial, for the platform to pass on.
 fn rate_limit_headers(state: &RateLimitState, headers: &mut HeaderMap) {
+    // Names as constants: a `&str` name is parsed and checked on every use.
+    const POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+    const CURRENT: HeaderName = HeaderName::from_static("ratelimit");
     let policy = format!("\"key\";q={};w={}", state.limit, state.window_seconds);
     let current = format!("\"key\";r={};t={}", state.remaining, state.reset_seconds);
-    for (name, value) in [("ratelimit-policy", policy), ("ratelimit", current)] {
+    for (name, value) in [(POLICY, policy), (CURRENT, current)] {
         if let Ok(value) = HeaderValue::from_str(&value) {
             headers.insert(name, value);
         }
