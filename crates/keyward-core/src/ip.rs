@@ -37,7 +37,28 @@ pub fn allows(rules: &[IpNet], client: Option<IpAddr>) -> bool {
     let Some(client) = client.map(|c| c.to_canonical()) else {
         return false;
     };
-    rules.iter().any(|rule| rule.contains(&client))
+    rules.iter().any(|rule| contains(rule, client))
+}
+
+/// Whether `client` is in `rule`: the bits under the rule's mask agree.
+/// `IpNet::contains` builds the network and broadcast addresses on every
+/// call; this runs per rule on every verification.
+fn contains(rule: &IpNet, client: IpAddr) -> bool {
+    match (rule, client) {
+        (IpNet::V4(net), IpAddr::V4(ip)) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(net.prefix_len()))
+                .unwrap_or(0);
+            (u32::from(ip) ^ u32::from(net.addr())) & mask == 0
+        }
+        (IpNet::V6(net), IpAddr::V6(ip)) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(net.prefix_len()))
+                .unwrap_or(0);
+            (u128::from(ip) ^ u128::from(net.addr())) & mask == 0
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -82,6 +103,32 @@ mod tests {
         let rules = [parse_rule("2001:db8::/32").unwrap()];
         assert!(allows(&rules, ip("2001:db8:1::5")));
         assert!(!allows(&rules, ip("2001:db9::5")));
+    }
+
+    proptest::proptest! {
+        /// The mask arithmetic agrees with `ipnet`'s own test, for either
+        /// family, any prefix length (host bits set or not) and addresses
+        /// near the rule.
+        #[test]
+        fn contains_agrees_with_ipnet(
+            v4 in proptest::bool::ANY,
+            rule_bits in proptest::num::u128::ANY,
+            flipped in 0u32..128,
+            prefix in 0u8..=128,
+            client_v4 in proptest::bool::ANY,
+        ) {
+            let (rule, client) = if v4 {
+                let prefix = prefix % 33;
+                let rule = IpNet::from(ipnet::Ipv4Net::new((rule_bits as u32).into(), prefix).unwrap());
+                let near = (rule_bits as u32) ^ (1u32 << (flipped % 32));
+                (rule, if client_v4 { IpAddr::from(std::net::Ipv4Addr::from(near)) } else { IpAddr::from(std::net::Ipv6Addr::from(rule_bits)) })
+            } else {
+                let rule = IpNet::from(ipnet::Ipv6Net::new(rule_bits.into(), prefix).unwrap());
+                let near = rule_bits ^ (1u128 << flipped);
+                (rule, if client_v4 { IpAddr::from(std::net::Ipv4Addr::from(rule_bits as u32)) } else { IpAddr::from(std::net::Ipv6Addr::from(near)) })
+            };
+            proptest::prop_assert_eq!(contains(&rule, client), rule.contains(&client));
+        }
     }
 
     #[test]

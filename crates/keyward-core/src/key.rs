@@ -149,27 +149,44 @@ impl KeyFormat {
     /// environment keys and management (`mgmt`) tokens are accepted; the
     /// caller decides which it expects via [`ParsedKey::env_tag`].
     pub fn parse<'a>(&self, presented: &'a str) -> Result<ParsedKey<'a>, MalformedKey> {
-        if presented.len() > self.max_key_len() {
-            return Err(MalformedKey::BadShape);
-        }
-        let (prefix, tag, tail) = split_segments(presented).ok_or(MalformedKey::BadShape)?;
-        if prefix != self.prefix {
-            return Err(MalformedKey::WrongPrefix);
-        }
-        if !is_valid_tag(tag) {
-            return Err(MalformedKey::BadTag);
-        }
-        // Every byte checked, without an early exit: one branch-free pass.
-        if tail.len() != BODY_LEN + CHECKSUM_LEN
-            || !tail.bytes().fold(true, |ok, b| ok & is_base62(b))
-        {
-            return Err(MalformedKey::BadBody);
-        }
+        let tag = self
+            .well_formed_tag(presented)
+            .ok_or_else(|| self.shape_error(presented))?;
         verify_checksum(presented)?;
         Ok(ParsedKey {
             raw: presented,
             tag,
         })
+    }
+
+    /// The tag of a string shaped `<prefix>_<tag>_<38 base62>`, read from
+    /// both ends without searching for separators (this runs on every
+    /// verification). Neither the prefix, a valid tag nor the tail can hold
+    /// a `_`, so these are exactly the strings [`Self::shape_error`] finds
+    /// no fault with.
+    fn well_formed_tag<'a>(&self, presented: &'a str) -> Option<&'a str> {
+        let rest = presented
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix('_')?;
+        let tag_len = rest.len().checked_sub(1 + BODY_LEN + CHECKSUM_LEN)?;
+        let tag = rest.get(..tag_len)?;
+        let (separator, tail) = rest.as_bytes()[tag_len..].split_first()?;
+        (*separator == b'_' && is_valid_tag(tag) && all_base62(tail)).then_some(tag)
+    }
+
+    /// Why a string failed [`Self::well_formed_tag`], the first fault in
+    /// reading order. Off the fast path: only malformed input gets here.
+    fn shape_error(&self, presented: &str) -> MalformedKey {
+        if presented.len() > self.max_key_len() {
+            return MalformedKey::BadShape;
+        }
+        match split_segments(presented) {
+            None => MalformedKey::BadShape,
+            Some((prefix, _, _)) if prefix != self.prefix => MalformedKey::WrongPrefix,
+            Some((_, tag, _)) if !is_valid_tag(tag) => MalformedKey::BadTag,
+            // Prefix and tag are fine, so the tail's length or alphabet is not.
+            Some(_) => MalformedKey::BadBody,
+        }
     }
 
     /// The longest key this format can produce: bounds the work `parse` will
@@ -180,9 +197,7 @@ impl KeyFormat {
 }
 
 /// Splits `prefix_tag_tail` into its three `_`-separated segments; `None` if
-/// there are not exactly three. `str::split` runs a searcher per segment,
-/// which cost more than the rest of the parse; counting the separators
-/// first is one branch-free pass, then each is found within a few bytes.
+/// there are not exactly three.
 fn split_segments(s: &str) -> Option<(&str, &str, &str)> {
     let bytes = s.as_bytes();
     if bytes.iter().filter(|&&b| b == b'_').count() != 2 {
@@ -215,8 +230,32 @@ fn base62_symbol(byte: u8) -> Option<char> {
     (byte < REJECTION_BOUND).then(|| char::from(BASE62[usize::from(byte % 62)]))
 }
 
-fn is_base62(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric()
+/// Marks a byte that is not a base62 digit in [`BASE62_VALUES`].
+const NOT_BASE62: u8 = 0x80;
+
+/// Each byte's value as a [`BASE62`] digit, or [`NOT_BASE62`]: one table
+/// lookup per byte on the parse path, for both the alphabet check and the
+/// checksum's decoding.
+static BASE62_VALUES: [u8; 256] = base62_values();
+
+const fn base62_values() -> [u8; 256] {
+    let mut table = [NOT_BASE62; 256];
+    let mut value = 0;
+    while value < BASE62.len() {
+        table[BASE62[value] as usize] = value as u8;
+        value += 1;
+    }
+    table
+}
+
+/// Whether every byte is a base62 digit: one lookup and an OR per byte,
+/// without an early exit.
+fn all_base62(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .fold(0, |seen, &byte| seen | BASE62_VALUES[usize::from(byte)])
+        & NOT_BASE62
+        == 0
 }
 
 /// Writes `value` as exactly [`CHECKSUM_LEN`] base62 digits, most significant
@@ -252,12 +291,8 @@ fn verify_checksum(presented: &str) -> Result<(), MalformedKey> {
 
 /// The value of a [`BASE62`] symbol.
 fn base62_value(symbol: u8) -> Option<u8> {
-    match symbol {
-        b'0'..=b'9' => Some(symbol - b'0'),
-        b'A'..=b'Z' => Some(symbol - b'A' + 10),
-        b'a'..=b'z' => Some(symbol - b'a' + 36),
-        _ => None,
-    }
+    let value = BASE62_VALUES[usize::from(symbol)];
+    (value != NOT_BASE62).then_some(value)
 }
 
 /// `<prefix>_<tag>_` + first four body characters + `…` + last four
@@ -669,7 +704,12 @@ mod tests {
         let s = key.expose();
         assert_eq!(s.len(), "kw_live_".len() + BODY_LEN + CHECKSUM_LEN);
         assert!(s.starts_with("kw_live_"));
-        assert!(s["kw_live_".len()..].bytes().all(is_base62));
+        assert!(
+            s["kw_live_".len()..]
+                .as_bytes()
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric())
+        );
     }
 
     #[test]

@@ -163,6 +163,35 @@ proptest! {
         }
     }
 
+    /// `parse` accepts (up to the checksum) exactly the strings of the
+    /// documented grammar, written here a second, plainer way: splitting
+    /// on `_`. Near-miss strings: each part of the shape right or slightly
+    /// wrong.
+    #[test]
+    fn parse_accepts_exactly_the_grammar(
+        parts in (
+            select(vec!["kw", "kx", "k", "KW", "", "kw_kw"]),
+            select(vec!["_", "", "-", "__"]),
+            "[a-z][a-z0-9]{0,12}|[A-Za-z0-9_é]{0,3}",
+            select(vec!["_", "", "-", "__"]),
+            "[0-9A-Za-z]{36,40}|[0-9A-Za-z_é ]{37,39}",
+            select(vec!["", "\n", "_x"]),
+        ),
+    ) {
+        let (prefix, first, tag, second, tail, trailer) = parts;
+        let s = format!("{prefix}{first}{tag}{second}{tail}{trailer}");
+        let segments: Vec<&str> = s.split('_').collect();
+        let grammar = matches!(segments[..], [prefix, tag, tail]
+            if prefix == "kw"
+                && EnvTag::parse(tag).is_ok()
+                && tail.len() == BODY_LEN + CHECKSUM_LEN
+                && tail.bytes().all(|b| b.is_ascii_alphanumeric()));
+        match KeyFormat::default().parse(&s) {
+            Ok(_) | Err(MalformedKey::BadChecksum) => prop_assert!(grammar, "accepted {s:?}"),
+            Err(error) => prop_assert!(!grammar, "refused {s:?}: {error:?}"),
+        }
+    }
+
     #[test]
     fn oversized_input_is_a_bad_shape(s in "[0-9A-Za-z_]{69,300}") {
         prop_assert_eq!(KeyFormat::default().parse(&s).err(), Some(MalformedKey::BadShape));
