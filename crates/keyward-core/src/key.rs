@@ -704,12 +704,7 @@ mod tests {
         let s = key.expose();
         assert_eq!(s.len(), "kw_live_".len() + BODY_LEN + CHECKSUM_LEN);
         assert!(s.starts_with("kw_live_"));
-        assert!(
-            s["kw_live_".len()..]
-                .as_bytes()
-                .iter()
-                .all(|b| b.is_ascii_alphanumeric())
-        );
+        assert!(all_base62(&s.as_bytes()["kw_live_".len()..]));
     }
 
     #[test]
