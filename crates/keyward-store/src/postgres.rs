@@ -21,7 +21,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub(crate) async fn open(url: &str) -> StoreResult<SqlStore> {
     let pool = connect(AnyPoolOptions::new(), url).await?;
     sqlx::migrate!("migrations/postgres").run(&pool).await?;
-    Ok(SqlStore::new(pool, Dialect::Postgres).with_listen_url(url))
+    Ok(SqlStore::new(pool.clone(), pool, Dialect::Postgres).with_listen_url(url))
 }
 
 /// Changes committed to the database by any node, as [`Change`]s.

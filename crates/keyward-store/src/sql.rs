@@ -98,6 +98,14 @@ pub(crate) async fn connect(options: AnyPoolOptions, url: &str) -> StoreResult<A
 
 pub(crate) struct SqlStore {
     pool: AnyPool,
+    /// Where write transactions run. On SQLite, a pool of one connection
+    /// kept open for good: SQLite writes one at a time anyway, and one
+    /// connection keeps the writes' prepared statements (the request-log
+    /// batch INSERTs take about a million instructions each to prepare)
+    /// and page cache warm, where a writer taking turns on every pooled
+    /// connection would prepare each statement once per connection and
+    /// re-read pages the others changed. On PostgreSQL, `pool` itself.
+    writes: AnyPool,
     dialect: Dialect,
     /// Held around every write transaction on SQLite. SQLite allows one
     /// writer per database file; without the gate, concurrent writers from
@@ -131,10 +139,11 @@ impl WriteTx<'_> {
 }
 
 impl SqlStore {
-    pub(crate) fn new(pool: AnyPool, dialect: Dialect) -> Self {
+    pub(crate) fn new(pool: AnyPool, writes: AnyPool, dialect: Dialect) -> Self {
         let write_gate = (dialect == Dialect::Sqlite).then(|| Mutex::new(()));
         Self {
             pool,
+            writes,
             dialect,
             write_gate,
             listen_url: None,
@@ -156,8 +165,8 @@ impl SqlStore {
             None => None,
         };
         let tx = match self.dialect.begin_write_statement() {
-            Some(statement) => self.pool.begin_with(statement).await?,
-            None => self.pool.begin().await?,
+            Some(statement) => self.writes.begin_with(statement).await?,
+            None => self.writes.begin().await?,
         };
         Ok(WriteTx { tx, _gate: gate })
     }

@@ -21,21 +21,26 @@ pub(crate) async fn open(url: &str) -> StoreResult<SqlStore> {
             Ok(())
         })
     });
-    let pool = if is_in_memory(url) {
-        connect(single_lasting_connection(options), url).await?
+    let (pool, writes) = if is_in_memory(url) {
+        let only = connect(single_lasting_connection(options), url).await?;
+        (only.clone(), only)
     } else {
-        connect(options, &with_create_mode(url)).await?
+        let url = with_create_mode(url);
+        // The writer first: it creates the file, then migrates it.
+        let writes = connect(single_lasting_connection(options.clone()), &url).await?;
+        (connect(options, &url).await?, writes)
     };
-    sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-    Ok(SqlStore::new(pool, Dialect::Sqlite))
+    sqlx::migrate!("migrations/sqlite").run(&writes).await?;
+    Ok(SqlStore::new(pool, writes, Dialect::Sqlite))
 }
 
 fn is_in_memory(url: &str) -> bool {
     url.contains(":memory:") || url.contains("mode=memory")
 }
 
-/// An in-memory database lives as long as its connection and is seen by no
-/// other: the pool keeps exactly one, forever.
+/// A pool of exactly one connection, kept forever: an in-memory database
+/// lives as long as its connection and is seen by no other, and a file's
+/// writer keeps its prepared statements (see [`SqlStore`]'s `writes`).
 fn single_lasting_connection(options: AnyPoolOptions) -> AnyPoolOptions {
     options
         .min_connections(1)
