@@ -13,7 +13,9 @@
 #
 # SHA-256 runs without the CPU's SHA extensions under valgrind, so the
 # counts include two software SHA-256s (token and key, ~3,500 each).
-# Environment: REQUESTS (default 3000), WARMUP (default 500).
+# Environment: REQUESTS (default 3000), WARMUP (default 500), PROFILE (a
+# directory: each binary's callgrind profile is kept there, for
+# `callgrind_annotate --inclusive=yes` to say where the instructions go).
 set -euo pipefail
 
 REQUESTS=${REQUESTS:-3000}
@@ -78,6 +80,9 @@ measure() { # binary
   stop
   if [ "$(jq -r '.statusCodeDistribution["200"]' <<<"$out")" != "$REQUESTS" ]; then
     echo "answers other than 200: $(jq -c .statusCodeDistribution <<<"$out")" >&2; exit 1
+  fi
+  if [ -n "${PROFILE:-}" ]; then
+    mkdir -p "$PROFILE" && cat "$db.cg"* >"$PROFILE/$(basename "$bin").callgrind"
   fi
   callgrind_annotate "$db.cg"* 2>/dev/null |
     awk -v n="$REQUESTS" -v bin="$bin" '/PROGRAM TOTALS/ {gsub(",", "", $1); printf "%-40s %8.0f instructions/request\n", bin, $1 / n}'

@@ -9,10 +9,9 @@ use crate::extract::Body;
 use crate::problem::{ApiResult, Problem, ProblemDocument};
 use crate::ratelimit::RateLimitState;
 use crate::verifier::{Verdict, VerifyInput};
-use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use keyward_core::verify::{Code, PresentedCredential};
 use keyward_core::{KeyKind, PermissionName, validate_customer_id, validate_environment_name};
 use serde::{Deserialize, Serialize};
@@ -129,7 +128,7 @@ pub async fn verify(
         origin: request.origin.as_deref(),
     };
     let verdict = state.verifier.verify(input, now_ms()).await?;
-    Ok(respond(verdict))
+    respond(verdict)
 }
 
 /// Exactly one of the three ways to pass the key. `None` when the forwarded
@@ -150,12 +149,11 @@ fn presented_credential(request: &VerifyRequest) -> ApiResult<Option<PresentedCr
     }
 }
 
-fn respond(verdict: Verdict) -> Response {
-    let mut headers = HeaderMap::new();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Some(state) = &verdict.rate_limit {
-        rate_limit_headers(state, &mut headers);
-    }
+/// A typical verdict's JSON (a key with a few permissions and a rate
+/// limit) fits, so the body is written without growing its buffer.
+const VERDICT_CAPACITY: usize = 512;
+
+fn respond(verdict: Verdict) -> ApiResult<Response> {
     let body = VerdictBody {
         valid: verdict.code.is_valid(),
         code: verdict.code,
@@ -181,7 +179,25 @@ fn respond(verdict: Verdict) -> Response {
             reset_seconds: s.reset_seconds,
         }),
     };
-    (headers, Json(body)).into_response()
+    // Into a `Vec` rather than through axum's `Json`, whose buffer starts
+    // at 128 bytes and takes each of serde's small writes through
+    // `io::Write` on `BytesMut`: this was a tenth of a request's CPU.
+    let mut json = Vec::with_capacity(VERDICT_CAPACITY);
+    serde_json::to_writer(&mut json, &body).map_err(|error| {
+        tracing::error!(%error, "could not serialize a verdict");
+        Problem::internal()
+    })?;
+    let mut response = Response::new(axum::body::Body::from(json));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(state) = &verdict.rate_limit {
+        rate_limit_headers(state, headers);
+    }
+    Ok(response)
 }
 
 /// `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers),
@@ -190,14 +206,34 @@ fn rate_limit_headers(state: &RateLimitState, headers: &mut HeaderMap) {
     // Names as constants: a `&str` name is parsed and checked on every use.
     const POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
     const CURRENT: HeaderName = HeaderName::from_static("ratelimit");
-    let policy = format!("\"key\";q={};w={}", state.limit, state.window_seconds);
-    let current = format!("\"key\";r={};t={}", state.remaining, state.reset_seconds);
+    let policy = key_item(
+        ("q", state.limit.into()),
+        ("w", state.window_seconds.into()),
+    );
+    let current = key_item(("r", state.remaining.into()), ("t", state.reset_seconds));
     for (name, value) in [(POLICY, policy), (CURRENT, current)] {
-        if let Ok(value) = HeaderValue::from_str(&value) {
+        if let Ok(value) = HeaderValue::try_from(value) {
             headers.insert(name, value);
         }
     }
     if let Some(retry) = state.retry_after_seconds {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(retry));
     }
+}
+
+/// The structured-field item `"key";<a>=<x>;<b>=<y>`, concatenated from
+/// `itoa`'s digits: `format!` cost more than the rest of the headers.
+fn key_item((a, x): (&str, u64), (b, y): (&str, u64)) -> String {
+    let (mut x_digits, mut y_digits) = (itoa::Buffer::new(), itoa::Buffer::new());
+    [
+        "\"key\";",
+        a,
+        "=",
+        x_digits.format(x),
+        ";",
+        b,
+        "=",
+        y_digits.format(y),
+    ]
+    .concat()
 }
