@@ -171,6 +171,9 @@ impl Server {
                 stop_rx.clone(),
             )));
         }
+        if let Some(shared) = &self.config.shared_limits {
+            shared.connect().await;
+        }
         let app = self
             .router()
             .into_make_service_with_connect_info::<SocketAddr>();

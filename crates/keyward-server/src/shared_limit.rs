@@ -84,9 +84,22 @@ impl SharedLimits {
         }
     }
 
-    async fn run(&self, key_id: &str, policy: RateLimitPolicy) -> redis::RedisResult<[i64; 3]> {
-        let connection = self
-            .connection
+    /// Connects and loads the script before the first request needs them,
+    /// so that a burst on a fresh node is not answered from local limits
+    /// while the first checks connect inside their `TIMEOUT`. A failure is
+    /// only logged: the checks connect lazily, as they would anyway.
+    pub async fn connect(&self) {
+        let connected = async {
+            let mut connection = self.connection().await?.clone();
+            self.script.load_async(&mut connection).await
+        };
+        if let Err(error) = connected.await {
+            tracing::warn!(%error, "shared rate limits: Redis unreachable at start; will retry on use");
+        }
+    }
+
+    async fn connection(&self) -> redis::RedisResult<&ConnectionManager> {
+        self.connection
             .get_or_try_init(|| {
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(TIMEOUT))
@@ -94,7 +107,11 @@ impl SharedLimits {
                     .set_number_of_retries(1);
                 self.client.get_connection_manager_with_config(config)
             })
-            .await?;
+            .await
+    }
+
+    async fn run(&self, key_id: &str, policy: RateLimitPolicy) -> redis::RedisResult<[i64; 3]> {
+        let connection = self.connection().await?;
         let interval_us =
             (u64::from(policy.window_seconds) * 1_000_000 / u64::from(policy.limit.max(1))).max(1);
         self.script
