@@ -181,7 +181,7 @@ fn respond(verdict: Verdict) -> ApiResult<Response> {
     };
     // Into a `Vec` rather than through axum's `Json`, whose buffer starts
     // at 128 bytes and takes each of serde's small writes through
-    // `io::Write` on `BytesMut`: this was a tenth of a request's CPU.
+    // `io::Write` on `BytesMut`: ~3,000 of a request's ~95,000 instructions.
     let mut json = Vec::with_capacity(VERDICT_CAPACITY);
     serde_json::to_writer(&mut json, &body).map_err(|error| {
         tracing::error!(%error, "could not serialize a verdict");
