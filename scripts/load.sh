@@ -13,6 +13,8 @@
 #                last-used on;
 #   invalid      a well-formed key that does not exist (negative cache);
 #   ratelimited  a key over its limit;
+#   private      the valid key again, on the private verify listener
+#                (`--verify-listen`: no management token to check);
 # each maximum as a ratio to the reference server's, and the server's CPU
 # time per request during the half-rate run (user + system, from /proc: a
 # figure that, unlike the rates, does not depend on how the two cores are
@@ -37,6 +39,7 @@ THREADS=${THREADS:-2}
 MAX_REQUESTS=${MAX_REQUESTS:-2000000}
 REF_ADDR=127.0.0.1:18090
 KW_ADDR=127.0.0.1:18080
+PRIVATE_ADDR=127.0.0.1:18081
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d)
 PIDS=()
@@ -73,12 +76,12 @@ wait_up() { # url
   echo "server at $1 did not come up" >&2; exit 1
 }
 
-# The request body and the management token, for wrk.
+# The request body and the management token (none if empty), for wrk.
 write_lua() { # file key token
   cat > "$1" <<LUA
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer $3"
+${3:+wrk.headers[\"Authorization\"] = \"Bearer $3\"}
 wrk.body = '{"key":"$2","environment":"production","permissions":["customers:read"],"ip":"203.0.113.7","customer_id":"cus_1"}'
 local count = 0
 function response(status, headers, body)
@@ -108,11 +111,13 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # whose pid is $4; fails on any answer but 200.
 run_oha() { # url lua rate server-pid
   local body out before after
+  local auth=()
   body=$(sed -n "s/^wrk.body = '\(.*\)'$/\1/p" "$2")
+  grep -q Authorization "$2" && auth=(-H "Authorization: Bearer $TOKEN")
   before=$(cpu_ticks "$4")
   out=$(timeout $((DURATION + 30)) oha --no-tui --output-format json -z "${DURATION}s" \
     -c "$RATE_CONNECTIONS" -q "$3" --latency-correction -w -m POST \
-    -H "Authorization: Bearer $TOKEN" -T application/json -d "$body" "$1")
+    "${auth[@]}" -T application/json -d "$body" "$1")
   after=$(cpu_ticks "$4")
   if [ "$(jq -r '[.statusCodeDistribution | keys[] | select(. != "200")] | length' <<<"$out")" != 0 ] ||
      [ "$(jq -r '.errorDistribution | length' <<<"$out")" != 0 ]; then
@@ -135,7 +140,8 @@ to_ms() { # wrk latency such as 512.00us / 1.20ms / 1.01s
 created=$(echo "correct horse battery staple" | "$BIN" init --email load@example.com --password-stdin --json)
 TOKEN=$(jq -r .management_token <<<"$created")
 WS=$(jq -r .workspace_id <<<"$created")
-"$BIN" serve --listen "$KW_ADDR" & PIDS+=($!)
+SERVE=(serve --listen "$KW_ADDR" --verify-listen "$PRIVATE_ADDR" --verify-account "$(jq -r .account_id <<<"$created")")
+"$BIN" "${SERVE[@]}" & PIDS+=($!)
 wait_up "http://$KW_ADDR/healthz"
 api() { curl -sf -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' "$@"; }
 api -d '{"name":"customers:read"}' "http://$KW_ADDR/v1/permissions" >/dev/null
@@ -153,17 +159,22 @@ WS2=$(api -d '{"name":"gone"}' "http://$KW_ADDR/v1/workspaces" | jq -r .id)
 INVALID=$(api -d '{"name":"gone","environment":"production"}' "http://$KW_ADDR/v1/workspaces/$WS2/keys" | jq -r .secret)
 api -X DELETE "http://$KW_ADDR/v1/workspaces/$WS2" >/dev/null
 
-for scenario in valid invalid ratelimited; do
+url_of() { # scenario
+  if [ "$1" = private ]; then echo "http://$PRIVATE_ADDR/v1/verify"; else echo "http://$KW_ADDR/v1/verify"; fi
+}
+for scenario in valid invalid ratelimited private; do
+  token=$TOKEN
   case $scenario in
     valid) key=$VALID; want=valid ;;
     invalid) key=$INVALID; want=unknown_key ;;
     ratelimited) key=$LIMITED; want=rate_limited ;;
+    private) key=$VALID; want=valid; token= ;;
   esac
-  write_lua "$WORK/$scenario.lua" "$key" "$TOKEN"
+  write_lua "$WORK/$scenario.lua" "$key" "$token"
   body=$(sed -n "s/^wrk.body = '\(.*\)'$/\1/p" "$WORK/$scenario.lua")
   # The first use of the limited key spends its one token.
-  code=$(api -d "$body" "http://$KW_ADDR/v1/verify" | jq -r .code)
-  [ "$scenario" = ratelimited ] && code=$(api -d "$body" "http://$KW_ADDR/v1/verify" | jq -r .code)
+  code=$(api -d "$body" "$(url_of "$scenario")" | jq -r .code)
+  [ "$scenario" = ratelimited ] && code=$(api -d "$body" "$(url_of "$scenario")" | jq -r .code)
   [ "$code" = "$want" ] || { echo "$scenario: expected $want, got $code" >&2; exit 1; }
 done
 kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true; PIDS=()
@@ -188,12 +199,12 @@ REF_ROW=$(row "http://$REF_ADDR/v1/verify" "$WORK/valid.lua" reference "${PIDS[0
 REF_RPS=$(awk '{print $2}' <<<"$REF_ROW")
 kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true; PIDS=()
 
-"$BIN" serve --listen "$KW_ADDR" & PIDS+=($!)
+"$BIN" "${SERVE[@]}" & PIDS+=($!)
 wait_up "http://$KW_ADDR/healthz"
 echo "$HEADER"
 echo "$REF_ROW"
-for scenario in valid invalid ratelimited; do
-  row "http://$KW_ADDR/v1/verify" "$WORK/$scenario.lua" "$scenario" "${PIDS[0]}"
+for scenario in valid invalid ratelimited private; do
+  row "$(url_of "$scenario")" "$WORK/$scenario.lua" "$scenario" "${PIDS[0]}"
 done
 kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true; PIDS=()
 

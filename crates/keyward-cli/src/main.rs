@@ -94,6 +94,15 @@ struct ServeArgs {
     /// private network. Browsers accept secure cookies from localhost.
     #[arg(long, env = "KEYWARD_CONSOLE_INSECURE_COOKIES")]
     console_insecure_cookies: bool,
+    /// A second address serving only `POST /v1/verify` (and `/healthz`)
+    /// WITHOUT a management token, for the keys of `--verify-account`. Bind
+    /// it where only your own services can reach it (loopback, a private
+    /// network): anyone who reaches it can check keys of that account.
+    #[arg(long, env = "KEYWARD_VERIFY_LISTEN", requires = "verify_account")]
+    verify_listen: Option<SocketAddr>,
+    /// The account whose keys the private verify listener checks.
+    #[arg(long, env = "KEYWARD_VERIFY_ACCOUNT", requires = "verify_listen")]
+    verify_account: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -237,12 +246,44 @@ async fn serve(database_url: &str, format: KeyFormat, args: ServeArgs) -> Result
         .await
         .with_context(|| format!("binding {listen}"))?;
     let address = listener.local_addr()?;
+    let mut server = Server::with_config(store.clone(), format, config);
+    if let (Some(listen), Some(account)) = (args.verify_listen, &args.verify_account) {
+        server = server.with_private_verify(
+            private_verify_listener(store.as_ref(), listen, account).await?,
+            account,
+        );
+    }
     tracing::info!(%address, store = store.backend(), "keyward listening on http://{address}");
-    Server::with_config(store, format, config)
-        .serve(listener, shutdown_signal())
-        .await?;
+    server.serve(listener, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Binds the private verify listener, once `account` is known to exist: a
+/// typo must stop the server, not leave a listener that denies every key.
+async fn private_verify_listener(
+    store: &dyn Store,
+    listen: SocketAddr,
+    account: &str,
+) -> Result<tokio::net::TcpListener> {
+    if !store
+        .list_account_ids()
+        .await?
+        .iter()
+        .any(|id| id == account)
+    {
+        bail!("--verify-account: no account {account} in this deployment");
+    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding --verify-listen {listen}"))?;
+    let address = listener.local_addr()?;
+    tracing::info!(
+        %address,
+        account,
+        "private verify listener on http://{address}: verifies this account's keys without a token"
+    );
+    Ok(listener)
 }
 
 async fn shutdown_signal() {

@@ -168,6 +168,68 @@ async fn audit_verify_names_the_first_broken_link() {
     assert!(!other.status.success());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_verify_listener_needs_no_token_and_a_real_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("keyward.db").display());
+    let created: Value =
+        serde_json::from_slice(&init(&db, &["init"], "owner@example.com").stdout).unwrap();
+    let account = created["account_id"].as_str().unwrap();
+
+    let typo = keyward(&db)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args([
+            "--verify-listen",
+            "127.0.0.1:0",
+            "--verify-account",
+            "acct_typo",
+        ])
+        .output()
+        .unwrap();
+    assert!(!typo.status.success(), "an unknown account must stop serve");
+    assert!(String::from_utf8_lossy(&typo.stderr).contains("no account acct_typo"));
+    let alone = keyward(&db)
+        .args(["serve", "--verify-listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!alone.status.success(), "--verify-listen needs an account");
+    assert!(String::from_utf8_lossy(&alone.stderr).contains("--verify-account"));
+
+    let server = Serving::start_with(
+        &db,
+        "info",
+        &[
+            "--verify-listen",
+            "127.0.0.1:0",
+            "--verify-account",
+            account,
+        ],
+    );
+    let private = server
+        .address_logged("private verify listener on ")
+        .expect("the private listener's address is logged");
+    let http = reqwest::Client::new();
+    let verify = |base: String| {
+        http.post(format!("{base}/v1/verify"))
+            .json(&json!({"key": created["primary_secret"]}))
+            .send()
+    };
+    let response = verify(private).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let verdict: Value = response.json().await.unwrap();
+    assert_eq!(verdict["code"], "valid", "{verdict}");
+    assert_eq!(verdict["key"]["id"], created["primary_site_id"]);
+    let response = verify(server.base.clone()).await.unwrap();
+    assert_eq!(
+        response.status(),
+        401,
+        "the API listener still wants a token"
+    );
+
+    let log = server.stop();
+    assert!(!log.contains(created["primary_secret"].as_str().unwrap()));
+}
+
 #[test]
 fn help_names_every_command() {
     let output = Command::new(BIN).arg("--help").output().unwrap();

@@ -33,7 +33,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use ratelimit::RateLimits;
 use request_logs::RequestLogBuffer;
 use shared_limit::SharedLimits;
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -90,6 +90,7 @@ pub struct Server {
     logs: Arc<RequestLogBuffer>,
     cache: Arc<VerifyCache>,
     rate_limits: Arc<RateLimits>,
+    private_verify: Option<(TcpListener, Arc<str>)>,
 }
 
 impl Server {
@@ -123,7 +124,17 @@ impl Server {
             logs,
             cache,
             rate_limits,
+            private_verify: None,
         }
+    }
+
+    /// Also serves `POST /v1/verify` on `listener` without a token, for the
+    /// keys of `account_id` only (SPEC §5: "unauthenticated when the
+    /// operator binds it to a private listener on purpose"). The listener
+    /// serves nothing else but `/healthz`.
+    pub fn with_private_verify(mut self, listener: TcpListener, account_id: &str) -> Self {
+        self.private_verify = Some((listener, account_id.into()));
+        self
     }
 
     /// The verification engine, for embedding and benchmarks.
@@ -142,7 +153,7 @@ impl Server {
     /// change feed, so that no change committed after the first request is
     /// missed.
     pub async fn serve(
-        self,
+        mut self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
@@ -174,16 +185,48 @@ impl Server {
         if let Some(shared) = &self.config.shared_limits {
             shared.connect().await;
         }
-        let app = self
-            .router()
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = self.serve_listeners(listener, shutdown).await;
         let _ = stop_tx.send(true);
         for task in tasks {
             let _ = task.await;
         }
         served
+    }
+
+    /// Serves the API listener and the private verify listener, if any,
+    /// until `shutdown` resolves; then both drain their requests.
+    async fn serve_listeners(
+        &mut self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (quit_tx, quit_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = quit_tx.send(true);
+        });
+        let quit = |mut quit: watch::Receiver<bool>| async move {
+            let _ = quit.wait_for(|quit| *quit).await;
+        };
+        let api = axum::serve(
+            listener,
+            self.router()
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(quit(quit_rx.clone()));
+        let private = self.private_verify.take().map(|(listener, account_id)| {
+            let router = api::private_verify_router(api::PrivateVerify {
+                state: self.state.clone(),
+                account_id,
+            });
+            axum::serve(listener, router).with_graceful_shutdown(quit(quit_rx))
+        });
+        match private {
+            Some(private) => {
+                let (api, private) = tokio::join!(api.into_future(), private.into_future());
+                api.and(private)
+            }
+            None => api.await,
+        }
     }
 }

@@ -18,6 +18,7 @@ on_both_stores!(
     forwarded_headers_and_basic_pairs,
     allowlists_of_workspace_and_key,
     verify_needs_a_token_with_keys_verify,
+    the_private_listener_verifies_its_account_without_a_token,
     last_use_is_recorded_in_batches,
 );
 
@@ -413,6 +414,66 @@ async fn verify_needs_a_token_with_keys_verify(s: TestServer) {
         StatusCode::FORBIDDEN,
         "a verify-only token cannot administer"
     );
+}
+
+async fn the_private_listener_verifies_its_account_without_a_token(s: TestServer) {
+    let (key, secret) = s
+        .issue(json!({"name": "k", "environment": "production"}))
+        .await;
+    let (status, verdict) = s
+        .verify_privately(json!({"key": secret, "environment": "production"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{verdict}");
+    assert_eq!(verdict["code"], "valid");
+    assert_eq!(verdict["key"]["id"], key["id"]);
+
+    let other = s.new_tenant().await;
+    let (status, issued) = s
+        .call(
+            &other.token,
+            Method::POST,
+            &format!("/v1/workspaces/{}/keys", other.workspace_id),
+            Some(json!({"name": "theirs", "environment": "production"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{issued}");
+    let (status, verdict) = s.verify_privately(json!({"key": issued["secret"]})).await;
+    assert_eq!(
+        (status, verdict["code"].as_str()),
+        (StatusCode::OK, Some("unknown_key")),
+        "another account's key is unknown here: {verdict}"
+    );
+    assert_eq!(verdict["key"], json!(null));
+
+    let (status, problem) = s
+        .verify_privately(json!({"key": secret, "ip": "nowhere"}))
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str(), problem["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_field"), Some("ip")),
+        "{problem}"
+    );
+
+    // Nothing but verification is reachable through it, token or not.
+    let client = reqwest::Client::new();
+    for path in ["/v1/workspaces", "/metrics", "/v1/openapi.json"] {
+        let response = client
+            .get(format!("{}{path}", s.private_base))
+            .bearer_auth(&s.owner.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+
+    // Its verifications are logged like any other.
+    let logs = format!("/v1/keys/{}/logs", key["id"].as_str().unwrap());
+    let logged = eventually(Duration::from_secs(10), || async {
+        let (_, page) = s.get(&logs).await;
+        (!page["data"].as_array().unwrap().is_empty()).then_some(page)
+    })
+    .await;
+    assert_eq!(logged["data"][0]["code"], "valid", "{logged}");
 }
 
 async fn last_use_is_recorded_in_batches(s: TestServer) {

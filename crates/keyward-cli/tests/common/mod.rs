@@ -43,6 +43,8 @@ pub fn init(db: &str, subcommand: &[&str], email: &str) -> Output {
 pub struct Serving {
     child: Child,
     pub base: String,
+    /// What it logged before the line with `base`.
+    startup: Vec<String>,
     log: mpsc::Receiver<String>,
 }
 
@@ -50,8 +52,14 @@ impl Serving {
     /// Starts on 127.0.0.1:0 with `KEYWARD_LOG=<log_filter>` and waits for
     /// the line that says which port it got.
     pub fn start(db: &str, log_filter: &str) -> Self {
+        Self::start_with(db, log_filter, &[])
+    }
+
+    /// [`Self::start`] with more `serve` arguments.
+    pub fn start_with(db: &str, log_filter: &str, args: &[&str]) -> Self {
         let mut child = keyward(db)
             .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
             .env("KEYWARD_LOG", log_filter)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
@@ -69,13 +77,24 @@ impl Serving {
             let line = log
                 .recv_timeout(Duration::from_secs(60))
                 .unwrap_or_else(|_| panic!("no listening line: {seen:#?}"));
-            if let Some(at) = line.find("listening on http://") {
-                let rest = &line[at + "listening on ".len()..];
-                break rest.split_whitespace().next().unwrap().to_owned();
+            if let Some(base) = address_after(&line, "keyward listening on ") {
+                break base;
             }
             seen.push(line);
         };
-        Self { child, base, log }
+        Self {
+            child,
+            base,
+            startup: seen,
+            log,
+        }
+    }
+
+    /// The address a start-up line names right after `marker`.
+    pub fn address_logged(&self, marker: &str) -> Option<String> {
+        self.startup
+            .iter()
+            .find_map(|line| address_after(line, marker))
     }
 
     /// Stops the server with SIGTERM, so it drains and flushes as in
@@ -96,4 +115,12 @@ impl Drop for Serving {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The `http://…` address that follows `marker` in a log line.
+fn address_after(line: &str, marker: &str) -> Option<String> {
+    let at = line.find(marker)? + marker.len();
+    let address = line[at..].split_whitespace().next()?;
+    let address = address.trim_end_matches(':');
+    address.starts_with("http://").then(|| address.to_owned())
 }

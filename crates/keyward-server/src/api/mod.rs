@@ -11,6 +11,7 @@ pub(crate) mod members;
 pub(crate) mod permissions;
 mod tokens;
 mod verify;
+pub(crate) use verify::PrivateVerify;
 pub mod views;
 pub(crate) mod workspaces;
 
@@ -22,7 +23,7 @@ use crate::problem::{Problem, ProblemDocument};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
 use keyward_core::InvalidValue;
 use serde::Serialize;
@@ -170,6 +171,21 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The private verify listener's router: `POST /v1/verify` without a token,
+/// for the one account in `listener`, and `/healthz`. Nothing else is
+/// reachable through it, so binding it to a private network exposes no
+/// admin route.
+pub(crate) fn private_verify_router(listener: PrivateVerify) -> Router {
+    Router::new()
+        .route("/v1/verify", post(verify::verify_private))
+        .route("/healthz", get(healthz))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(route_not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http())
+        .with_state(listener)
+}
+
 /// Prometheus text exposition of the process's metrics (see
 /// docs/PERFORMANCE.md for the catalogue). Unauthenticated, like the
 /// probes: expose it to the scraper's network only.
@@ -204,6 +220,10 @@ async fn not_found(uri: axum::http::Uri) -> Response {
     if !uri.path().starts_with("/v1/") {
         return crate::console::error_page(StatusCode::NOT_FOUND, "There is no page here.");
     }
+    route_not_found().await
+}
+
+async fn route_not_found() -> Response {
     Problem::new(
         StatusCode::NOT_FOUND,
         "route_not_found",

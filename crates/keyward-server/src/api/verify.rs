@@ -17,6 +17,7 @@ use keyward_core::{KeyKind, PermissionName, validate_customer_id, validate_envir
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::net::IpAddr;
+use std::sync::Arc;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
@@ -81,13 +82,45 @@ pub struct VerdictBody<'a> {
 const MAX_ORIGIN_LEN: usize = 2048;
 
 /// Verifies a key.
+///
+/// Needs a management token holding `keys:verify`, except on the private
+/// verify listener (`keyward serve --verify-listen`), which answers for one
+/// account without a token.
 #[utoipa::path(post, path = "/v1/verify", tag = "verify", request_body = VerifyRequest,
     responses((status = 200, body = VerdictBody), (status = 400, body = ProblemDocument), (status = 401, body = ProblemDocument),
               (status = 403, body = ProblemDocument), (status = 503, body = ProblemDocument)))]
 pub async fn verify(
     State(state): State<AppState>,
     Authorized(who, _): Authorized<VerifyKeys>,
-    Body(mut request): Body<VerifyRequest>,
+    Body(request): Body<VerifyRequest>,
+) -> ApiResult<Response> {
+    verify_for(&state, &who.account_id, request).await
+}
+
+/// What the private verify listener serves from: the server's state and
+/// the one account whose keys it verifies.
+#[derive(Clone)]
+pub(crate) struct PrivateVerify {
+    pub state: AppState,
+    pub account_id: Arc<str>,
+}
+
+/// `POST /v1/verify` on the private listener: no token, because only the
+/// operator's own network can reach it (SPEC §5), and the account is the
+/// one the operator bound the listener to.
+pub(crate) async fn verify_private(
+    State(listener): State<PrivateVerify>,
+    Body(request): Body<VerifyRequest>,
+) -> ApiResult<Response> {
+    verify_for(&listener.state, &listener.account_id, request).await
+}
+
+/// Validates the request into a [`VerifyInput`] acting for `account_id`,
+/// verifies, and renders the verdict.
+async fn verify_for(
+    state: &AppState,
+    account_id: &str,
+    mut request: VerifyRequest,
 ) -> ApiResult<Response> {
     // Taken, not cloned: the request is not used for them again.
     let mut permissions = std::mem::take(&mut request.permissions);
@@ -119,7 +152,7 @@ pub async fn verify(
         ));
     }
     let input = VerifyInput {
-        account_id: &who.account_id,
+        account_id,
         credential,
         environment: request.environment.as_deref(),
         permissions: &permissions,

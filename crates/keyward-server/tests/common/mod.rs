@@ -30,6 +30,8 @@ pub struct Tenant {
 
 pub struct TestServer {
     pub base: String,
+    /// The private verify listener, bound to the owner's account.
+    pub private_base: String,
     pub owner: Tenant,
     pub store: Arc<dyn Store>,
     client: reqwest::Client,
@@ -47,23 +49,33 @@ impl TestServer {
 
     pub async fn start_with(backend: Backend, config: ServerConfig) -> Option<Self> {
         let db = TestDatabase::create_or_skip(backend).await?;
-        let store = keyward_store::open(&db.url).await.expect("open store");
+        let url = db.url.clone();
+        Some(Self::start_on(db, &url, config).await)
+    }
+
+    /// A server on `db`, reaching it through `url` (a proxy, say).
+    pub async fn start_on(db: TestDatabase, url: &str, config: ServerConfig) -> Self {
+        let store = keyward_store::open(url).await.expect("open store");
         let owner = new_tenant(store.as_ref()).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
+        let private = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let private_base = format!("http://{}", private.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = Server::with_config(store.clone(), KeyFormat::default(), config);
+        let server = Server::with_config(store.clone(), KeyFormat::default(), config)
+            .with_private_verify(private, &owner.account_id);
         tokio::spawn(server.serve(listener, async {
             let _ = stopped.await;
         }));
-        Some(Self {
+        Self {
             base,
+            private_base,
             owner,
             store,
             client: reqwest::Client::new(),
             stop: Some(stop),
             db,
-        })
+        }
     }
 
     /// Another node of the same deployment: a second server on the same
@@ -189,6 +201,18 @@ impl TestServer {
         assert_eq!(response.status(), StatusCode::OK);
         let headers = response.headers().clone();
         (response.json().await.unwrap(), headers)
+    }
+
+    /// `POST /v1/verify` on the private listener, without a token.
+    pub async fn verify_privately(&self, body: Value) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(format!("{}/v1/verify", self.private_base))
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        (response.status(), response.json().await.unwrap())
     }
 
     /// The verdict's code for a request.
