@@ -89,6 +89,16 @@ struct ServeArgs {
     /// API keys whose verification records stay cached in memory (LRU).
     #[arg(long, env = "KEYWARD_CACHE_CAPACITY", default_value_t = 100_000)]
     cache_capacity: usize,
+    /// Seconds a cached key is trusted before it is read again (changes
+    /// take effect at once anyway: this is the safety net).
+    #[arg(long, env = "KEYWARD_CACHE_TTL_SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u32).range(1..=3600))]
+    cache_ttl_seconds: u32,
+    /// Seconds past its TTL a cached key still verifies while the store is
+    /// unavailable (0: a store outage fails verification at once).
+    #[arg(long, env = "KEYWARD_OUTAGE_GRACE_SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(u32).range(0..=86_400))]
+    outage_grace_seconds: u32,
     /// Send console cookies without `Secure`: only for a console served
     /// over plain HTTP on an address other than localhost, inside a
     /// private network. Browsers accept secure cookies from localhost.
@@ -236,6 +246,8 @@ async fn serve(database_url: &str, format: KeyFormat, args: ServeArgs) -> Result
         ..ServerConfig::default()
     };
     config.cache.key_capacity = args.cache_capacity;
+    config.cache.ttl_ms = i64::from(args.cache_ttl_seconds) * 1000;
+    config.cache.outage_grace_ms = i64::from(args.outage_grace_seconds) * 1000;
     if let Some(url) = &args.redis_url {
         let shared = SharedLimits::new(url, "keyward:ratelimit")
             .map_err(|e| anyhow::anyhow!("--redis-url: {e}"))?;

@@ -165,7 +165,7 @@ fn warm_verify(c: &mut Criterion) {
         let cache = server.verifier().cache();
         let now = record.key.created_at + 1;
         let insert = |hash: [u8; 32], record: Arc<VerificationRecord>| match cache.key(&hash, now) {
-            Lookup::Miss(ticket) => cache.insert_key(ticket, hash, record, now),
+            Lookup::Miss(ticket, _) => cache.insert_key(ticket, hash, record, now),
             _ => unreachable!("fresh cache"),
         };
         let mut floor_map: HashMap<[u8; 32], usize> = HashMap::with_capacity(size);

@@ -5,6 +5,7 @@ use crate::AppState;
 use crate::cache::{CachedPrincipal, Lookup};
 use crate::clock::now_ms;
 use crate::invalidate::InvalidationSlot;
+use crate::outage::Read;
 use crate::problem::Problem;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::HeaderValue;
@@ -184,7 +185,9 @@ impl FromRequestParts<AppState> for Principal {
 }
 
 /// The token's principal (without the per-request peer address): from the
-/// cache, else from the store (and then cached, found or not). Deleting the
+/// cache, else from the store (and then cached, found or not), else — the
+/// store being unavailable — from an entry only past its TTL, so that
+/// verification through a token rides out an outage too. Deleting the
 /// token or changing its member invalidates the account's entries (see
 /// `crate::invalidate`).
 async fn lookup_token(
@@ -193,13 +196,16 @@ async fn lookup_token(
     now: i64,
 ) -> StoreResult<Option<Arc<CachedPrincipal>>> {
     let cache = state.verifier.cache();
-    let ticket = match cache.token(hash.as_bytes(), now) {
+    let (ticket, stale) = match cache.token(hash.as_bytes(), now) {
         Lookup::Hit(principal) => return Ok(Some(principal)),
         Lookup::Unknown => return Ok(None),
-        Lookup::Miss(ticket) => ticket,
+        Lookup::Miss(ticket, stale) => (ticket, stale),
     };
-    match state.store.find_token_by_hash(&hash.to_hex()).await? {
-        Some(found) => {
+    let hex = hash.to_hex();
+    let read = state.store.find_token_by_hash(&hex);
+    match state.verifier.outage().read(stale, read).await? {
+        Read::Stale(principal) => Ok(Some(principal)),
+        Read::Fresh(Some(found)) => {
             let cached = Arc::new(CachedPrincipal {
                 expires_at: found.token.expires_at,
                 principal: Principal {
@@ -213,7 +219,7 @@ async fn lookup_token(
             cache.insert_token(ticket, *hash.as_bytes(), cached.clone(), now);
             Ok(Some(cached))
         }
-        None => {
+        Read::Fresh(None) => {
             cache.insert_unknown(ticket, *hash.as_bytes(), now);
             Ok(None)
         }

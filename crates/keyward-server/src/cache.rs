@@ -20,6 +20,10 @@
 //! (~40 bytes) and the shared record: about 400 bytes plus the lengths of its
 //! name, ids, permissions, metadata and allowlists (see docs/PERFORMANCE.md).
 //! A negative entry costs about 80 bytes.
+//!
+//! An entry past its TTL but within the outage grace, and not invalidated,
+//! comes back with the miss: the answer to give if the store cannot be read
+//! (see `crate::outage`).
 
 use crate::auth::Principal;
 use crate::ratelimit::KeyLimiter;
@@ -43,6 +47,9 @@ pub struct CacheConfig {
     pub token_capacity: usize,
     pub unknown_capacity: usize,
     pub ttl_ms: i64,
+    /// How long past its TTL an entry may still answer while the store is
+    /// unavailable (0: not at all).
+    pub outage_grace_ms: i64,
 }
 
 impl Default for CacheConfig {
@@ -52,6 +59,7 @@ impl Default for CacheConfig {
             token_capacity: 10_000,
             unknown_capacity: 100_000,
             ttl_ms: 60_000,
+            outage_grace_ms: 300_000,
         }
     }
 }
@@ -127,9 +135,11 @@ pub enum Lookup<T> {
     Hit(T),
     /// Known not to exist (negative cache).
     Unknown,
-    /// Not cached: read the store, then [`VerifyCache::insert_key`] (or
-    /// `insert_token` / `insert_unknown`) with the ticket.
-    Miss(Ticket),
+    /// Not cached fresh: read the store, then [`VerifyCache::insert_key`]
+    /// (or `insert_token` / `insert_unknown`) with the ticket. The entry, if
+    /// it is only past its TTL, answers instead should the store be
+    /// unavailable.
+    Miss(Ticket, Option<T>),
 }
 
 /// The invalidation count before a store read.
@@ -197,6 +207,7 @@ pub struct VerifyCache {
     /// Bumped by [`Self::resync`]: positive entries of older epochs are void.
     epoch: AtomicU64,
     ttl_ms: i64,
+    outage_grace_ms: i64,
 }
 
 impl VerifyCache {
@@ -211,6 +222,7 @@ impl VerifyCache {
             negative_epoch: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
             ttl_ms: config.ttl_ms,
+            outage_grace_ms: config.outage_grace_ms,
         }
     }
 
@@ -255,14 +267,17 @@ impl VerifyCache {
         now_ms: i64,
     ) -> Lookup<T> {
         let ticket = self.ticket();
-        if let Some(entry) = tier
-            .get(&HashKey(*hash))
-            .filter(|e| self.is_fresh(e, now_ms))
-        {
-            self.count(name, LookupResult::Hit);
-            return Lookup::Hit(entry.value);
-        }
-        let found = self.unknown_or_miss(hash, now_ms, ticket);
+        let entry = tier.get(&HashKey(*hash)).filter(|e| self.is_current(e));
+        let stale = match entry {
+            Some(entry) if now_ms - entry.loaded_at < self.ttl_ms => {
+                self.count(name, LookupResult::Hit);
+                return Lookup::Hit(entry.value);
+            }
+            entry => entry
+                .filter(|e| now_ms - e.loaded_at < self.ttl_ms + self.outage_grace_ms)
+                .map(|e| e.value),
+        };
+        let found = self.unknown_or_miss(hash, now_ms, ticket, stale);
         match found {
             Lookup::Unknown => self.count(name, LookupResult::NegativeHit),
             _ => self.count(name, LookupResult::Miss),
@@ -307,6 +322,10 @@ impl VerifyCache {
     }
 
     pub fn insert_unknown(&self, ticket: Ticket, hash: [u8; 32], now_ms: i64) {
+        // A stale entry of a hash the store no longer knows must not answer
+        // in an outage.
+        self.keys.remove(&HashKey(hash));
+        self.tokens.remove(&HashKey(hash));
         // Read before checking the ticket: see `entry`.
         let negative_epoch = self.negative_epoch.load(Ordering::SeqCst);
         if self.invalidations.load(Ordering::SeqCst) == ticket.0 {
@@ -343,7 +362,13 @@ impl VerifyCache {
         Ticket(self.invalidations.load(Ordering::SeqCst))
     }
 
-    fn unknown_or_miss<T>(&self, hash: &[u8; 32], now_ms: i64, ticket: Ticket) -> Lookup<T> {
+    fn unknown_or_miss<T>(
+        &self,
+        hash: &[u8; 32],
+        now_ms: i64,
+        ticket: Ticket,
+        stale: Option<T>,
+    ) -> Lookup<T> {
         match self.unknown.get(&HashKey(*hash)) {
             Some(entry)
                 if entry.negative_epoch == self.negative_epoch.load(Ordering::SeqCst)
@@ -351,15 +376,15 @@ impl VerifyCache {
             {
                 Lookup::Unknown
             }
-            _ => Lookup::Miss(ticket),
+            _ => Lookup::Miss(ticket, stale),
         }
     }
 
-    fn is_fresh<T>(&self, entry: &Entry<T>, now_ms: i64) -> bool {
+    /// Neither invalidated nor resynced away since it was loaded.
+    fn is_current<T>(&self, entry: &Entry<T>) -> bool {
         entry.epoch == self.epoch.load(Ordering::SeqCst)
             && entry.generation
                 == self.generations[usize::from(entry.stripe)].load(Ordering::SeqCst)
-            && now_ms - entry.loaded_at < self.ttl_ms
     }
 
     /// An entry stamped with the generations current *before* the ticket is
@@ -412,7 +437,7 @@ mod tests {
 
     fn load(cache: &VerifyCache, tier: &Tier<u32>, n: u32, account: &str) {
         match cache.lookup_in(tier, TierName::Key, &hash(n), NOW) {
-            Lookup::Miss(ticket) => cache.insert_in(tier, ticket, hash(n), account, n, NOW),
+            Lookup::Miss(ticket, _) => cache.insert_in(tier, ticket, hash(n), account, n, NOW),
             _ => panic!("{n} was cached already"),
         }
     }
@@ -435,7 +460,7 @@ mod tests {
     #[test]
     fn a_read_that_raced_with_a_change_is_not_cached() {
         let (cache, tier) = cache();
-        let Lookup::Miss(ticket) = cache.lookup_in(&tier, TierName::Key, &hash(7), NOW) else {
+        let Lookup::Miss(ticket, _) = cache.lookup_in(&tier, TierName::Key, &hash(7), NOW) else {
             panic!("empty cache");
         };
         // The store read happens here; a change commits and invalidates.
@@ -445,7 +470,7 @@ mod tests {
         cache.insert_unknown(ticket, hash(8), NOW);
         assert!(matches!(
             cache.lookup_in(&tier, TierName::Key, &hash(8), NOW),
-            Lookup::Miss(_)
+            Lookup::Miss(..)
         ));
     }
 
@@ -460,10 +485,39 @@ mod tests {
     }
 
     #[test]
+    fn past_its_ttl_an_entry_is_only_the_answer_for_an_outage() {
+        let (cache, tier) = cache();
+        let CacheConfig {
+            ttl_ms,
+            outage_grace_ms,
+            ..
+        } = CacheConfig::default();
+        load(&cache, &tier, 1, "acct_a");
+        let stale = |now| match cache.lookup_in(&tier, TierName::Key, &hash(1), now) {
+            Lookup::Miss(_, stale) => stale,
+            Lookup::Hit(_) => panic!("a hit at {now}"),
+            Lookup::Unknown => panic!("unknown at {now}"),
+        };
+        assert_eq!(stale(NOW + ttl_ms), Some(1));
+        assert_eq!(stale(NOW + ttl_ms + outage_grace_ms - 1), Some(1));
+        assert_eq!(
+            stale(NOW + ttl_ms + outage_grace_ms),
+            None,
+            "past the grace"
+        );
+        cache.invalidate_account("acct_a");
+        assert_eq!(stale(NOW + ttl_ms), None, "a changed key never answers");
+        load(&cache, &tier, 1, "acct_a");
+        cache.resync();
+        assert_eq!(stale(NOW + ttl_ms), None, "nor one resynced away");
+    }
+
+    #[test]
     fn unknown_hashes_are_remembered_in_bounded_memory() {
         let (cache, tier) = cache();
         for n in 0..10_000 {
-            let Lookup::Miss(ticket) = cache.lookup_in(&tier, TierName::Key, &hash(n), NOW) else {
+            let Lookup::Miss(ticket, _) = cache.lookup_in(&tier, TierName::Key, &hash(n), NOW)
+            else {
                 panic!("{n} is new");
             };
             cache.insert_unknown(ticket, hash(n), NOW);
@@ -481,7 +535,7 @@ mod tests {
         cache.invalidate_account("acct_b");
         assert!(matches!(
             cache.lookup_in(&tier, TierName::Key, &hash(9_999), NOW),
-            Lookup::Miss(_)
+            Lookup::Miss(..)
         ));
     }
 }

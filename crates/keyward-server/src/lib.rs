@@ -16,6 +16,7 @@ mod extract;
 mod idempotency;
 mod invalidate;
 mod jobs;
+mod outage;
 pub mod problem;
 mod ratelimit;
 pub mod request_logs;
@@ -175,6 +176,13 @@ impl Server {
             self.state.metrics.clone(),
             stop_rx.clone(),
         )));
+        tasks.push(tokio::spawn(
+            self.state
+                .verifier
+                .outage()
+                .clone()
+                .run_probe(store.clone(), stop_rx.clone()),
+        ));
         if let Some(feed) = feed {
             tasks.push(tokio::spawn(invalidate::follow_changes(
                 self.cache.clone(),

@@ -31,6 +31,12 @@ pub const REDIS_FALLBACKS: &str = "keyward_ratelimit_redis_fallbacks_total";
 /// In-process rate limiters held after the last prune (keys used within
 /// their window, or cached).
 pub const RATE_LIMITERS: &str = "keyward_rate_limiters";
+/// 1 while the store is failing and cached keys answer past their TTL
+/// (see `outage`), else 0.
+pub const STORE_OUTAGE: &str = "keyward_store_outage";
+/// Verify-path lookups answered by a cache entry past its TTL because the
+/// store was unavailable.
+pub const STALE_ANSWERS: &str = "keyward_cache_stale_answers_total";
 /// Request logs deleted by the retention purge.
 pub const LOGS_PURGED: &str = "keyward_request_logs_purged_total";
 

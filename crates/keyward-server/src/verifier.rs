@@ -7,6 +7,7 @@
 //! flushed in batches, and lookups are served from [`VerifyCache`] once warm.
 
 use crate::cache::{CachedKey, Lookup, VerifyCache};
+use crate::outage::{Outage, Read};
 use crate::ratelimit::{RateLimitState, RateLimits};
 use crate::request_logs::{AskedPermissions, PendingLog, RequestLogBuffer};
 use crate::shared_limit::SharedLimits;
@@ -64,6 +65,7 @@ pub struct Verifier {
     /// Limits shared by every node (Redis), when configured.
     shared_limits: Option<Arc<SharedLimits>>,
     metrics: VerifyMetrics,
+    outage: Arc<Outage>,
     /// Times the decision: the rate limiter's clock (with governor's
     /// default `quanta` feature, the CPU's TSC, cheaper to read than
     /// `Instant`'s `clock_gettime`).
@@ -126,12 +128,18 @@ impl Verifier {
             cache,
             shared_limits,
             metrics: VerifyMetrics::default(),
+            outage: Arc::default(),
             clock: DefaultClock::default(),
         }
     }
 
     pub fn cache(&self) -> &VerifyCache {
         &self.cache
+    }
+
+    /// Whether the store is failing, shared with the token lookup.
+    pub fn outage(&self) -> &Arc<Outage> {
+        &self.outage
     }
 
     /// The outcomes waiting for the next flush.
@@ -216,21 +224,25 @@ impl Verifier {
     }
 
     /// The record with this hash: from the cache, else from the store (and
-    /// then cached, found or not).
+    /// then cached, found or not), else — the store being unavailable —
+    /// from an entry only past its TTL.
     async fn lookup(&self, hash: &KeyHash, now_ms: i64) -> StoreResult<Option<Arc<CachedKey>>> {
-        let ticket = match self.cache.key(hash.as_bytes(), now_ms) {
+        let (ticket, stale) = match self.cache.key(hash.as_bytes(), now_ms) {
             Lookup::Hit(record) => return Ok(Some(record)),
             Lookup::Unknown => return Ok(None),
-            Lookup::Miss(ticket) => ticket,
+            Lookup::Miss(ticket, stale) => (ticket, stale),
         };
-        match self.store.find_key_for_verification(&hash.to_hex()).await? {
-            Some(record) => Ok(Some(self.cache.insert_key(
+        let hex = hash.to_hex();
+        let read = self.store.find_key_for_verification(&hex);
+        match self.outage.read(stale, read).await? {
+            Read::Stale(record) => Ok(Some(record)),
+            Read::Fresh(Some(record)) => Ok(Some(self.cache.insert_key(
                 ticket,
                 *hash.as_bytes(),
                 Arc::new(record),
                 now_ms,
             ))),
-            None => {
+            Read::Fresh(None) => {
                 self.cache.insert_unknown(ticket, *hash.as_bytes(), now_ms);
                 Ok(None)
             }

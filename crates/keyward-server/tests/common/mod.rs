@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod cut_proxy;
+
 use keyward_core::KeyFormat;
 use keyward_server::accounts::{AccountSetup, create_account};
 use keyward_server::{Server, ServerConfig};
