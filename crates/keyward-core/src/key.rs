@@ -149,14 +149,23 @@ impl KeyFormat {
     /// environment keys and management (`mgmt`) tokens are accepted; the
     /// caller decides which it expects via [`ParsedKey::env_tag`].
     pub fn parse<'a>(&self, presented: &'a str) -> Result<ParsedKey<'a>, MalformedKey> {
+        self.parse_shape(presented)?.check_checksum()
+    }
+
+    /// [`Self::parse`] but for the checksum, which the caller checks with
+    /// [`ShapedKey::check_checksum`] when it still matters. A verifier that
+    /// finds the key's hash in its cache needs no checksum: the hash is of a
+    /// key that was issued, checksum and all. On a miss it must check the
+    /// checksum before it asks the store, so that mistyped keys still never
+    /// reach storage.
+    pub fn parse_shape<'a>(&self, presented: &'a str) -> Result<ShapedKey<'a>, MalformedKey> {
         let tag = self
             .well_formed_tag(presented)
             .ok_or_else(|| self.shape_error(presented))?;
-        verify_checksum(presented)?;
-        Ok(ParsedKey {
+        Ok(ShapedKey(ParsedKey {
             raw: presented,
             tag,
-        })
+        }))
     }
 
     /// The tag of a string shaped `<prefix>_<tag>_<38 base62>`, read from
@@ -456,6 +465,33 @@ impl ParsedKey<'_> {
     /// A non-secret reminder of the key, e.g. `kw_live_AbCd…wxyz`.
     pub fn hint(&self) -> String {
         hint_of(self.raw)
+    }
+}
+
+/// A presented key whose shape passed [`KeyFormat::parse_shape`]; its
+/// checksum is not checked yet.
+pub struct ShapedKey<'a>(ParsedKey<'a>);
+
+impl<'a> ShapedKey<'a> {
+    /// The env tag the key claims (may be [`EnvTag::MANAGEMENT`]).
+    pub fn env_tag(&self) -> &'a str {
+        self.0.tag
+    }
+
+    /// The lookup key for this credential.
+    pub fn hash(&self) -> KeyHash {
+        self.0.hash()
+    }
+
+    pub fn check_checksum(self) -> Result<ParsedKey<'a>, MalformedKey> {
+        verify_checksum(self.0.raw)?;
+        Ok(self.0)
+    }
+}
+
+impl fmt::Debug for ShapedKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ShapedKey").field(&self.0).finish()
     }
 }
 
@@ -853,6 +889,35 @@ mod tests {
         assert_eq!(
             KeyFormat::default().parse(&retagged).err(),
             Some(MalformedKey::BadChecksum)
+        );
+    }
+
+    #[test]
+    fn the_shape_alone_leaves_the_checksum_to_the_caller() {
+        let key = sample_key();
+        let s = key.expose();
+        let last = s.len() - 1;
+        let mistyped = with_byte(
+            s,
+            last,
+            if s.as_bytes()[last] == b'A' {
+                b'B'
+            } else {
+                b'A'
+            },
+        );
+        let format = KeyFormat::default();
+        let shaped = format.parse_shape(&mistyped).expect("the shape is right");
+        assert_eq!(shaped.env_tag(), "live");
+        assert_eq!(shaped.hash(), KeyHash::of(&mistyped));
+        assert_eq!(
+            shaped.check_checksum().err(),
+            Some(MalformedKey::BadChecksum)
+        );
+        assert!(format.parse_shape(s).unwrap().check_checksum().is_ok());
+        assert_eq!(
+            format.parse_shape("kw_live_short").err(),
+            Some(MalformedKey::BadBody)
         );
     }
 

@@ -12,5 +12,5 @@ pub mod key;
 pub mod model;
 pub mod verify;
 
-pub use key::{EnvTag, KeyFormat, KeyHash, MalformedKey, ParsedKey, Secret};
+pub use key::{EnvTag, KeyFormat, KeyHash, MalformedKey, ParsedKey, Secret, ShapedKey};
 pub use model::*;

@@ -15,7 +15,7 @@ use crate::tally::{self, LatencyHistogram, Tallies};
 use crate::telemetry as m;
 use governor::clock::{Clock, DefaultClock, QuantaInstant, Reference};
 use keyward_core::verify::{Code, Demand, KeyFacts, PresentedCredential, decide};
-use keyward_core::{EnvTag, KeyFormat, KeyHash, PermissionName, RateLimitPolicy};
+use keyward_core::{EnvTag, KeyFormat, PermissionName, RateLimitPolicy, ShapedKey};
 use keyward_store::{Store, StoreResult, VerificationRecord};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -172,17 +172,20 @@ impl Verifier {
         let Some(credential) = input.credential.as_ref() else {
             return Ok(Verdict::without_key(Code::MalformedKey));
         };
-        let Ok(parsed) = self.format.parse(credential.expose_secret()) else {
+        let Ok(shaped) = self.format.parse_shape(credential.expose_secret()) else {
             return Ok(Verdict::without_key(Code::MalformedKey));
         };
         // The constant, not `EnvTag::management()`, which allocates a String.
-        if parsed.env_tag() == EnvTag::MANAGEMENT {
+        if shaped.env_tag() == EnvTag::MANAGEMENT {
             // A management token is not an API key of the platform.
             return Ok(Verdict::without_key(Code::UnknownKey));
         }
-        let record = match self.lookup(&parsed.hash(), now_ms).await? {
-            Some(record) if record.key.account_id == input.account_id => record,
-            _ => return Ok(Verdict::without_key(Code::UnknownKey)),
+        let record = match self.lookup(shaped, now_ms).await? {
+            Found::Key(record) if record.key.account_id == input.account_id => record,
+            Found::Key(_) | Found::Nothing => {
+                return Ok(Verdict::without_key(Code::UnknownKey));
+            }
+            Found::Mistyped => return Ok(Verdict::without_key(Code::MalformedKey)),
         };
         let code = decide(&facts(&record), &demand(input, credential, now_ms));
         if code == Code::UnknownKey {
@@ -223,20 +226,28 @@ impl Verifier {
         })
     }
 
-    /// The record with this hash: from the cache, else from the store (and
-    /// then cached, found or not), else — the store being unavailable —
-    /// from an entry only past its TTL.
-    async fn lookup(&self, hash: &KeyHash, now_ms: i64) -> StoreResult<Option<Arc<CachedKey>>> {
+    /// The record of the key's hash: from the cache, else from the store
+    /// (and then cached, found or not), else — the store being unavailable
+    /// — from an entry only past its TTL.
+    ///
+    /// The checksum is checked only when the cache has no answer: a cached
+    /// record's hash is of an issued key, checksum and all, and a hash is
+    /// remembered as unknown only after its key passed the checksum.
+    async fn lookup(&self, key: ShapedKey<'_>, now_ms: i64) -> StoreResult<Found> {
+        let hash = key.hash();
         let (ticket, stale) = match self.cache.key(hash.as_bytes(), now_ms) {
-            Lookup::Hit(record) => return Ok(Some(record)),
-            Lookup::Unknown => return Ok(None),
+            Lookup::Hit(record) => return Ok(Found::Key(record)),
+            Lookup::Unknown => return Ok(Found::Nothing),
             Lookup::Miss(ticket, stale) => (ticket, stale),
         };
+        if key.check_checksum().is_err() {
+            return Ok(Found::Mistyped);
+        }
         let hex = hash.to_hex();
         let read = self.store.find_key_for_verification(&hex);
         match self.outage.read(stale, read).await? {
-            Read::Stale(record) => Ok(Some(record)),
-            Read::Fresh(Some(record)) => Ok(Some(self.cache.insert_key(
+            Read::Stale(record) => Ok(Found::Key(record)),
+            Read::Fresh(Some(record)) => Ok(Found::Key(self.cache.insert_key(
                 ticket,
                 *hash.as_bytes(),
                 Arc::new(record),
@@ -244,10 +255,19 @@ impl Verifier {
             ))),
             Read::Fresh(None) => {
                 self.cache.insert_unknown(ticket, *hash.as_bytes(), now_ms);
-                Ok(None)
+                Ok(Found::Nothing)
             }
         }
     }
+}
+
+/// What [`Verifier::lookup`] found for a well-shaped key.
+enum Found {
+    Key(Arc<CachedKey>),
+    /// No key has this hash.
+    Nothing,
+    /// Not cached, and its checksum is wrong: never asked of the store.
+    Mistyped,
 }
 
 /// The outcome for the request log: only copies and pointers here; the
