@@ -18,7 +18,8 @@
 //! Memory: both caches are bounded by entry count (LRU-ish eviction by
 //! `quick_cache`). A cached key costs its 32-byte hash, the entry header
 //! (~40 bytes) and the shared record: about 400 bytes plus the lengths of its
-//! name, ids, permissions, metadata and allowlists (see docs/PERFORMANCE.md).
+//! name, ids, permissions, metadata and allowlists, and its rendered verdict
+//! key once verified over HTTP (see docs/PERFORMANCE.md).
 //! A negative entry costs about 80 bytes.
 //!
 //! An entry past its TTL but within the outage grace, and not invalidated,
@@ -31,6 +32,7 @@ use crate::tally::{self, Tallies};
 use crate::telemetry as m;
 use keyward_store::VerificationRecord;
 use quick_cache::sync::Cache;
+use serde_json::value::RawValue;
 use std::hash::{Hash, Hasher};
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -73,6 +75,10 @@ impl Default for CacheConfig {
 pub struct CachedKey {
     record: Arc<VerificationRecord>,
     limiter: OnceLock<Arc<KeyLimiter>>,
+    /// The key's object in a verify response, rendered on first use: every
+    /// field of it is the record's own, so it is the same for every
+    /// verification the entry answers.
+    verdict_key: OnceLock<Box<RawValue>>,
 }
 
 impl CachedKey {
@@ -80,7 +86,21 @@ impl CachedKey {
         Self {
             record,
             limiter: OnceLock::new(),
+            verdict_key: OnceLock::new(),
         }
+    }
+
+    /// The key's object in a verify response, rendered by `render` on
+    /// first use.
+    pub(crate) fn verdict_key<E>(
+        &self,
+        render: impl FnOnce(&VerificationRecord) -> Result<Box<RawValue>, E>,
+    ) -> Result<&RawValue, E> {
+        if let Some(rendered) = self.verdict_key.get() {
+            return Ok(rendered);
+        }
+        let rendered = render(&self.record)?;
+        Ok(self.verdict_key.get_or_init(|| rendered))
     }
 
     pub fn record(&self) -> &Arc<VerificationRecord> {

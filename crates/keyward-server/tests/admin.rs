@@ -857,6 +857,15 @@ async fn every_documented_route_exists(s: TestServer) {
     assert_eq!(response.status(), StatusCode::OK);
     let doc: Value = response.json().await.unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    let schemas = &doc["components"]["schemas"];
+    assert!(
+        schemas["VerdictBody"]["properties"]["key"]
+            .to_string()
+            .contains("#/components/schemas/VerdictKey"),
+        "the verdict's key is documented: {}",
+        schemas["VerdictBody"]
+    );
+    assert!(schemas["VerdictKey"]["properties"]["permissions"].is_object());
     let paths = doc["paths"].as_object().unwrap();
     let expected = [
         ("/v1/workspaces", &["get", "post"][..]),

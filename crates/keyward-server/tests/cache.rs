@@ -29,10 +29,19 @@ async fn changes_apply_before_the_call_returns(s: TestServer) {
         assert_eq!(s.code(asks.clone()).await, "valid");
     }
     let (status, body) = s
-        .patch(&path, json!({"permissions": ["licenses:manage"]}))
+        .patch(
+            &path,
+            json!({"name": "renamed", "permissions": ["licenses:manage"]}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(s.code(asks.clone()).await, "insufficient_permissions");
+    let (verdict, _) = s.verify(asks.clone()).await;
+    assert_eq!(verdict["code"], "insufficient_permissions");
+    assert_eq!(
+        (&verdict["key"]["name"], &verdict["key"]["permissions"]),
+        (&json!("renamed"), &json!(["licenses:manage"])),
+        "the verdict shows the key as it is now: {verdict}"
+    );
 
     let (status, body) = s.post(&format!("{path}/disable"), json!({})).await;
     assert_eq!(status, StatusCode::OK, "{body}");

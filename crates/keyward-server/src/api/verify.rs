@@ -14,7 +14,9 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::Response;
 use keyward_core::verify::{Code, PresentedCredential};
 use keyward_core::{KeyKind, PermissionName, validate_customer_id, validate_environment_name};
+use keyward_store::VerificationRecord;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -75,7 +77,10 @@ pub struct VerdictBody<'a> {
     pub code: Code,
     /// The HTTP status the platform should answer its client with.
     pub status: u16,
-    pub key: Option<VerdictKey<'a>>,
+    /// The key, for every outcome after it was found in the caller's account.
+    // A `VerdictKey` as the cache entry rendered it, once per entry.
+    #[schema(value_type = Option<VerdictKey>)]
+    pub key: Option<&'a RawValue>,
     pub rate_limit: Option<RateLimitView>,
 }
 
@@ -187,36 +192,7 @@ fn presented_credential(request: &VerifyRequest) -> ApiResult<Option<PresentedCr
 const VERDICT_CAPACITY: usize = 512;
 
 fn respond(verdict: Verdict) -> ApiResult<Response> {
-    let body = VerdictBody {
-        valid: verdict.code.is_valid(),
-        code: verdict.code,
-        status: verdict.code.http_status(),
-        // Borrowed from the (cached) record: no copy of the key per request.
-        key: verdict.key.as_deref().map(|record| {
-            let k = &record.key;
-            VerdictKey {
-                id: &k.id,
-                name: &k.name,
-                workspace_id: &k.workspace_id,
-                environment: &k.environment,
-                kind: k.kind,
-                customer_id: k.customer_id.as_deref(),
-                permissions: &k.permissions,
-                meta: &k.meta,
-                expires_at: from_ms_opt(k.expires_at),
-            }
-        }),
-        rate_limit: verdict.rate_limit.map(|s| RateLimitView {
-            limit: s.limit,
-            remaining: s.remaining,
-            reset_seconds: s.reset_seconds,
-        }),
-    };
-    // Into a `Vec` rather than through axum's `Json`, whose buffer starts
-    // at 128 bytes and takes each of serde's small writes through
-    // `io::Write` on `BytesMut`: ~3,000 of a request's ~95,000 instructions.
-    let mut json = Vec::with_capacity(VERDICT_CAPACITY);
-    serde_json::to_writer(&mut json, &body).map_err(|error| {
+    let json = verdict_json(&verdict).map_err(|error| {
         tracing::error!(%error, "could not serialize a verdict");
         Problem::internal()
     })?;
@@ -231,6 +207,47 @@ fn respond(verdict: Verdict) -> ApiResult<Response> {
         rate_limit_headers(state, headers);
     }
     Ok(response)
+}
+
+/// The verdict's JSON. The key object comes rendered from the cache entry,
+/// which renders it once: it was most of the serializing work per request.
+/// Into a `Vec` rather than through axum's `Json`, whose buffer starts at
+/// 128 bytes and takes each of serde's small writes through `io::Write` on
+/// `BytesMut`.
+fn verdict_json(verdict: &Verdict) -> serde_json::Result<Vec<u8>> {
+    let key = match &verdict.key {
+        Some(cached) => Some(cached.verdict_key(render_verdict_key)?),
+        None => None,
+    };
+    let body = VerdictBody {
+        valid: verdict.code.is_valid(),
+        code: verdict.code,
+        status: verdict.code.http_status(),
+        key,
+        rate_limit: verdict.rate_limit.map(|s| RateLimitView {
+            limit: s.limit,
+            remaining: s.remaining,
+            reset_seconds: s.reset_seconds,
+        }),
+    };
+    let mut json = Vec::with_capacity(VERDICT_CAPACITY);
+    serde_json::to_writer(&mut json, &body)?;
+    Ok(json)
+}
+
+fn render_verdict_key(record: &VerificationRecord) -> serde_json::Result<Box<RawValue>> {
+    let k = &record.key;
+    serde_json::value::to_raw_value(&VerdictKey {
+        id: &k.id,
+        name: &k.name,
+        workspace_id: &k.workspace_id,
+        environment: &k.environment,
+        kind: k.kind,
+        customer_id: k.customer_id.as_deref(),
+        permissions: &k.permissions,
+        meta: &k.meta,
+        expires_at: from_ms_opt(k.expires_at),
+    })
 }
 
 /// `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers),
