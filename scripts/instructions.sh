@@ -11,6 +11,10 @@
 #   scripts/instructions.sh                          # this tree
 #   scripts/instructions.sh /tmp/keyward-old target/release/keyward
 #
+# A binary with a private verify listener (`serve --verify-listen`) is
+# measured twice: through the API listener with a management token, and
+# through the private listener without one.
+#
 # SHA-256 runs without the CPU's SHA extensions under valgrind, so the
 # counts include two software SHA-256s (token and key, ~3,500 each).
 # Environment: REQUESTS (default 3000), WARMUP (default 500), PROFILE (a
@@ -20,7 +24,8 @@ set -euo pipefail
 
 REQUESTS=${REQUESTS:-3000}
 WARMUP=${WARMUP:-500}
-ADDR=127.0.0.1:18081
+ADDR=127.0.0.1:18082
+PRIVATE_ADDR=127.0.0.1:18083
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d)
 SERVER=
@@ -50,12 +55,17 @@ stop() {
   kill -INT "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=
 }
 
-measure() { # binary
-  local bin=$1 db=$WORK/$RANDOM created token ws key body out
+measure() { # binary mode (token | private)
+  local bin=$1 mode=$2 db=$WORK/$RANDOM created token ws key body out serve url auth
   export KEYWARD_DATABASE_URL=sqlite://$db.db KEYWARD_LOG=warn
   created=$(echo "correct horse battery staple" | "$bin" init --email ins@example.com --password-stdin --json)
   token=$(jq -r .management_token <<<"$created")
   ws=$(jq -r .workspace_id <<<"$created")
+  serve=(serve --listen "$ADDR") url=http://$ADDR/v1/verify auth=(-H "Authorization: Bearer $token")
+  if [ "$mode" = private ]; then
+    serve+=(--verify-listen "$PRIVATE_ADDR" --verify-account "$(jq -r .account_id <<<"$created")")
+    url=http://$PRIVATE_ADDR/v1/verify auth=()
+  fi
   "$bin" serve --listen "$ADDR" & SERVER=$!
   wait_up
   api() { curl -sf -H "Authorization: Bearer $token" -H 'Content-Type: application/json' "$@"; }
@@ -68,10 +78,10 @@ measure() { # binary
   stop
   body="{\"key\":\"$key\",\"environment\":\"production\",\"permissions\":[\"customers:read\"],\"ip\":\"203.0.113.7\",\"customer_id\":\"cus_1\"}"
   valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$db.cg" \
-    "$bin" serve --listen "$ADDR" >"$db.log" 2>&1 & SERVER=$!
+    "$bin" "${serve[@]}" >"$db.log" 2>&1 & SERVER=$!
   wait_up
-  hit() { oha --no-tui --output-format json -n "$1" -c 4 -m POST -H "Authorization: Bearer $token" \
-            -T application/json -d "$body" "http://$ADDR/v1/verify"; }
+  hit() { oha --no-tui --output-format json -n "$1" -c 4 -m POST "${auth[@]}" \
+            -T application/json -d "$body" "$url"; }
   hit "$WARMUP" >/dev/null
   callgrind_control -i on "$SERVER" >/dev/null 2>&1
   out=$(hit "$REQUESTS")
@@ -82,10 +92,13 @@ measure() { # binary
     echo "answers other than 200: $(jq -c .statusCodeDistribution <<<"$out")" >&2; exit 1
   fi
   if [ -n "${PROFILE:-}" ]; then
-    mkdir -p "$PROFILE" && cat "$db.cg"* >"$PROFILE/$(basename "$bin").callgrind"
+    mkdir -p "$PROFILE" && cat "$db.cg"* >"$PROFILE/$(basename "$bin").$mode.callgrind"
   fi
   callgrind_annotate "$db.cg"* 2>/dev/null |
-    awk -v n="$REQUESTS" -v bin="$bin" '/PROGRAM TOTALS/ {gsub(",", "", $1); printf "%-40s %8.0f instructions/request\n", bin, $1 / n}'
+    awk -v n="$REQUESTS" -v bin="$bin ($mode)" '/PROGRAM TOTALS/ {gsub(",", "", $1); printf "%-50s %8.0f instructions/request\n", bin, $1 / n}'
 }
 
-for bin in "$@"; do measure "$bin"; done
+for bin in "$@"; do
+  measure "$bin" token
+  if "$bin" serve --help | grep -q -- --verify-listen; then measure "$bin" private; fi
+done
