@@ -174,6 +174,15 @@ impl FromRequestParts<AppState> for Principal {
         if cached.expires_at.is_some_and(|at| at <= now) {
             return Err(invalid());
         }
+        if let Some(token_id) = cached.principal.token_id.as_deref()
+            && cached.use_is_due(now)
+        {
+            let account_id = &cached.principal.account_id;
+            state
+                .verifier
+                .request_logs()
+                .note_token_use(account_id, token_id, now);
+        }
         if let Some(slot) = parts.extensions.get::<InvalidationSlot>() {
             slot.set(&cached.principal.account_id);
         }
@@ -206,16 +215,16 @@ async fn lookup_token(
     match state.verifier.outage().read(stale, read).await? {
         Read::Stale(principal) => Ok(Some(principal)),
         Read::Fresh(Some(found)) => {
-            let cached = Arc::new(CachedPrincipal {
-                expires_at: found.token.expires_at,
-                principal: Principal {
+            let cached = Arc::new(CachedPrincipal::new(
+                Principal {
                     permissions: found.effective_permissions(),
                     token_id: Some(found.token.id),
                     account_id: found.token.account_id,
                     member_id: found.member.id,
                     peer_ip: None,
                 },
-            });
+                found.token.expires_at,
+            ));
             cache.insert_token(ticket, *hash.as_bytes(), cached.clone(), now);
             Ok(Some(cached))
         }

@@ -35,7 +35,7 @@ use quick_cache::sync::Cache;
 use serde_json::value::RawValue;
 use std::hash::{Hash, Hasher};
 use std::ops::Deref;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// Stripes of per-account generations.
@@ -129,10 +129,38 @@ impl std::fmt::Debug for CachedKey {
 }
 
 /// A management token's principal and when the token expires.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct CachedPrincipal {
     pub principal: Principal,
     pub expires_at: Option<i64>,
+    /// When this entry last had a use of its token noted (see
+    /// [`Self::use_is_due`]).
+    last_noted_use: AtomicI64,
+}
+
+/// How often a token's use is noted for its `last_used_at`, per cached
+/// entry: last use to the minute, for one atomic load on most requests.
+pub const TOKEN_USE_EVERY_MS: i64 = 60_000;
+
+impl CachedPrincipal {
+    pub fn new(principal: Principal, expires_at: Option<i64>) -> Self {
+        Self {
+            principal,
+            expires_at,
+            last_noted_use: AtomicI64::new(0),
+        }
+    }
+
+    /// Whether a use at `now_ms` should be noted: the first since the entry
+    /// was loaded, then at most one per [`TOKEN_USE_EVERY_MS`].
+    pub fn use_is_due(&self, now_ms: i64) -> bool {
+        let last = self.last_noted_use.load(Ordering::Relaxed);
+        now_ms - last >= TOKEN_USE_EVERY_MS
+            && self
+                .last_noted_use
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
 }
 
 #[derive(Clone)]
@@ -530,6 +558,23 @@ mod tests {
         load(&cache, &tier, 1, "acct_a");
         cache.resync();
         assert_eq!(stale(NOW + ttl_ms), None, "nor one resynced away");
+    }
+
+    #[test]
+    fn a_token_use_is_due_once_a_minute_per_entry() {
+        let principal = Principal {
+            account_id: "acct".into(),
+            member_id: "mem".into(),
+            token_id: Some("tok".into()),
+            peer_ip: None,
+            permissions: Vec::new(),
+        };
+        let cached = CachedPrincipal::new(principal, None);
+        assert!(cached.use_is_due(NOW), "the first use");
+        assert!(!cached.use_is_due(NOW + 1));
+        assert!(!cached.use_is_due(NOW + TOKEN_USE_EVERY_MS - 1));
+        assert!(cached.use_is_due(NOW + TOKEN_USE_EVERY_MS));
+        assert!(!cached.use_is_due(NOW + TOKEN_USE_EVERY_MS));
     }
 
     #[test]

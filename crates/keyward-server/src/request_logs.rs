@@ -169,6 +169,11 @@ impl RequestLogBuffer {
         self.note_use(&entry);
     }
 
+    /// Notes a use of a management token, written with the next flush.
+    pub fn note_token_use(&self, account_id: &str, token_id: &str, at: i64) {
+        self.usage.touch_token(account_id, token_id, at);
+    }
+
     /// Empties the buffer without writing anything; returns how many
     /// entries it held. For benchmarks, which drain the buffer between
     /// timed runs as the flusher would, so that they measure appending

@@ -4,9 +4,10 @@
 
 mod common;
 
-use common::TestServer;
+use common::{TestServer, eventually};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use std::time::Duration;
 
 on_both_stores!(
     workspaces_and_environments,
@@ -806,19 +807,30 @@ async fn management_tokens_can_be_revoked_and_expire(s: TestServer) {
     assert_eq!(status, StatusCode::CREATED);
     let secret = created["secret"].as_str().unwrap();
     assert!(secret.starts_with("kw_mgmt_"));
+    let id = created["token"]["id"].as_str().unwrap();
+    assert_eq!(created["token"]["last_used_at"], Value::Null);
     assert_eq!(
         s.call(secret, Method::GET, "/v1/workspaces", None).await.0,
         StatusCode::OK
     );
-    let (_, list) = s.get("/v1/management-tokens").await;
+    // Its use is recorded with the next batch of usage writes.
+    let list = eventually(Duration::from_secs(10), || async {
+        let (_, list) = s.get("/v1/management-tokens").await;
+        let listed = list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|token| token["id"] == id)
+            .cloned()
+            .unwrap();
+        listed["last_used_at"].is_string().then_some(list)
+    })
+    .await;
     assert!(
         !list.to_string().contains(secret),
         "tokens are listed by hint only"
     );
-    let path = format!(
-        "/v1/management-tokens/{}",
-        created["token"]["id"].as_str().unwrap()
-    );
+    let path = format!("/v1/management-tokens/{id}");
     assert_eq!(
         s.call(&s.owner.token, Method::DELETE, &path, None).await.0,
         StatusCode::NO_CONTENT

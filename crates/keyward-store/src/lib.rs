@@ -128,6 +128,10 @@ pub trait Store: Send + Sync + 'static {
     /// of a request is found.
     async fn find_token_by_hash(&self, hash_hex: &str) -> StoreResult<Option<TokenPrincipal>>;
 
+    /// Records last use for many tokens at once; never moves a last use
+    /// backwards. Tokens that no longer exist are skipped.
+    async fn record_token_usage(&self, usages: &[TokenUsage]) -> StoreResult<()>;
+
     // ── Console sign-in ──────────────────────────────────────────────────
 
     /// The user with this (normalized) email, their password hash and their

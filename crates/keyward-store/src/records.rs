@@ -305,6 +305,15 @@ pub struct VerificationRecord {
     pub replaced_secret_expires_at: Option<i64>,
 }
 
+/// A management token's latest use, recorded in batches like a key's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenUsage {
+    /// Scopes the write: a use only ever touches a token of this account.
+    pub account_id: String,
+    pub token_id: String,
+    pub at: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyUsage {
     /// Scopes the write like every other: a use only ever touches a key of

@@ -499,6 +499,13 @@ impl crate::Store for SqlStore {
         tokens::find_principal(&mut *self.read().await?, hash_hex).await
     }
 
+    async fn record_token_usage(&self, usages: &[TokenUsage]) -> StoreResult<()> {
+        if usages.is_empty() {
+            return Ok(());
+        }
+        in_write_tx!(self, |conn| tokens::record_usage(conn, usages).await?)
+    }
+
     async fn find_user_for_sign_in(&self, email: &str) -> StoreResult<Option<SignInUser>> {
         console::find_user(&mut *self.read().await?, email).await
     }

@@ -1690,6 +1690,48 @@ async fn key_usage_moves_forward_only(backend: Backend) {
     assert_eq!(last_use(&k2).await, (Some(2_000), None));
 }
 
+async fn token_usage_moves_forward_only(backend: Backend) {
+    let Some(f) = Fixture::new(backend).await else {
+        return;
+    };
+    let s = &f.store;
+    let t = f.tenant("acme").await;
+    let token = &t.boot.token;
+    let used = |at: i64| TokenUsage {
+        account_id: t.account.clone(),
+        token_id: token.id.clone(),
+        at,
+    };
+    let last_use = || async {
+        s.get_management_token(&t.account, &token.id)
+            .await
+            .unwrap()
+            .last_used_at
+    };
+    assert_eq!(last_use().await, None);
+
+    s.record_token_usage(&[]).await.unwrap();
+    let gone = TokenUsage {
+        token_id: "tok_gone".into(),
+        ..used(1)
+    };
+    s.record_token_usage(&[used(2_000), gone, used(1_000)])
+        .await
+        .unwrap();
+    assert_eq!(last_use().await, Some(2_000), "the latest use in a batch");
+    s.record_token_usage(&[used(1_500)]).await.unwrap();
+    assert_eq!(last_use().await, Some(2_000), "never backwards");
+
+    // A use recorded for another account never touches this one's token.
+    let intruder = f.tenant("intruder").await;
+    let forged = TokenUsage {
+        account_id: intruder.account.clone(),
+        ..used(9_000)
+    };
+    s.record_token_usage(&[forged]).await.unwrap();
+    assert_eq!(last_use().await, Some(2_000));
+}
+
 async fn deleting_a_workspace_cascades(backend: Backend) {
     let Some(f) = Fixture::new(backend).await else {
         return;
@@ -2636,6 +2678,7 @@ conformance_suite!(
     key_status_and_revocation,
     verification_sees_its_workspace_allowlist,
     key_usage_moves_forward_only,
+    token_usage_moves_forward_only,
     deleting_a_workspace_cascades,
     idempotency_lifecycle,
     stale_idempotency_claims_are_reclaimed,

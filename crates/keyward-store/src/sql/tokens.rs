@@ -119,6 +119,28 @@ pub(super) async fn delete(conn: &mut AnyConnection, account: &str, id: &str) ->
 /// The token with this hash and its member. Not scoped by account: this is
 /// how a request's account is found; the member is then read within the
 /// token's own account.
+pub(super) async fn record_usage(
+    conn: &mut AnyConnection,
+    usages: &[TokenUsage],
+) -> StoreResult<()> {
+    // In id order, as for keys: two batches on PostgreSQL then lock rows in
+    // the same order and cannot deadlock.
+    let mut ordered: Vec<&TokenUsage> = usages.iter().collect();
+    ordered.sort_by(|a, b| a.token_id.cmp(&b.token_id));
+    for usage in ordered {
+        sqlx::query(
+            "UPDATE management_tokens SET last_used_at = $2 WHERE id = $1 AND account_id = $3 \
+             AND (last_used_at IS NULL OR last_used_at < $2)",
+        )
+        .bind(&usage.token_id)
+        .bind(usage.at)
+        .bind(&usage.account_id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
 pub(super) async fn find_principal(
     conn: &mut AnyConnection,
     hash_hex: &str,
