@@ -11,9 +11,11 @@
 //! grace bounds how long a key revoked elsewhere during a network partition
 //! may still pass here.
 //!
-//! The first failed read starts an [`Outage`]. While it lasts, stale
-//! entries answer at once instead of each waiting for the store to fail
-//! again, and a probe pings the store every [`PROBE_EVERY`] until it
+//! A read gets [`READ_BUDGET`]: a partitioned network drops packets rather
+//! than refusing them, and a verification must not wait for TCP to give
+//! up. The first failed or late read starts an [`Outage`]. While it lasts,
+//! stale entries answer at once instead of each waiting for the store to
+//! fail again, and a probe pings the store every [`PROBE_EVERY`] until it
 //! answers. Any read that succeeds ends the outage too.
 
 use crate::telemetry as m;
@@ -26,6 +28,10 @@ use tokio::sync::watch;
 
 /// How often the probe pings a store that has failed.
 pub const PROBE_EVERY: Duration = Duration::from_millis(500);
+
+/// How long a verification waits for the store: far longer than a
+/// one-row indexed read takes, far shorter than TCP takes to give up.
+pub const READ_BUDGET: Duration = Duration::from_secs(2);
 
 /// Whether the store is known to be failing. One flag for the process: the
 /// key and token caches read through the same store.
@@ -59,7 +65,8 @@ impl Outage {
             Some(entry) if self.is_ongoing() => return Ok(answer_stale(entry)),
             stale => stale,
         };
-        match read.await {
+        let read = tokio::time::timeout(READ_BUDGET, read).await;
+        match read.unwrap_or_else(|_| Err(StoreError::timed_out())) {
             Ok(found) => {
                 self.end();
                 Ok(Read::Fresh(found))
@@ -76,7 +83,8 @@ impl Outage {
     }
 
     /// Until `shutdown`: while an outage is ongoing, pings the store every
-    /// [`PROBE_EVERY`] and ends the outage once it answers.
+    /// [`PROBE_EVERY`] (each ping within [`READ_BUDGET`]) and ends the
+    /// outage once it answers.
     pub async fn run_probe(
         self: Arc<Self>,
         store: Arc<dyn Store>,
@@ -88,7 +96,9 @@ impl Outage {
                 _ = ticker.tick() => {}
                 _ = shutdown.changed() => return,
             }
-            if self.is_ongoing() && store.ping().await.is_ok() {
+            if self.is_ongoing()
+                && let Ok(Ok(())) = tokio::time::timeout(READ_BUDGET, store.ping()).await
+            {
                 self.end();
             }
         }
@@ -127,7 +137,11 @@ mod tests {
     }
 
     fn run<F: Future>(future: F) -> F::Output {
+        // Paused time: a read that never answers runs out its budget at
+        // once instead of in real seconds.
         tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
             .build()
             .unwrap()
             .block_on(future)
@@ -148,6 +162,14 @@ mod tests {
         let read = run(outage.read(None::<&str>, async { Ok(7) }));
         assert!(matches!(read, Ok(Read::Fresh(7))));
         assert!(!outage.is_ongoing());
+    }
+
+    #[test]
+    fn a_read_past_its_budget_counts_as_unavailable() {
+        let outage = Outage::default();
+        let read = run(outage.read(Some("stale"), std::future::pending::<StoreResult<u32>>()));
+        assert!(matches!(read, Ok(Read::Stale("stale"))));
+        assert!(outage.is_ongoing());
     }
 
     #[test]

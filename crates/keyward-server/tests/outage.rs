@@ -20,11 +20,14 @@ use std::time::Duration;
 /// Entries go past their TTL almost at once; the grace outlasts the test.
 const TTL: Duration = Duration::from_millis(50);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cached_keys_ride_out_a_store_outage() {
-    let Some(db) = TestDatabase::create_or_skip(Backend::Postgres).await else {
-        return;
-    };
+/// One outage at a time: the outage gauge is process-wide.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A server on PostgreSQL behind a [`CutProxy`], with a key verified once
+/// (so cached, with the owner's token), and a key never seen; `None` when
+/// PostgreSQL is unavailable and skipping is allowed.
+async fn serving_behind_a_proxy() -> Option<(TestServer, CutProxy, String, String)> {
+    let db = TestDatabase::create_or_skip(Backend::Postgres).await?;
     let proxy = CutProxy::to_database(&db.url).await;
     let config = ServerConfig {
         cache: CacheConfig {
@@ -38,15 +41,23 @@ async fn cached_keys_ride_out_a_store_outage() {
     let (_, secret) = s
         .issue(json!({"name": "cached", "environment": "production"}))
         .await;
-    let asks = json!({"key": secret, "environment": "production"});
-    assert_eq!(s.code(asks.clone()).await, "valid");
+    assert_eq!(s.code(json!({"key": secret})).await, "valid");
     let never_seen = KeyFormat::default()
         .generate(&EnvTag::parse("live").unwrap(), &mut OsRng.unwrap_err())
         .expose()
         .to_owned();
-
-    // Past the TTL, so that each lookup below goes to the store first.
+    // Past the TTL, so that each lookup after this goes to the store first.
     tokio::time::sleep(TTL * 2).await;
+    Some((s, proxy, secret, never_seen))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_keys_ride_out_a_store_outage() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let Some((s, proxy, secret, never_seen)) = serving_behind_a_proxy().await else {
+        return;
+    };
+    let asks = json!({"key": secret, "environment": "production"});
     proxy.cut();
 
     assert_eq!(
@@ -104,6 +115,49 @@ async fn cached_keys_ride_out_a_store_outage() {
         !names.contains(&"during"),
         "the failed create left nothing: {names:?}"
     );
+}
+
+/// A partition drops packets instead of refusing them: without a time
+/// budget for its store reads, a verification would wait for TCP to give up
+/// (many minutes), far past the client's 30 s here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_store_does_not_hold_verification_up() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let Some((s, proxy, secret, never_seen)) = serving_behind_a_proxy().await else {
+        return;
+    };
+    proxy.stall();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let verify = |key: &str| {
+        client
+            .post(format!("{}/v1/verify", s.private_base))
+            .json(&json!({"key": key}))
+            .send()
+    };
+    let response = verify(&secret)
+        .await
+        .expect("an answer despite the partition");
+    assert_eq!(response.status(), StatusCode::OK);
+    let verdict: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(
+        verdict["code"], "valid",
+        "the cached key answers: {verdict}"
+    );
+    let response = verify(&never_seen)
+        .await
+        .expect("an answer despite the partition");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    proxy.restore();
+    let verdict = eventually(Duration::from_secs(20), || async {
+        let (status, verdict) = s.verify_privately(json!({"key": never_seen})).await;
+        (status == StatusCode::OK).then_some(verdict)
+    })
+    .await;
+    assert_eq!(verdict["code"], "unknown_key");
 }
 
 async fn metrics_text(s: &TestServer) -> String {

@@ -51,6 +51,12 @@ impl StoreError {
     pub fn corrupt(what: impl fmt::Display) -> Self {
         StoreError::Corrupt(what.to_string())
     }
+
+    /// The store did not answer within the caller's time budget: as
+    /// unavailable as a refused connection.
+    pub fn timed_out() -> Self {
+        StoreError::Unavailable(sqlx::Error::PoolTimedOut)
+    }
 }
 
 impl From<sqlx::Error> for StoreError {
