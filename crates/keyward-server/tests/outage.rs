@@ -38,9 +38,19 @@ async fn serving_behind_a_proxy() -> Option<(TestServer, CutProxy, String, Strin
         ..ServerConfig::default()
     };
     let s = TestServer::start_on(db, &proxy.url, config).await;
+    let remote_before = remote_invalidations(&s).await;
     let (_, secret) = s
         .issue(json!({"name": "cached", "environment": "production"}))
         .await;
+    // The node also applies its own change when the store's notification
+    // of it arrives, which voids what was cached before: cache the token
+    // and key only after that (if the node subscribed in time to get it).
+    for _ in 0..40 {
+        if remote_invalidations(&s).await > remote_before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(s.code(json!({"key": secret})).await, "valid");
     let never_seen = KeyFormat::default()
         .generate(&EnvTag::parse("live").unwrap(), &mut OsRng.unwrap_err())
@@ -170,9 +180,22 @@ async fn metrics_text(s: &TestServer) -> String {
 }
 
 fn stale_answers(metrics: &str) -> u64 {
+    sample(metrics, "keyward_cache_stale_answers_total ")
+}
+
+async fn remote_invalidations(s: &TestServer) -> u64 {
+    let metrics = metrics_text(s).await;
+    sample(
+        &metrics,
+        "keyward_cache_invalidations_total{reason=\"remote\"} ",
+    )
+}
+
+/// The value of the sample whose line starts with `series`, 0 if absent.
+fn sample(metrics: &str, series: &str) -> u64 {
     metrics
         .lines()
-        .find_map(|line| line.strip_prefix("keyward_cache_stale_answers_total "))
+        .find_map(|line| line.strip_prefix(series))
         .and_then(|value| value.trim().parse::<f64>().ok())
         .map_or(0, |value| value as u64)
 }
