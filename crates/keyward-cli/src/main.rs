@@ -3,13 +3,17 @@
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use keyward_core::KeyFormat;
+use keyward_core::gateway::RouteTable;
 use keyward_server::accounts::{AccountSetup, CreatedAccount, create_account};
+use keyward_server::gateway::{GatewayConfig, Upstream};
 use keyward_server::shared_limit::SharedLimits;
 use keyward_server::{Server, ServerConfig};
 use keyward_store::Store;
 use std::io::{BufRead, IsTerminal};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 use zeroize::Zeroizing;
 
@@ -51,6 +55,16 @@ enum LogFormat {
 enum Command {
     /// Run the HTTP server (admin API, verify API, health, OpenAPI).
     Serve(ServeArgs),
+    /// Run the gateway: a reverse proxy in front of your own HTTP API that
+    /// verifies each request's key before forwarding it.
+    ///
+    /// Routes (a TOML file) map method and path to the permissions a key
+    /// needs; a request no route matches is refused. The credential is
+    /// removed before forwarding, and the upstream receives the key's
+    /// identity in `Keyward-Key-Id`, `Keyward-Workspace-Id`,
+    /// `Keyward-Environment` and `Keyward-Customer-Id` (any such header a
+    /// client sends is dropped). Denials are RFC 9457 problems.
+    Proxy(ProxyArgs),
     /// Create the first account, its owner, a workspace and a management token.
     Init(AccountArgs),
     /// Manage accounts (tenants) of this deployment.
@@ -79,6 +93,27 @@ struct ServeArgs {
     /// Address to listen on; port 0 picks a free port (the log says which).
     #[arg(long, env = "KEYWARD_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    #[command(flatten)]
+    verify_path: VerifyPathArgs,
+    /// Send console cookies without `Secure`: only for a console served
+    /// over plain HTTP on an address other than localhost, inside a
+    /// private network. Browsers accept secure cookies from localhost.
+    #[arg(long, env = "KEYWARD_CONSOLE_INSECURE_COOKIES")]
+    console_insecure_cookies: bool,
+    /// A second address serving only `POST /v1/verify` (and `/healthz`)
+    /// WITHOUT a management token, for the keys of `--verify-account`. Bind
+    /// it where only your own services can reach it (loopback, a private
+    /// network): anyone who reaches it can check keys of that account.
+    #[arg(long, env = "KEYWARD_VERIFY_LISTEN", requires = "verify_account")]
+    verify_listen: Option<SocketAddr>,
+    /// The account whose keys the private verify listener checks.
+    #[arg(long, env = "KEYWARD_VERIFY_ACCOUNT", requires = "verify_listen")]
+    verify_account: Option<String>,
+}
+
+/// How a node verifies keys: shared by `serve` and `proxy`.
+#[derive(Args)]
+struct VerifyPathArgs {
     /// Days request logs are kept before the hourly purge deletes them.
     #[arg(long, env = "KEYWARD_LOG_RETENTION_DAYS", default_value_t = 30)]
     log_retention_days: u32,
@@ -99,20 +134,52 @@ struct ServeArgs {
     #[arg(long, env = "KEYWARD_OUTAGE_GRACE_SECONDS", default_value_t = 300,
           value_parser = clap::value_parser!(u32).range(0..=86_400))]
     outage_grace_seconds: u32,
-    /// Send console cookies without `Secure`: only for a console served
-    /// over plain HTTP on an address other than localhost, inside a
-    /// private network. Browsers accept secure cookies from localhost.
-    #[arg(long, env = "KEYWARD_CONSOLE_INSECURE_COOKIES")]
-    console_insecure_cookies: bool,
-    /// A second address serving only `POST /v1/verify` (and `/healthz`)
-    /// WITHOUT a management token, for the keys of `--verify-account`. Bind
-    /// it where only your own services can reach it (loopback, a private
-    /// network): anyone who reaches it can check keys of that account.
-    #[arg(long, env = "KEYWARD_VERIFY_LISTEN", requires = "verify_account")]
-    verify_listen: Option<SocketAddr>,
-    /// The account whose keys the private verify listener checks.
-    #[arg(long, env = "KEYWARD_VERIFY_ACCOUNT", requires = "verify_listen")]
-    verify_account: Option<String>,
+}
+
+impl VerifyPathArgs {
+    fn config(&self) -> Result<ServerConfig> {
+        let mut config = ServerConfig {
+            log_retention_days: self.log_retention_days,
+            ..ServerConfig::default()
+        };
+        config.cache.key_capacity = self.cache_capacity;
+        config.cache.ttl_ms = i64::from(self.cache_ttl_seconds) * 1000;
+        config.cache.outage_grace_ms = i64::from(self.outage_grace_seconds) * 1000;
+        if let Some(url) = &self.redis_url {
+            let shared = SharedLimits::new(url, "keyward:ratelimit")
+                .map_err(|e| anyhow::anyhow!("--redis-url: {e}"))?;
+            config.shared_limits = Some(Arc::new(shared));
+        }
+        Ok(config)
+    }
+}
+
+#[derive(Args)]
+struct ProxyArgs {
+    /// Address clients reach the gateway on; port 0 picks a free port (the
+    /// log says which).
+    #[arg(long, env = "KEYWARD_PROXY_LISTEN", default_value = "127.0.0.1:8081")]
+    listen: SocketAddr,
+    /// The API behind the gateway: `http://host:port[/base]`.
+    #[arg(long, env = "KEYWARD_PROXY_UPSTREAM")]
+    upstream: Upstream,
+    /// The routes file (TOML): `[[route]]` tables of `method` (or "*"),
+    /// `path` (`/orders/{id}`, `/files/{*rest}`) and `permissions`, and an
+    /// optional top-level `environment` the upstream serves.
+    #[arg(long, env = "KEYWARD_PROXY_ROUTES")]
+    routes: PathBuf,
+    /// The account whose keys the gateway accepts.
+    #[arg(long, env = "KEYWARD_PROXY_ACCOUNT")]
+    account: String,
+    /// Seconds the upstream may take to start answering (then 504).
+    #[arg(long, env = "KEYWARD_PROXY_UPSTREAM_TIMEOUT_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    upstream_timeout_seconds: u64,
+    /// Also serve the admin API, `/metrics` and health on this address.
+    #[arg(long, env = "KEYWARD_PROXY_API_LISTEN")]
+    api_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    verify_path: VerifyPathArgs,
 }
 
 #[derive(Subcommand)]
@@ -155,6 +222,7 @@ async fn main() -> Result<()> {
         KeyFormat::new(&cli.key_prefix).map_err(|e| anyhow::anyhow!("--key-prefix: {e}"))?;
     match cli.command {
         Command::Serve(args) => serve(&cli.database_url, format, args).await,
+        Command::Proxy(args) => proxy(&cli.database_url, format, args).await,
         Command::Init(args) => {
             let store = open_store(&cli.database_url).await?;
             if store.count_accounts().await? > 0 {
@@ -239,31 +307,22 @@ fn redact_url(url: &str) -> String {
 }
 
 async fn serve(database_url: &str, format: KeyFormat, args: ServeArgs) -> Result<()> {
-    let listen = args.listen;
-    let mut config = ServerConfig {
-        log_retention_days: args.log_retention_days,
-        secure_cookies: !args.console_insecure_cookies,
-        ..ServerConfig::default()
-    };
-    config.cache.key_capacity = args.cache_capacity;
-    config.cache.ttl_ms = i64::from(args.cache_ttl_seconds) * 1000;
-    config.cache.outage_grace_ms = i64::from(args.outage_grace_seconds) * 1000;
-    if let Some(url) = &args.redis_url {
-        let shared = SharedLimits::new(url, "keyward:ratelimit")
-            .map_err(|e| anyhow::anyhow!("--redis-url: {e}"))?;
-        config.shared_limits = Some(Arc::new(shared));
-    }
+    let mut config = args.verify_path.config()?;
+    config.secure_cookies = !args.console_insecure_cookies;
     let store = open_store(database_url).await?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding {listen}"))?;
+    let listener = bind(args.listen, "--listen").await?;
     let address = listener.local_addr()?;
     let mut server = Server::with_config(store.clone(), format, config);
     if let (Some(listen), Some(account)) = (args.verify_listen, &args.verify_account) {
-        server = server.with_private_verify(
-            private_verify_listener(store.as_ref(), listen, account).await?,
+        ensure_account(store.as_ref(), account, "--verify-account").await?;
+        let listener = bind(listen, "--verify-listen").await?;
+        let address = listener.local_addr()?;
+        tracing::info!(
+            %address,
             account,
+            "private verify listener on http://{address}: verifies this account's keys without a token"
         );
+        server = server.with_private_verify(listener, account);
     }
     tracing::info!(%address, store = store.backend(), "keyward listening on http://{address}");
     server.serve(listener, shutdown_signal()).await?;
@@ -271,31 +330,58 @@ async fn serve(database_url: &str, format: KeyFormat, args: ServeArgs) -> Result
     Ok(())
 }
 
-/// Binds the private verify listener, once `account` is known to exist: a
-/// typo must stop the server, not leave a listener that denies every key.
-async fn private_verify_listener(
-    store: &dyn Store,
-    listen: SocketAddr,
-    account: &str,
-) -> Result<tokio::net::TcpListener> {
-    if !store
+async fn proxy(database_url: &str, format: KeyFormat, args: ProxyArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&args.routes)
+        .with_context(|| format!("--routes: reading {}", args.routes.display()))?;
+    let routes = RouteTable::from_toml(&text)
+        .map_err(|e| anyhow::anyhow!("--routes {}: {e}", args.routes.display()))?;
+    let config = args.verify_path.config()?;
+    let store = open_store(database_url).await?;
+    ensure_account(store.as_ref(), &args.account, "--account").await?;
+    let listener = bind(args.listen, "--listen").await?;
+    let address = listener.local_addr()?;
+    let server = Server::with_config(store.clone(), format, config).with_gateway(
+        listener,
+        GatewayConfig {
+            account_id: args.account.clone(),
+            upstream: args.upstream,
+            routes,
+            upstream_timeout: Duration::from_secs(args.upstream_timeout_seconds),
+        },
+    );
+    tracing::info!(%address, account = args.account, store = store.backend(), "keyward gateway listening on http://{address}");
+    match args.api_listen {
+        Some(api) => {
+            let api = bind(api, "--api-listen").await?;
+            let address = api.local_addr()?;
+            tracing::info!(%address, "keyward API listening on http://{address}");
+            server.serve(api, shutdown_signal()).await?;
+        }
+        None => server.run(shutdown_signal()).await?,
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn bind(address: SocketAddr, flag: &str) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("{flag}: binding {address}"))
+}
+
+/// A typo in an account id must stop the process, not leave a listener
+/// that refuses every key.
+async fn ensure_account(store: &dyn Store, account: &str, flag: &str) -> Result<()> {
+    if store
         .list_account_ids()
         .await?
         .iter()
         .any(|id| id == account)
     {
-        bail!("--verify-account: no account {account} in this deployment");
+        Ok(())
+    } else {
+        bail!("{flag}: no account {account} in this deployment")
     }
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding --verify-listen {listen}"))?;
-    let address = listener.local_addr()?;
-    tracing::info!(
-        %address,
-        account,
-        "private verify listener on http://{address}: verifies this account's keys without a token"
-    );
-    Ok(listener)
 }
 
 async fn shutdown_signal() {

@@ -234,7 +234,7 @@ async fn a_private_verify_listener_needs_no_token_and_a_real_account() {
 fn help_names_every_command() {
     let output = Command::new(BIN).arg("--help").output().unwrap();
     let help = String::from_utf8(output.stdout).unwrap();
-    for command in ["serve", "init", "account", "migrate", "audit"] {
+    for command in ["serve", "proxy", "init", "account", "migrate", "audit"] {
         assert!(help.contains(command), "{command} missing from --help");
     }
 }

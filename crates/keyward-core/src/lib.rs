@@ -7,6 +7,7 @@
 //! in isolation, and lets the store, the server and the embeddable library share
 //! exactly one implementation of each rule.
 
+pub mod gateway;
 pub mod ip;
 pub mod key;
 pub mod model;

@@ -91,6 +91,25 @@ impl Code {
     pub fn is_valid(self) -> bool {
         self == Code::Valid
     }
+
+    /// One sentence for the client that got this answer (the gateway's
+    /// problem `detail`): what is wrong, never which secret or record.
+    pub fn description(self) -> &'static str {
+        match self {
+            Code::Valid => "the key is valid",
+            Code::MalformedKey => "the API key is not in a valid format",
+            Code::UnknownKey => "the API key is not known",
+            Code::KeyInactive => "the API key is disabled",
+            Code::KeyRevoked => "the API key has been revoked",
+            Code::KeyExpired => "the API key has expired",
+            Code::WrongEnvironment => "the API key belongs to another environment",
+            Code::IpNotAllowed => "requests from this address are not allowed for this key",
+            Code::OriginNotAllowed => "requests from this origin are not allowed for this key",
+            Code::InsufficientPermissions => "the API key lacks a permission this request needs",
+            Code::CustomerMismatch => "the API key belongs to another customer",
+            Code::RateLimited => "too many requests for this key; retry after the time given",
+        }
+    }
 }
 
 impl fmt::Display for Code {

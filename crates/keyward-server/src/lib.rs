@@ -13,6 +13,7 @@ pub mod cache;
 mod clock;
 mod console;
 mod extract;
+pub mod gateway;
 mod idempotency;
 mod invalidate;
 mod jobs;
@@ -91,7 +92,9 @@ pub struct Server {
     logs: Arc<RequestLogBuffer>,
     cache: Arc<VerifyCache>,
     rate_limits: Arc<RateLimits>,
-    private_verify: Option<(TcpListener, Arc<str>)>,
+    /// What is served besides the admin API: the private verify listener
+    /// and the gateway, each on its own listener.
+    listeners: Vec<(TcpListener, axum::Router)>,
 }
 
 impl Server {
@@ -125,7 +128,7 @@ impl Server {
             logs,
             cache,
             rate_limits,
-            private_verify: None,
+            listeners: Vec::new(),
         }
     }
 
@@ -134,7 +137,20 @@ impl Server {
     /// operator binds it to a private listener on purpose"). The listener
     /// serves nothing else but `/healthz`.
     pub fn with_private_verify(mut self, listener: TcpListener, account_id: &str) -> Self {
-        self.private_verify = Some((listener, account_id.into()));
+        let router = api::private_verify_router(api::PrivateVerify {
+            state: self.state.clone(),
+            account_id: account_id.into(),
+        });
+        self.listeners.push((listener, router));
+        self
+    }
+
+    /// Also serves the gateway (`keyward proxy`, see [`gateway`]) on
+    /// `listener`: every request there is verified, then forwarded to the
+    /// upstream or refused.
+    pub fn with_gateway(mut self, listener: TcpListener, config: gateway::GatewayConfig) -> Self {
+        let gateway = Arc::new(gateway::Gateway::new(self.state.clone(), config));
+        self.listeners.push((listener, gateway::router(gateway)));
         self
     }
 
@@ -147,17 +163,33 @@ impl Server {
         api::router(self.state.clone())
     }
 
-    /// Serves until `shutdown` resolves, then drains in-flight requests and
-    /// flushes buffered last-used and request-log writes before returning.
-    ///
-    /// On a store shared between nodes, it first subscribes to the store's
-    /// change feed, so that no change committed after the first request is
-    /// missed.
+    /// Serves the admin API on `listener`, and whatever else was added,
+    /// until `shutdown` resolves; see [`Self::run`].
     pub async fn serve(
         mut self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let api = self.router();
+        self.listeners.insert(0, (listener, api));
+        self.run(shutdown).await
+    }
+
+    /// Serves the listeners added to the server (without the admin API,
+    /// unless through [`Self::serve`]) until `shutdown` resolves, then
+    /// drains in-flight requests and flushes buffered last-used and
+    /// request-log writes before returning.
+    ///
+    /// On a store shared between nodes, it first subscribes to the store's
+    /// change feed, so that no change committed after the first request is
+    /// missed.
+    pub async fn run(
+        mut self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        if self.listeners.is_empty() {
+            return Err(std::io::Error::other("nothing to serve: no listener"));
+        }
         let store = self.state.store.clone();
         let feed = store.change_feed().await.map_err(std::io::Error::other)?;
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -193,7 +225,7 @@ impl Server {
         if let Some(shared) = &self.config.shared_limits {
             shared.connect().await;
         }
-        let served = self.serve_listeners(listener, shutdown).await;
+        let served = self.serve_listeners(shutdown).await;
         let _ = stop_tx.send(true);
         for task in tasks {
             let _ = task.await;
@@ -201,11 +233,10 @@ impl Server {
         served
     }
 
-    /// Serves the API listener and the private verify listener, if any,
-    /// until `shutdown` resolves; then both drain their requests.
+    /// Serves every listener until `shutdown` resolves; then each drains
+    /// its requests.
     async fn serve_listeners(
         &mut self,
-        listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let (quit_tx, quit_rx) = watch::channel(false);
@@ -213,28 +244,23 @@ impl Server {
             shutdown.await;
             let _ = quit_tx.send(true);
         });
-        let quit = |mut quit: watch::Receiver<bool>| async move {
-            let _ = quit.wait_for(|quit| *quit).await;
-        };
-        let api = axum::serve(
-            listener,
-            self.router()
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(quit(quit_rx.clone()));
-        let private = self.private_verify.take().map(|(listener, account_id)| {
-            let router = api::private_verify_router(api::PrivateVerify {
-                state: self.state.clone(),
-                account_id,
+        let mut served = tokio::task::JoinSet::new();
+        for (listener, router) in self.listeners.drain(..) {
+            let mut quit = quit_rx.clone();
+            let serving = axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = quit.wait_for(|quit| *quit).await;
             });
-            axum::serve(listener, router).with_graceful_shutdown(quit(quit_rx))
-        });
-        match private {
-            Some(private) => {
-                let (api, private) = tokio::join!(api.into_future(), private.into_future());
-                api.and(private)
-            }
-            None => api.await,
+            served.spawn(serving.into_future());
         }
+        let mut outcome = Ok(());
+        while let Some(result) = served.join_next().await {
+            let result = result.map_err(std::io::Error::other).and_then(|r| r);
+            outcome = outcome.and(result);
+        }
+        outcome
     }
 }

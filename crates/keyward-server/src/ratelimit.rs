@@ -8,6 +8,7 @@
 
 use crate::clock::now_ms;
 use crate::telemetry as m;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
@@ -39,6 +40,42 @@ impl RateLimitState {
     pub fn allowed(&self) -> bool {
         self.retry_after_seconds.is_none()
     }
+
+    /// `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers),
+    /// and `Retry-After` on a denial: for the platform to pass on, or for
+    /// the gateway to answer with.
+    pub fn write_headers(&self, headers: &mut HeaderMap) {
+        // Names as constants: a `&str` name is parsed and checked on every use.
+        const POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+        const CURRENT: HeaderName = HeaderName::from_static("ratelimit");
+        let policy = key_item(("q", self.limit.into()), ("w", self.window_seconds.into()));
+        let current = key_item(("r", self.remaining.into()), ("t", self.reset_seconds));
+        for (name, value) in [(POLICY, policy), (CURRENT, current)] {
+            if let Ok(value) = HeaderValue::try_from(value) {
+                headers.insert(name, value);
+            }
+        }
+        if let Some(retry) = self.retry_after_seconds {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry));
+        }
+    }
+}
+
+/// The structured-field item `"key";<a>=<x>;<b>=<y>`, concatenated from
+/// `itoa`'s digits: `format!` cost more than the rest of the headers.
+fn key_item((a, x): (&str, u64), (b, y): (&str, u64)) -> String {
+    let (mut x_digits, mut y_digits) = (itoa::Buffer::new(), itoa::Buffer::new());
+    [
+        "\"key\";",
+        a,
+        "=",
+        x_digits.format(x),
+        ";",
+        b,
+        "=",
+        y_digits.format(y),
+    ]
+    .concat()
 }
 
 /// A direct GCRA that reports its state, so responses can say what remains.

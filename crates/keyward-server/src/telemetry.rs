@@ -37,6 +37,11 @@ pub const STORE_OUTAGE: &str = "keyward_store_outage";
 /// Verify-path lookups answered by a cache entry past its TTL because the
 /// store was unavailable.
 pub const STALE_ANSWERS: &str = "keyward_cache_stale_answers_total";
+/// `outcome` (`forwarded`, `denied`, `refused`, `upstream_unavailable`,
+/// `upstream_timeout`): gateway requests. `denied` is a verification
+/// refusal (its code is in `keyward_verifications_total`); `refused` is
+/// a request no route takes or with a refused path.
+pub const GATEWAY_REQUESTS: &str = "keyward_gateway_requests_total";
 /// Request logs deleted by the retention purge.
 pub const LOGS_PURGED: &str = "keyward_request_logs_purged_total";
 

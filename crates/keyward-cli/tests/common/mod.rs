@@ -1,5 +1,5 @@
-//! Running the real `keyward` binary from tests: `init`, and `serve` on a
-//! free port whose address and log lines the test can read.
+//! Running the real `keyward` binary from tests: `init`, and `serve` (or
+//! `proxy`) on a free port whose address and log lines the test can read.
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
@@ -57,8 +57,15 @@ impl Serving {
 
     /// [`Self::start`] with more `serve` arguments.
     pub fn start_with(db: &str, log_filter: &str, args: &[&str]) -> Self {
+        let mut serve = vec!["serve", "--listen", "127.0.0.1:0"];
+        serve.extend_from_slice(args);
+        Self::start_command(db, log_filter, &serve, "keyward listening on ")
+    }
+
+    /// Runs `keyward <args>` and waits for the log line with `marker`
+    /// followed by the address that becomes [`Self::base`].
+    pub fn start_command(db: &str, log_filter: &str, args: &[&str], marker: &str) -> Self {
         let mut child = keyward(db)
-            .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
             .env("KEYWARD_LOG", log_filter)
             .stderr(Stdio::piped())
@@ -77,7 +84,7 @@ impl Serving {
             let line = log
                 .recv_timeout(Duration::from_secs(60))
                 .unwrap_or_else(|_| panic!("no listening line: {seen:#?}"));
-            if let Some(base) = address_after(&line, "keyward listening on ") {
+            if let Some(base) = address_after(&line, marker) {
                 break base;
             }
             seen.push(line);

@@ -7,10 +7,9 @@ use crate::auth::{Authorized, VerifyKeys};
 use crate::clock::{from_ms_opt, now_ms};
 use crate::extract::Body;
 use crate::problem::{ApiResult, Problem, ProblemDocument};
-use crate::ratelimit::RateLimitState;
 use crate::verifier::{Verdict, VerifyInput};
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use keyward_core::verify::{Code, PresentedCredential};
 use keyward_core::{KeyKind, PermissionName, validate_customer_id, validate_environment_name};
@@ -204,7 +203,7 @@ fn respond(verdict: Verdict) -> ApiResult<Response> {
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Some(state) = &verdict.rate_limit {
-        rate_limit_headers(state, headers);
+        state.write_headers(headers);
     }
     Ok(response)
 }
@@ -248,42 +247,4 @@ fn render_verdict_key(record: &VerificationRecord) -> serde_json::Result<Box<Raw
         meta: &k.meta,
         expires_at: from_ms_opt(k.expires_at),
     })
-}
-
-/// `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers),
-/// and `Retry-After` on a denial, for the platform to pass on.
-fn rate_limit_headers(state: &RateLimitState, headers: &mut HeaderMap) {
-    // Names as constants: a `&str` name is parsed and checked on every use.
-    const POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
-    const CURRENT: HeaderName = HeaderName::from_static("ratelimit");
-    let policy = key_item(
-        ("q", state.limit.into()),
-        ("w", state.window_seconds.into()),
-    );
-    let current = key_item(("r", state.remaining.into()), ("t", state.reset_seconds));
-    for (name, value) in [(POLICY, policy), (CURRENT, current)] {
-        if let Ok(value) = HeaderValue::try_from(value) {
-            headers.insert(name, value);
-        }
-    }
-    if let Some(retry) = state.retry_after_seconds {
-        headers.insert(header::RETRY_AFTER, HeaderValue::from(retry));
-    }
-}
-
-/// The structured-field item `"key";<a>=<x>;<b>=<y>`, concatenated from
-/// `itoa`'s digits: `format!` cost more than the rest of the headers.
-fn key_item((a, x): (&str, u64), (b, y): (&str, u64)) -> String {
-    let (mut x_digits, mut y_digits) = (itoa::Buffer::new(), itoa::Buffer::new());
-    [
-        "\"key\";",
-        a,
-        "=",
-        x_digits.format(x),
-        ";",
-        b,
-        "=",
-        y_digits.format(y),
-    ]
-    .concat()
 }

@@ -4,9 +4,12 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod cut_proxy;
+pub mod upstream;
 
 use keyward_core::KeyFormat;
+use keyward_core::gateway::RouteTable;
 use keyward_server::accounts::{AccountSetup, create_account};
+use keyward_server::gateway::GatewayConfig;
 use keyward_server::{Server, ServerConfig};
 use keyward_store::Store;
 use keyward_store::testing::{Backend, TestDatabase};
@@ -16,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
+use upstream::EchoUpstream;
 
 /// Every test owner's console password.
 pub const OWNER_PASSWORD: &str = "correct horse battery";
@@ -34,6 +38,10 @@ pub struct TestServer {
     pub base: String,
     /// The private verify listener, bound to the owner's account.
     pub private_base: String,
+    /// The gateway (`keyward proxy`) for the owner's account, with
+    /// [`GATEWAY_ROUTES`], in front of `upstream`.
+    pub gateway_base: String,
+    pub upstream: EchoUpstream,
     pub owner: Tenant,
     pub store: Arc<dyn Store>,
     client: reqwest::Client,
@@ -42,6 +50,28 @@ pub struct TestServer {
 }
 
 static ACCOUNTS: AtomicU32 = AtomicU32::new(0);
+
+/// The routes of every test server's gateway.
+pub const GATEWAY_ROUTES: &str = r#"
+environment = "production"
+
+[[route]]
+method = "GET"
+path = "/orders/{id}"
+permissions = ["orders:read"]
+
+[[route]]
+method = "DELETE"
+path = "/orders/{id}"
+permissions = ["orders:read", "orders:write"]
+
+[[route]]
+method = "*"
+path = "/public/{*rest}"
+"#;
+
+/// How long a test gateway waits for the upstream's answer.
+pub const GATEWAY_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl TestServer {
     /// `None` when the backend is unavailable and skipping is allowed here.
@@ -63,15 +93,29 @@ impl TestServer {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let private = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let private_base = format!("http://{}", private.local_addr().unwrap());
+        let gateway = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gateway_base = format!("http://{}", gateway.local_addr().unwrap());
+        let upstream = EchoUpstream::start().await;
         let (stop, stopped) = oneshot::channel::<()>();
         let server = Server::with_config(store.clone(), KeyFormat::default(), config)
-            .with_private_verify(private, &owner.account_id);
+            .with_private_verify(private, &owner.account_id)
+            .with_gateway(
+                gateway,
+                GatewayConfig {
+                    account_id: owner.account_id.clone(),
+                    upstream: upstream.base.parse().unwrap(),
+                    routes: RouteTable::from_toml(GATEWAY_ROUTES).unwrap(),
+                    upstream_timeout: GATEWAY_UPSTREAM_TIMEOUT,
+                },
+            );
         tokio::spawn(server.serve(listener, async {
             let _ = stopped.await;
         }));
         Self {
             base,
             private_base,
+            gateway_base,
+            upstream,
             owner,
             store,
             client: reqwest::Client::new(),

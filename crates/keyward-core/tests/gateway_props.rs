@@ -1,0 +1,86 @@
+//! Property tests for the gateway's request-path check and route table
+//! (`keyward_core::gateway`).
+
+use keyward_core::gateway::{RouteMatch, RouteTable, check_request_path};
+use proptest::prelude::*;
+
+/// Decodes every `%XX` escape once, as an upstream server would.
+fn percent_decode(path: &str) -> Vec<u8> {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(high), Some(low)) => {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            (byte, _, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Paths built from the characters that matter to the check: separators,
+/// dots and the pieces of their percent-encodings.
+fn tricky_path() -> impl Strategy<Value = String> {
+    let piece = prop::sample::select(vec![
+        "/", ".", "..", "%2e", "%2E", "%2f", "%2F", "%5c", "%5C", "\\", "a", "%41", "%", "2", "e",
+    ]);
+    prop::collection::vec(piece, 0..12).prop_map(|pieces| pieces.concat())
+}
+
+proptest! {
+    /// Whatever the check accepts, an upstream that decodes it once sees
+    /// the same segments: no dot segment, no separator the router did not
+    /// see, no empty segment but a trailing one.
+    #[test]
+    fn accepted_paths_decode_to_the_segments_that_were_routed(path in tricky_path()) {
+        if check_request_path(&path).is_ok() {
+            let decoded = percent_decode(&path);
+            prop_assert!(!decoded.contains(&b'\\'));
+            let slashes = |s: &[u8]| s.iter().filter(|&&b| b == b'/').count();
+            prop_assert_eq!(slashes(&decoded), slashes(path.as_bytes()));
+            let segments: Vec<&[u8]> = decoded[1..].split(|&b| b == b'/').collect();
+            for (i, segment) in segments.iter().enumerate() {
+                prop_assert!(*segment != b"." && *segment != b"..", "{path}");
+                prop_assert!(!segment.is_empty() || i == segments.len() - 1, "{path}");
+            }
+        }
+    }
+
+    /// Ordinary paths are never refused.
+    #[test]
+    fn ordinary_paths_pass(segments in prop::collection::vec("[A-Za-z0-9_~-][A-Za-z0-9._~-]{0,8}", 0..6)) {
+        let path = format!("/{}", segments.join("/"));
+        prop_assert_eq!(check_request_path(&path), Ok(()));
+    }
+
+    /// Any route table answers any request without panicking, and a request
+    /// equal to a static route's path finds that route.
+    #[test]
+    fn tables_answer_every_request(
+        paths in prop::collection::vec("(/[a-z]{1,3}){1,3}", 1..6),
+        request in "(/[a-z{}*]{0,4}){0,4}",
+    ) {
+        let text: String = paths
+            .iter()
+            .map(|p| format!("[[route]]\nmethod = \"GET\"\npath = \"{p}\"\n"))
+            .collect();
+        if let Ok(table) = RouteTable::from_toml(&text) {
+            let _ = table.find("GET", &request);
+            for path in &paths {
+                let found = matches!(table.find("GET", path), RouteMatch::Found(r) if &r.path == path);
+                prop_assert!(found, "{path} in {paths:?}");
+            }
+        }
+    }
+}

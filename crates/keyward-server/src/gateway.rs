@@ -1,0 +1,471 @@
+//! Gateway mode (`keyward proxy`, SPEC §5): a reverse proxy in front of the
+//! platform's own HTTP API. For each request it finds the route (method +
+//! path → permissions, deny by default), verifies the presented key with
+//! the same [`crate::verifier::Verifier`] as `POST /v1/verify` (cache,
+//! invalidation, rate limits, request logs), and then either answers the
+//! denial itself as an RFC 9457 problem or forwards the request without the
+//! credential and with the key's identity in `Keyward-*` headers.
+//!
+//! The upstream can trust those headers because the gateway removes every
+//! `Keyward-*` header a client sent; it must only be reachable through the
+//! gateway for that to hold.
+
+use crate::AppState;
+use crate::clock::now_ms;
+use crate::problem::Problem;
+use crate::telemetry as m;
+use crate::verifier::{Verdict, VerifyInput};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::uri::{Authority, PathAndQuery, Scheme, Uri};
+use axum::http::{StatusCode, Version};
+use axum::response::{IntoResponse, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use keyward_core::gateway::{RouteMatch, RouteTable, check_request_path};
+use keyward_core::verify::{Code, PresentedCredential};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What an operator configures for one gateway.
+pub struct GatewayConfig {
+    /// The account whose keys are accepted: any other account's keys are
+    /// `unknown_key`.
+    pub account_id: String,
+    pub upstream: Upstream,
+    pub routes: RouteTable,
+    /// How long the upstream may take to start its answer.
+    pub upstream_timeout: Duration,
+}
+
+/// Where requests go: `http://host[:port][/base]`. A request for `/p?q`
+/// goes to `http://host:port/base/p?q`.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    authority: Authority,
+    base_path: String,
+}
+
+impl std::str::FromStr for Upstream {
+    type Err = String;
+
+    fn from_str(url: &str) -> Result<Self, String> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+        if uri.scheme() != Some(&Scheme::HTTP) {
+            return Err(format!(
+                "{url:?}: the upstream must be an http:// URL (TLS to the upstream is not supported; keep the hop on a private network)"
+            ));
+        }
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("{url:?} has no host"))?
+            .clone();
+        if authority.as_str().contains('@') {
+            return Err(format!("{url:?}: credentials in the URL are not supported"));
+        }
+        if uri.query().is_some() {
+            return Err(format!("{url:?}: the upstream URL takes no query"));
+        }
+        Ok(Self {
+            authority,
+            base_path: uri.path().trim_end_matches('/').to_owned(),
+        })
+    }
+}
+
+impl Upstream {
+    fn uri_for(&self, path_and_query: &str) -> Result<Uri, axum::http::Error> {
+        let path = PathAndQuery::try_from(format!("{}{path_and_query}", self.base_path))?;
+        Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(self.authority.clone())
+            .path_and_query(path)
+            .build()
+    }
+}
+
+pub(crate) struct Gateway {
+    state: AppState,
+    config: GatewayConfig,
+    client: Client<HttpConnector, Body>,
+}
+
+/// The identity headers the upstream receives (and that a client can
+/// never send through).
+const KEY_ID: HeaderName = HeaderName::from_static("keyward-key-id");
+const WORKSPACE_ID: HeaderName = HeaderName::from_static("keyward-workspace-id");
+const ENVIRONMENT: HeaderName = HeaderName::from_static("keyward-environment");
+const CUSTOMER_ID: HeaderName = HeaderName::from_static("keyward-customer-id");
+const IDENTITY_PREFIX: &str = "keyward-";
+const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// Connection-level headers (RFC 9110 §7.6.1): they describe one hop and
+/// are never forwarded.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+];
+
+impl Gateway {
+    pub(crate) fn new(state: AppState, config: GatewayConfig) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.upstream_timeout));
+        Self {
+            state,
+            config,
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        }
+    }
+
+    async fn handle(&self, peer: SocketAddr, request: Request) -> (Outcome, Response) {
+        let path = request.uri().path();
+        if let Err(fault) = check_request_path(path) {
+            let problem = Problem::new(StatusCode::BAD_REQUEST, "invalid_path", fault.to_string());
+            return (Outcome::Refused, problem.into_response());
+        }
+        let route = match self.config.routes.find(request.method().as_str(), path) {
+            RouteMatch::Found(route) => route,
+            RouteMatch::NotFound => {
+                let problem = Problem::new(
+                    StatusCode::NOT_FOUND,
+                    "route_not_found",
+                    format!("no gateway route for {} {path}", request.method()),
+                );
+                return (Outcome::Refused, problem.into_response());
+            }
+            RouteMatch::MethodNotAllowed(methods) => {
+                let response = method_not_allowed(request.method().as_str(), &methods);
+                return (Outcome::Refused, response);
+            }
+        };
+        let client_ip = peer.ip().to_canonical();
+        let headers = request.headers();
+        let input = VerifyInput {
+            account_id: &self.config.account_id,
+            credential: presented_credential(headers),
+            environment: self.config.routes.environment(),
+            permissions: &route.permissions,
+            ip: Some(client_ip),
+            customer_id: None,
+            origin: headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()),
+        };
+        let verdict = match self.state.verifier.verify(input, now_ms()).await {
+            Ok(verdict) => verdict,
+            Err(error) => {
+                let problem = Problem::from(error);
+                return (Outcome::StorageUnavailable, problem.into_response());
+            }
+        };
+        if verdict.code != Code::Valid {
+            return (Outcome::Denied, denial(&verdict, headers));
+        }
+        match self.forward(request, &verdict, client_ip).await {
+            Ok(mut response) => {
+                if let Some(state) = &verdict.rate_limit {
+                    state.write_headers(response.headers_mut());
+                }
+                (Outcome::Forwarded, response)
+            }
+            Err(failure) => (failure.outcome(), failure.into_response()),
+        }
+    }
+
+    async fn forward(
+        &self,
+        request: Request,
+        verdict: &Verdict,
+        client_ip: IpAddr,
+    ) -> Result<Response, UpstreamFailure> {
+        let (mut parts, body) = request.into_parts();
+        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        // The path passed `check_request_path` and the base is a parsed
+        // URL's path, so the joined URI always parses.
+        let Ok(uri) = self.config.upstream.uri_for(path_and_query) else {
+            return Err(UpstreamFailure::Unavailable);
+        };
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        let original_host = parts.headers.remove(header::HOST);
+        strip_request_headers(&mut parts.headers);
+        let headers = &mut parts.headers;
+        if let Some(host) = original_host {
+            headers.insert(X_FORWARDED_HOST, host);
+        }
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        append_forwarded_for(headers, client_ip);
+        if let Some(key) = &verdict.key {
+            identify(headers, key.record());
+        }
+        let sent = self.client.request(Request::from_parts(parts, body));
+        let answer = match tokio::time::timeout(self.config.upstream_timeout, sent).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "upstream request failed");
+                return Err(UpstreamFailure::Unavailable);
+            }
+            Err(_) => return Err(UpstreamFailure::TimedOut),
+        };
+        let (mut parts, body) = answer.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, Body::new(body)))
+    }
+}
+
+/// Why a verified request got no answer from the upstream.
+enum UpstreamFailure {
+    Unavailable,
+    TimedOut,
+}
+
+impl UpstreamFailure {
+    fn outcome(&self) -> Outcome {
+        match self {
+            Self::Unavailable => Outcome::UpstreamUnavailable,
+            Self::TimedOut => Outcome::UpstreamTimeout,
+        }
+    }
+}
+
+impl IntoResponse for UpstreamFailure {
+    fn into_response(self) -> Response {
+        let problem = match self {
+            Self::Unavailable => Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unavailable",
+                "the upstream API could not be reached",
+            ),
+            Self::TimedOut => Problem::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                "the upstream API did not answer in time",
+            ),
+        };
+        problem.into_response()
+    }
+}
+
+/// Serves every path of the gateway's listener.
+pub(crate) fn router(gateway: Arc<Gateway>) -> Router {
+    Router::new().fallback(proxy).with_state(gateway)
+}
+
+async fn proxy(
+    State(gateway): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    let (outcome, response) = gateway.handle(peer, request).await;
+    metrics::counter!(m::GATEWAY_REQUESTS, "outcome" => outcome.as_str()).increment(1);
+    response
+}
+
+/// What became of a gateway request, for [`m::GATEWAY_REQUESTS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Forwarded,
+    /// The verification refused the key.
+    Denied,
+    /// No route, or a refused path: never verified.
+    Refused,
+    UpstreamUnavailable,
+    UpstreamTimeout,
+    StorageUnavailable,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Forwarded => "forwarded",
+            Self::Denied => "denied",
+            Self::Refused => "refused",
+            Self::UpstreamUnavailable => "upstream_unavailable",
+            Self::UpstreamTimeout => "upstream_timeout",
+            Self::StorageUnavailable => "storage_unavailable",
+        }
+    }
+}
+
+/// The key as the client sent it: `Authorization` (`Bearer` or `Basic`),
+/// else `X-API-Key`. `None` (a `malformed_key` denial) when there is none
+/// or it is unreadable.
+fn presented_credential(headers: &HeaderMap) -> Option<PresentedCredential<'_>> {
+    if let Some(authorization) = headers.get(header::AUTHORIZATION) {
+        return PresentedCredential::from_authorization(authorization.to_str().ok()?);
+    }
+    let key = headers.get(X_API_KEY)?.to_str().ok()?;
+    Some(PresentedCredential::bare(key))
+}
+
+/// The verdict as the client's answer: the status the code maps to, a
+/// problem document whose `code` is the verification code, and the
+/// rate-limit headers.
+fn denial(verdict: &Verdict, headers: &HeaderMap) -> Response {
+    let code = verdict.code;
+    let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::FORBIDDEN);
+    let detail = match code {
+        Code::MalformedKey if !has_credential(headers) => {
+            "no API key: send it as Authorization: Bearer <key> or X-API-Key"
+        }
+        _ => code.description(),
+    };
+    let mut response = Problem::new(status, code.as_str(), detail).into_response();
+    let out = response.headers_mut();
+    if status == StatusCode::UNAUTHORIZED {
+        out.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    if let Some(state) = &verdict.rate_limit {
+        state.write_headers(out);
+    }
+    response
+}
+
+fn has_credential(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::AUTHORIZATION) || headers.contains_key(X_API_KEY)
+}
+
+fn method_not_allowed(method: &str, allowed: &[&str]) -> Response {
+    let mut response = Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("no gateway route for {method} on this path"),
+    )
+    .into_response();
+    // A "*" route would have matched, so every entry is a method.
+    if let Ok(allow) = HeaderValue::try_from(allowed.join(", ")) {
+        response.headers_mut().insert(header::ALLOW, allow);
+    }
+    response
+}
+
+/// Removes what must not reach the upstream: the credential, hop-by-hop
+/// headers (and those the `Connection` header names), and any identity
+/// header a client tried to send.
+fn strip_request_headers(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+    headers.remove(header::AUTHORIZATION);
+    headers.remove(X_API_KEY);
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with(IDENTITY_PREFIX))
+        .cloned()
+        .collect();
+    for name in spoofed {
+        headers.remove(name);
+    }
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+fn append_forwarded_for(headers: &mut HeaderMap, client_ip: IpAddr) {
+    let prior = headers
+        .get(X_FORWARDED_FOR)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let value = match prior {
+        Some(prior) => format!("{prior}, {client_ip}"),
+        None => client_ip.to_string(),
+    };
+    if let Ok(value) = HeaderValue::try_from(value) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+}
+
+/// The key's identity, for the upstream to act on. Every value comes from
+/// validated ids and names (printable ASCII), so none is refused.
+fn identify(headers: &mut HeaderMap, key: &keyward_store::VerificationRecord) {
+    let key = &key.key;
+    let mut set = |name: HeaderName, value: &str| {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    };
+    set(KEY_ID, &key.id);
+    set(WORKSPACE_ID, &key.workspace_id);
+    set(ENVIRONMENT, &key.environment);
+    if let Some(customer) = &key.customer_id {
+        set(CUSTOMER_ID, customer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_urls() {
+        let upstream: Upstream = "http://127.0.0.1:9000/api/".parse().unwrap();
+        assert_eq!(
+            upstream.uri_for("/orders?x=1").unwrap().to_string(),
+            "http://127.0.0.1:9000/api/orders?x=1"
+        );
+        let bare: Upstream = "http://internal".parse().unwrap();
+        assert_eq!(bare.uri_for("/").unwrap().to_string(), "http://internal/");
+        for bad in [
+            "https://x",
+            "x:9000",
+            "http://u:p@x",
+            "http://x/?q=1",
+            "not a url",
+        ] {
+            assert!(bad.parse::<Upstream>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn credentials_and_spoofed_identity_never_reach_the_upstream() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("authorization", "Bearer kw_live_x"),
+            ("x-api-key", "kw_live_y"),
+            ("keyward-key-id", "key_forged"),
+            ("Keyward-Customer-Id", "cus_forged"),
+            ("connection", "close, x-hop"),
+            ("x-hop", "1"),
+            ("te", "trailers"),
+            ("accept", "application/json"),
+        ] {
+            headers.append(
+                HeaderName::try_from(name).unwrap(),
+                HeaderValue::from_static(value),
+            );
+        }
+        strip_request_headers(&mut headers);
+        let left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["accept"]);
+    }
+
+    #[test]
+    fn forwarded_for_is_appended() {
+        let mut headers = HeaderMap::new();
+        append_forwarded_for(&mut headers, "10.0.0.1".parse().unwrap());
+        append_forwarded_for(&mut headers, "::1".parse().unwrap());
+        assert_eq!(headers[X_FORWARDED_FOR], "10.0.0.1, ::1");
+    }
+}

@@ -1,0 +1,291 @@
+//! Gateway mode over HTTP: a real server's gateway listener in front of an
+//! echo upstream (`common::upstream`), on both stores. What the upstream
+//! received is what the gateway forwarded.
+
+mod common;
+
+use common::upstream::SLOW_PATH;
+use common::{TestServer, eventually};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+on_both_stores!(
+    a_verified_request_reaches_the_upstream_with_identity_and_without_the_key,
+    denials_are_problems_and_never_reach_the_upstream,
+    requests_outside_the_routes_are_refused_before_verification,
+    rate_limits_answer_429_at_the_gateway,
+    a_revoked_key_is_refused_at_once,
+    upstream_failures_are_502_and_504,
+);
+
+async fn send(
+    server: &TestServer,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut request =
+        reqwest::Client::new().request(method, format!("{}{path}", server.gateway_base));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.expect("request")
+}
+
+/// Issues a production key with `permissions` (catalogued first).
+async fn key_with(server: &TestServer, permissions: &[&str], extra: Value) -> (Value, String) {
+    server.catalog(permissions).await;
+    let mut body =
+        json!({"name": "gateway client", "environment": "production", "permissions": permissions});
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    server.issue(body).await
+}
+
+/// The problem document of a denial, after checking its status and type.
+async fn problem(response: reqwest::Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    response.json().await.unwrap()
+}
+
+async fn a_verified_request_reaches_the_upstream_with_identity_and_without_the_key(
+    server: TestServer,
+) {
+    let (key, secret) = key_with(&server, &["orders:read"], json!({"customer_id": "cus_42"})).await;
+    let bearer = format!("Bearer {secret}");
+    let response = send(
+        &server,
+        Method::GET,
+        "/orders/7?expand=items",
+        &[
+            ("authorization", &bearer),
+            ("keyward-key-id", "key_forged"),
+            ("keyward-customer-id", "cus_forged"),
+            ("keyward-scopes", "admin:all"),
+            ("x-request-tag", "kept"),
+        ],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen: Value = response.json().await.unwrap();
+    assert_eq!(seen["method"], "GET");
+    assert_eq!(seen["uri"], "/orders/7?expand=items");
+    let headers = &seen["headers"];
+    assert!(headers.get("authorization").is_none(), "{headers}");
+    assert!(
+        headers.get("keyward-scopes").is_none(),
+        "a client's Keyward-* header went through"
+    );
+    assert_eq!(headers["keyward-key-id"], json!([key["id"]]));
+    assert_eq!(headers["keyward-customer-id"], json!(["cus_42"]));
+    assert_eq!(
+        headers["keyward-workspace-id"],
+        json!([server.owner.workspace_id])
+    );
+    assert_eq!(headers["keyward-environment"], json!(["production"]));
+    assert_eq!(headers["x-request-tag"], json!(["kept"]));
+    assert_eq!(headers["x-forwarded-for"], json!(["127.0.0.1"]));
+
+    // The same key as X-API-Key, on a route that needs no permission.
+    let response = send(
+        &server,
+        Method::POST,
+        "/public/a/b",
+        &[("x-api-key", &secret)],
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen: Value = response.json().await.unwrap();
+    assert_eq!(seen["method"], "POST");
+    assert!(seen["headers"].get("x-api-key").is_none());
+    assert_eq!(server.upstream.hits(), 2);
+
+    // The gateway's verifications are in the request log like any other.
+    let path = format!("/v1/keys/{}/logs", key["id"].as_str().unwrap());
+    let logged = eventually(Duration::from_secs(10), || async {
+        let (status, page) = server.get(&path).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let entries = page["data"].as_array().cloned().unwrap_or_default();
+        (entries.len() == 2).then_some(entries)
+    })
+    .await;
+    assert!(
+        logged.iter().all(|entry| entry["code"] == "valid"),
+        "{logged:?}"
+    );
+}
+
+async fn denials_are_problems_and_never_reach_the_upstream(server: TestServer) {
+    let (_, reader) = key_with(&server, &["orders:read"], json!({})).await;
+    let (_, staging) = server
+        .issue(json!({"name": "staging", "environment": "staging", "permissions": ["orders:read"]}))
+        .await;
+    let other = server.new_tenant().await;
+    let (status, created) = server
+        .call(
+            &other.token,
+            Method::POST,
+            &format!("/v1/workspaces/{}/keys", other.workspace_id),
+            Some(json!({"name": "theirs", "environment": "production"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let theirs = created["secret"].as_str().unwrap().to_owned();
+
+    let none = send(&server, Method::GET, "/orders/1", &[]).await;
+    assert_eq!(none.headers()["www-authenticate"], "Bearer");
+    let body = problem(none, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(body["code"], "malformed_key");
+    assert_eq!(body["type"], "urn:keyward:problem:malformed_key");
+    assert!(body["detail"].as_str().unwrap().contains("X-API-Key"));
+
+    for (secret, status, code) in [
+        ("kw_live_garbage", StatusCode::UNAUTHORIZED, "malformed_key"),
+        (theirs.as_str(), StatusCode::UNAUTHORIZED, "unknown_key"),
+        (
+            staging.as_str(),
+            StatusCode::UNAUTHORIZED,
+            "wrong_environment",
+        ),
+        (
+            server.owner.token.as_str(),
+            StatusCode::UNAUTHORIZED,
+            "unknown_key",
+        ),
+    ] {
+        let response = send(&server, Method::GET, "/orders/1", &[("x-api-key", secret)]).await;
+        let body = problem(response, status).await;
+        assert_eq!(body["code"], code, "{body}");
+        assert!(!body.to_string().contains(secret), "the secret is echoed");
+    }
+    let bearer = format!("Bearer {reader}");
+    let response = send(
+        &server,
+        Method::DELETE,
+        "/orders/1",
+        &[("authorization", &bearer)],
+    )
+    .await;
+    let body = problem(response, StatusCode::FORBIDDEN).await;
+    assert_eq!(body["code"], "insufficient_permissions");
+    assert_eq!(server.upstream.hits(), 0, "a denial was forwarded");
+}
+
+async fn requests_outside_the_routes_are_refused_before_verification(server: TestServer) {
+    let (_, secret) = key_with(&server, &["orders:read"], json!({})).await;
+    let key = [("x-api-key", secret.as_str())];
+    let unrouted = send(&server, Method::GET, "/admin/users", &key).await;
+    assert_eq!(
+        problem(unrouted, StatusCode::NOT_FOUND).await["code"],
+        "route_not_found"
+    );
+    let wrong_method = send(&server, Method::POST, "/orders/1", &key).await;
+    assert_eq!(wrong_method.headers()["allow"], "GET, DELETE");
+    assert_eq!(
+        problem(wrong_method, StatusCode::METHOD_NOT_ALLOWED).await["code"],
+        "method_not_allowed"
+    );
+    // HTTP clients normalize dot segments away, so this one is written by hand.
+    for path in [
+        "/public/../orders/1",
+        "/public/%2e%2e/orders/1",
+        "/public//x",
+        "/public/a%2Fb",
+    ] {
+        let status_line = raw_status_line(&server.gateway_base, path, &secret).await;
+        assert!(
+            status_line.starts_with("HTTP/1.1 400"),
+            "{path}: {status_line}"
+        );
+    }
+    assert_eq!(server.upstream.hits(), 0);
+}
+
+/// Sends `GET <path>` exactly as written; returns the status line.
+async fn raw_status_line(base: &str, path: &str, secret: &str) -> String {
+    let address = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nX-API-Key: {secret}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    answer.lines().next().unwrap_or_default().to_owned()
+}
+
+async fn rate_limits_answer_429_at_the_gateway(server: TestServer) {
+    let (_, secret) = key_with(
+        &server,
+        &["orders:read"],
+        json!({"rate_limit": {"limit": 2, "window_seconds": 60}}),
+    )
+    .await;
+    let key = [("x-api-key", secret.as_str())];
+    for remaining in ["1", "0"] {
+        let response = send(&server, Method::GET, "/orders/1", &key).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["ratelimit-policy"], "\"key\";q=2;w=60");
+        let current = response.headers()["ratelimit"].to_str().unwrap().to_owned();
+        assert!(
+            current.starts_with(&format!("\"key\";r={remaining};")),
+            "{current}"
+        );
+    }
+    let limited = send(&server, Method::GET, "/orders/1", &key).await;
+    let retry: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(
+        problem(limited, StatusCode::TOO_MANY_REQUESTS).await["code"],
+        "rate_limited"
+    );
+    assert_eq!(server.upstream.hits(), 2);
+}
+
+async fn a_revoked_key_is_refused_at_once(server: TestServer) {
+    let (key, secret) = key_with(&server, &["orders:read"], json!({})).await;
+    let key_header = [("x-api-key", secret.as_str())];
+    let allowed = send(&server, Method::GET, "/orders/1", &key_header).await;
+    assert_eq!(allowed.status(), StatusCode::OK);
+    let revoke = format!("/v1/keys/{}/revoke", key["id"].as_str().unwrap());
+    let (status, body) = server.post(&revoke, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let refused = send(&server, Method::GET, "/orders/1", &key_header).await;
+    assert_eq!(
+        problem(refused, StatusCode::UNAUTHORIZED).await["code"],
+        "key_revoked"
+    );
+    assert_eq!(server.upstream.hits(), 1);
+}
+
+async fn upstream_failures_are_502_and_504(mut server: TestServer) {
+    let (_, secret) = key_with(&server, &[], json!({})).await;
+    let key = [("x-api-key", secret.as_str())];
+    let slow = send(&server, Method::GET, SLOW_PATH, &key).await;
+    assert_eq!(
+        problem(slow, StatusCode::GATEWAY_TIMEOUT).await["code"],
+        "upstream_timeout"
+    );
+
+    server.upstream.stop();
+    let down = eventually(Duration::from_secs(10), || async {
+        let response = send(&server, Method::GET, "/public/x", &key).await;
+        (response.status() == StatusCode::BAD_GATEWAY).then_some(response)
+    })
+    .await;
+    assert_eq!(
+        problem(down, StatusCode::BAD_GATEWAY).await["code"],
+        "upstream_unavailable"
+    );
+}
