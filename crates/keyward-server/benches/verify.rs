@@ -213,6 +213,7 @@ fn warm_verify(c: &mut Criterion) {
                             ip: Some(ip),
                             customer_id: Some("cus_1"),
                             origin: None,
+                            request_line: None,
                         };
                         let verdict = ready(verifier.verify(input, now)).unwrap();
                         assert!(verdict.code.is_valid(), "{:?}", verdict.code);

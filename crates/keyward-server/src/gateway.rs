@@ -14,7 +14,7 @@ use crate::AppState;
 use crate::clock::now_ms;
 use crate::problem::Problem;
 use crate::telemetry as m;
-use crate::verifier::{Verdict, VerifyInput};
+use crate::verifier::{RequestLine, Verdict, VerifyInput};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -164,6 +164,10 @@ impl Gateway {
             ip: Some(client_ip),
             customer_id: None,
             origin: headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()),
+            request_line: Some(RequestLine {
+                method: request.method().as_str(),
+                path,
+            }),
         };
         let verdict = match self.state.verifier.verify(input, now_ms()).await {
             Ok(verdict) => verdict,

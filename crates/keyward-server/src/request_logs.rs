@@ -11,6 +11,7 @@
 use crate::cache::CachedKey;
 use crate::telemetry as m;
 use crate::usage::UsageBuffer;
+use crate::verifier::RequestLine;
 use governor::clock::{Clock, DefaultClock, QuantaInstant};
 use keyward_core::PermissionName;
 use keyward_core::verify::Code;
@@ -93,6 +94,33 @@ pub struct PendingLog {
     pub permissions: AskedPermissions,
     pub code: Code,
     pub latency_us: i64,
+    /// Gateway mode's request (boxed: the verify endpoint's entries, by far
+    /// the most, carry none).
+    pub request: Option<Box<LoggedRequest>>,
+}
+
+/// A verified request's method and path, as logged.
+#[derive(Debug)]
+pub struct LoggedRequest {
+    pub method: String,
+    pub path: String,
+}
+
+/// Paths are logged up to this many bytes (cut at a character boundary):
+/// a log row stays small whatever a client sends.
+pub const MAX_LOGGED_PATH: usize = 1024;
+
+impl LoggedRequest {
+    pub fn new(line: RequestLine<'_>) -> Box<Self> {
+        let mut end = line.path.len().min(MAX_LOGGED_PATH);
+        while !line.path.is_char_boundary(end) {
+            end -= 1;
+        }
+        Box::new(Self {
+            method: line.method.to_owned(),
+            path: line.path[..end].to_owned(),
+        })
+    }
 }
 
 impl PendingLog {
@@ -112,6 +140,8 @@ impl PendingLog {
             permissions: self.permissions.names(record),
             code: self.code.as_str().to_owned(),
             latency_us: self.latency_us,
+            method: self.request.as_ref().map(|r| r.method.clone()),
+            path: self.request.map(|r| r.path),
         }
     }
 }
@@ -322,7 +352,27 @@ mod tests {
             ]),
             code,
             latency_us: 1,
+            request: None,
         }
+    }
+
+    #[test]
+    fn logged_paths_are_cut_at_a_character_boundary() {
+        let long = format!("/{}", "é".repeat(MAX_LOGGED_PATH));
+        let logged = LoggedRequest::new(RequestLine {
+            method: "GET",
+            path: &long,
+        });
+        assert!(logged.path.len() <= MAX_LOGGED_PATH);
+        assert!(logged.path.len() >= MAX_LOGGED_PATH - 1);
+        assert!(long.starts_with(&logged.path));
+        let entry = PendingLog {
+            request: Some(logged),
+            ..entry(Code::Valid)
+        }
+        .into_entry();
+        assert_eq!(entry.method.as_deref(), Some("GET"));
+        assert!(entry.path.is_some_and(|p| p.starts_with("/é")));
     }
 
     /// A buffer holding entries answered at `start` + 3 and 5 ns on this

@@ -9,7 +9,7 @@
 use crate::cache::{CachedKey, Lookup, VerifyCache};
 use crate::outage::{Outage, Read};
 use crate::ratelimit::{RateLimitState, RateLimits};
-use crate::request_logs::{AskedPermissions, PendingLog, RequestLogBuffer};
+use crate::request_logs::{AskedPermissions, LoggedRequest, PendingLog, RequestLogBuffer};
 use crate::shared_limit::SharedLimits;
 use crate::tally::{self, LatencyHistogram, Tallies};
 use crate::telemetry as m;
@@ -33,6 +33,17 @@ pub struct VerifyInput<'a> {
     pub ip: Option<IpAddr>,
     pub customer_id: Option<&'a str>,
     pub origin: Option<&'a str>,
+    /// The request verified, when the verifier sees it (gateway mode): its
+    /// method and path go to the request log.
+    pub request_line: Option<RequestLine<'a>>,
+}
+
+/// A request's method and path, without its query (which may carry
+/// secrets).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLine<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
 }
 
 /// The outcome, with the key when the caller may see it (every outcome after
@@ -290,6 +301,7 @@ fn pending_log(
             .then(|| input.environment.map(str::to_owned))
             .flatten(),
         permissions: AskedPermissions::new(record.as_deref().map(|r| &**r), input.permissions),
+        request: input.request_line.map(LoggedRequest::new),
         record,
         ip: input.ip,
         code: verdict.code,

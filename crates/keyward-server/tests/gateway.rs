@@ -120,6 +120,16 @@ async fn a_verified_request_reaches_the_upstream_with_identity_and_without_the_k
         logged.iter().all(|entry| entry["code"] == "valid"),
         "{logged:?}"
     );
+    // Newest first; the path without its query.
+    let requests: Vec<(&Value, &Value)> =
+        logged.iter().map(|e| (&e["method"], &e["path"])).collect();
+    assert_eq!(
+        requests,
+        [
+            (&json!("POST"), &json!("/public/a/b")),
+            (&json!("GET"), &json!("/orders/7"))
+        ]
+    );
 }
 
 async fn denials_are_problems_and_never_reach_the_upstream(server: TestServer) {

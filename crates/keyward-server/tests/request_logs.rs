@@ -192,6 +192,8 @@ async fn large_batches_are_written_whole(s: TestServer) {
             permissions: vec![],
             code: "unknown_key".into(),
             latency_us: 3,
+            method: None,
+            path: None,
         })
         .collect();
     s.store.insert_request_logs(&batch).await.unwrap();

@@ -97,6 +97,8 @@ fn batch(workload: Workload, now_ms: i64, seed: &mut u64) -> Vec<NewRequestLog> 
                 permissions: vec!["customers:read".into()],
                 code: if found { "valid" } else { "unknown_key" }.into(),
                 latency_us: 20 + (*seed % 200) as i64,
+                method: None,
+                path: None,
             }
         })
         .collect()

@@ -17,6 +17,10 @@ pub struct NewRequestLog {
     /// The verification code (`valid`, `unknown_key`, …).
     pub code: String,
     pub latency_us: i64,
+    /// In gateway mode, the request's method and path (without its query,
+    /// which may carry secrets); `None` for `POST /v1/verify`.
+    pub method: Option<String>,
+    pub path: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

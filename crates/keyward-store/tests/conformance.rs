@@ -2530,6 +2530,12 @@ async fn request_logs_round_trip_filter_and_purge(backend: Backend) {
             4 => i64::MIN,
             n => n as i64 * 17,
         },
+        method: n
+            .is_multiple_of(3)
+            .then(|| ["GET", "DELETE"][n % 2].to_owned()),
+        path: n
+            .is_multiple_of(3)
+            .then(|| format!("/orders/{}", awkward[n % awkward.len()])),
     };
     let acme: Vec<_> = (0..1_300).map(|n| entry("acct_acme", n)).collect();
     let other: Vec<_> = (0..7).map(|n| entry("acct_other", n)).collect();

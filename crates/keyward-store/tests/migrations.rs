@@ -1,6 +1,7 @@
 //! Upgrades keep what was stored: a database migrated up to 0007 (request
 //! logs as 0002 made them), given logs, then opened by the store (which
-//! applies 0008, the request-log index change), lists the same logs.
+//! applies 0008, the request-log index change, and 0009, the gateway's
+//! method and path), lists the same logs.
 
 use keyward_store::testing::{Backend, TestDatabase};
 use keyward_store::{NewRequestLog, PageRequest, RequestLog, RequestLogFilter};
@@ -36,6 +37,9 @@ fn old_log(n: i64) -> RequestLog {
             permissions: vec!["customers:read".into(); (n % 3) as usize],
             code: "valid".into(),
             latency_us: n * 3,
+            // Columns added by 0009: NULL in rows written before it.
+            method: None,
+            path: None,
         },
     }
 }
@@ -79,6 +83,8 @@ async fn upgrade_keeps_request_logs(backend: Backend) {
     let store = db.open_store().await;
     let new = NewRequestLog {
         at: 1_800_000_000_000,
+        method: Some("GET".into()),
+        path: Some("/orders/1".into()),
         ..old_log(1).entry
     };
     store

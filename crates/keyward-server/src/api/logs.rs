@@ -36,6 +36,10 @@ pub struct RequestLogView {
     pub status: u16,
     /// Time spent deciding, in microseconds.
     pub latency_us: i64,
+    /// In gateway mode (`keyward proxy`), the request's method; else `null`.
+    pub method: Option<String>,
+    /// In gateway mode, the request's path, without its query; else `null`.
+    pub path: Option<String>,
 }
 
 impl From<RequestLog> for RequestLogView {
@@ -56,6 +60,8 @@ impl From<RequestLog> for RequestLogView {
             code: entry.code,
             status,
             latency_us: entry.latency_us,
+            method: entry.method,
+            path: entry.path,
         }
     }
 }

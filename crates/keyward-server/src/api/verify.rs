@@ -163,6 +163,7 @@ async fn verify_for(
         ip,
         customer_id: request.customer_id.as_deref(),
         origin: request.origin.as_deref(),
+        request_line: None,
     };
     let verdict = state.verifier.verify(input, now_ms()).await?;
     respond(verdict)

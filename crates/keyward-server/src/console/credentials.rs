@@ -578,6 +578,8 @@ pub struct LogRow {
     pub permissions: String,
     pub latency_us: i64,
     pub key_id: String,
+    /// `GET /orders/7` for a gateway request; empty for a verify call.
+    pub request: String,
 }
 
 impl From<logs::RequestLogView> for LogRow {
@@ -592,6 +594,10 @@ impl From<logs::RequestLogView> for LogRow {
             permissions: l.permissions.join(", "),
             latency_us: l.latency_us,
             key_id: l.key_id.unwrap_or_default(),
+            request: match (l.method, l.path) {
+                (Some(method), Some(path)) => format!("{method} {path}"),
+                _ => String::new(),
+            },
         }
     }
 }

@@ -12,7 +12,7 @@ use sqlx::any::AnyRow;
 use std::fmt::Write as _;
 
 const COLUMNS: &str = "id, account_id, at, key_id, workspace_id, environment, client_ip, \
-                       permissions, code, latency_us";
+                       permissions, code, latency_us, method, path";
 
 /// Inserts every entry, each with a new `log_<ulid>` id (increasing in
 /// entry order); the caller runs this in one transaction, so a batch lands
@@ -20,7 +20,7 @@ const COLUMNS: &str = "id, account_id, at, key_id, workspace_id, environment, cl
 ///
 /// The two backends take different routes because their costs differ
 /// (`benches/request_logs.rs` measures both; its header has the numbers):
-/// - SQLite binds ten anonymous `?` parameters per row, 512 rows per
+/// - SQLite binds twelve anonymous `?` parameters per row, 512 rows per
 ///   statement. sqlx looks up each parameter's name to place it
 ///   (`sqlite3_bind_parameter_name`, a linear search through the
 ///   statement's named parameters), so with numbered `$n` parameters
@@ -31,7 +31,7 @@ const COLUMNS: &str = "id, account_id, at, key_id, workspace_id, environment, cl
 ///   back as JSON text, re-rendered for every `value ->> n` and parsed
 ///   again.
 /// - PostgreSQL gets each chunk of rows as one JSON parameter, unpacked by
-///   `jsonb_array_elements`: one bind per chunk instead of ten per row
+///   `jsonb_array_elements`: one bind per chunk instead of twelve per row
 ///   (each boxed by sqlx's `Any` layer and encoded on the way out), and the
 ///   same statement text for any chunk length, so that one prepared
 ///   statement serves every flush.
@@ -47,7 +47,7 @@ pub(super) async fn insert(
     }
 }
 
-/// Rows per SQLite INSERT: 5,120 parameters, under SQLite's default limit
+/// Rows per SQLite INSERT: 6,144 parameters, under SQLite's default limit
 /// of 32,766. Longer statements saved nothing measurable.
 const SQLITE_ROWS_PER_STATEMENT: usize = 512;
 
@@ -72,7 +72,9 @@ async fn insert_sqlite(
                 .bind(entry.client_ip.as_deref())
                 .bind(to_json(&entry.permissions, "permissions")?)
                 .bind(entry.code.as_str())
-                .bind(entry.latency_us);
+                .bind(entry.latency_us)
+                .bind(entry.method.as_deref())
+                .bind(entry.path.as_deref());
         }
         query.execute(&mut *conn).await?;
         done += rows;
@@ -95,7 +97,7 @@ fn sqlite_statement_rows(remaining: usize) -> usize {
 }
 
 fn sqlite_insert_sql(rows: usize) -> String {
-    const ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    const ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
     let mut sql = format!("INSERT INTO request_logs ({COLUMNS}) VALUES ");
     sql.reserve(rows * (ROW.len() + 2));
     for row in 0..rows {
@@ -117,9 +119,9 @@ const POSTGRES_ROWS_PER_STATEMENT: usize = 1_000;
 /// reads an element as text (SQL NULL for JSON null), so ids, names and the
 /// permissions' JSON text arrive exactly as they were sent.
 const POSTGRES_INSERT: &str = "INSERT INTO request_logs (id, account_id, at, key_id, \
-     workspace_id, environment, client_ip, permissions, code, latency_us) \
+     workspace_id, environment, client_ip, permissions, code, latency_us, method, path) \
      SELECT r->>0, r->>1, (r->>2)::bigint, r->>3, r->>4, r->>5, r->>6, r->>7, r->>8, \
-     (r->>9)::bigint FROM jsonb_array_elements($1::jsonb) AS r";
+     (r->>9)::bigint, r->>10, r->>11 FROM jsonb_array_elements($1::jsonb) AS r";
 
 async fn insert_postgres(
     conn: &mut AnyConnection,
@@ -157,6 +159,8 @@ fn rows_as_json(entries: &[NewRequestLog], ids: &[String]) -> StoreResult<String
                 to_json(&entry.permissions, "permissions")?,
                 &entry.code,
                 entry.latency_us,
+                &entry.method,
+                &entry.path,
             ))
         })
         .collect::<StoreResult<_>>()?;
@@ -239,6 +243,8 @@ fn log_from_row(row: &AnyRow) -> StoreResult<RequestLog> {
             permissions: json(row, "permissions")?,
             code: column(row, "code")?,
             latency_us: column(row, "latency_us")?,
+            method: column(row, "method")?,
+            path: column(row, "path")?,
         },
     })
 }
@@ -264,7 +270,7 @@ mod tests {
         assert_eq!(
             sqlite_insert_sql(2),
             format!(
-                "INSERT INTO request_logs ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                "INSERT INTO request_logs ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             )
         );
     }
