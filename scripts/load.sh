@@ -15,6 +15,12 @@
 #   ratelimited  a key over its limit;
 #   private      the valid key again, on the private verify listener
 #                (`--verify-listen`: no management token to check);
+#   gateway      `keyward proxy` in front of the reference server: a key
+#                with a permission, a customer and a rate limit (no IP
+#                allowlist: the client is 127.0.0.1) in `X-API-Key`,
+#                verified against a routes file and forwarded — the
+#                reference runs beside it as its upstream, and its CPU
+#                figure is the proxy's alone;
 # each maximum as a ratio to the reference server's, and the server's CPU
 # time per request during the half-rate run (user + system, from /proc: a
 # figure that, unlike the rates, does not depend on how the two cores are
@@ -40,6 +46,7 @@ MAX_REQUESTS=${MAX_REQUESTS:-2000000}
 REF_ADDR=127.0.0.1:18090
 KW_ADDR=127.0.0.1:18080
 PRIVATE_ADDR=127.0.0.1:18081
+GATEWAY_ADDR=127.0.0.1:18082
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d)
 PIDS=()
@@ -91,6 +98,20 @@ end
 LUA
 }
 
+# A gateway request: POST with the key in X-API-Key and no body.
+write_gateway_lua() { # file key
+  cat > "$1" <<LUA
+wrk.method = "POST"
+wrk.headers["X-API-Key"] = "$2"
+wrk.body = ''
+local count = 0
+function response(status, headers, body)
+  count = count + 1
+  if count >= $MAX_REQUESTS then wrk.thread:stop() end
+end
+LUA
+}
+
 # Prints "req/s p50 p99" (latencies in ms) for one wrk run.
 run_wrk() { # url lua
   local out
@@ -110,10 +131,12 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # per request, in µs) for one oha run at a constant rate against the server
 # whose pid is $4; fails on any answer but 200.
 run_oha() { # url lua rate server-pid
-  local body out before after
+  local body out before after apikey
   local auth=()
   body=$(sed -n "s/^wrk.body = '\(.*\)'$/\1/p" "$2")
   grep -q Authorization "$2" && auth=(-H "Authorization: Bearer $TOKEN")
+  apikey=$(sed -n 's/^wrk.headers\["X-API-Key"\] = "\(.*\)"$/\1/p' "$2")
+  [ -z "$apikey" ] || auth=(-H "X-API-Key: $apikey")
   before=$(cpu_ticks "$4")
   out=$(timeout $((DURATION + 30)) oha --no-tui --output-format json -z "${DURATION}s" \
     -c "$RATE_CONNECTIONS" -q "$3" --latency-correction -w -m POST \
@@ -153,6 +176,22 @@ issue() { # name rate-limit
 }
 VALID=$(issue valid '{"limit":1000000000,"window_seconds":1}')
 LIMITED=$(issue limited '{"limit":1,"window_seconds":3600}')
+# The gateway's client is 127.0.0.1, so its key lives in a workspace
+# without an allowlist.
+WS3=$(api -d '{"name":"gateway"}' "http://$KW_ADDR/v1/workspaces" | jq -r .id)
+GATEWAY_KEY=$(api -d '{"name":"gateway","environment":"production","permissions":["customers:read"],
+  "customer_id":"cus_1","rate_limit":{"limit":1000000000,"window_seconds":1}}' \
+  "http://$KW_ADDR/v1/workspaces/$WS3/keys" | jq -r .secret)
+cat > "$WORK/routes.toml" <<TOML
+environment = "production"
+[[route]]
+method = "POST"
+path = "/v1/verify"
+permissions = ["customers:read"]
+TOML
+write_gateway_lua "$WORK/gateway.lua" "$GATEWAY_KEY"
+PROXY=(proxy --listen "$GATEWAY_ADDR" --upstream "http://$REF_ADDR" --routes "$WORK/routes.toml"
+       --account "$(jq -r .account_id <<<"$created")")
 # Well-formed (prefix, tag, checksum) but unknown to the store: a key
 # minted in a workspace that is then deleted.
 WS2=$(api -d '{"name":"gone"}' "http://$KW_ADDR/v1/workspaces" | jq -r .id)
@@ -207,6 +246,16 @@ for scenario in valid invalid ratelimited private; do
   row "$(url_of "$scenario")" "$WORK/$scenario.lua" "$scenario" "${PIDS[0]}"
 done
 kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true; PIDS=()
+
+# The gateway, with the reference as its upstream.
+"$REF" "$REF_ADDR" 2>/dev/null & PIDS+=($!)
+"$BIN" "${PROXY[@]}" & PIDS+=($!)
+wait_up "http://$REF_ADDR/"
+for _ in $(seq 1 200); do curl -s -o /dev/null "http://$GATEWAY_ADDR/" && break; sleep 0.05; done
+status=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "X-API-Key: $GATEWAY_KEY" "http://$GATEWAY_ADDR/v1/verify")
+[ "$status" = 200 ] || { echo "gateway: expected 200, got $status" >&2; exit 1; }
+row "http://$GATEWAY_ADDR/v1/verify" "$WORK/gateway.lua" gateway "${PIDS[1]}"
+for pid in "${PIDS[@]}"; do kill "$pid"; wait "$pid" 2>/dev/null || true; done; PIDS=()
 
 # The reference again, at the rate keyward's valid run was held at: what
 # this machine and load generator allow at that rate, for its p99.

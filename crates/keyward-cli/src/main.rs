@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
 use keyward_core::KeyFormat;
 use keyward_core::gateway::RouteTable;
 use keyward_server::accounts::{AccountSetup, CreatedAccount, create_account};
@@ -175,6 +176,14 @@ struct ProxyArgs {
     #[arg(long, env = "KEYWARD_PROXY_UPSTREAM_TIMEOUT_SECONDS", default_value_t = 30,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     upstream_timeout_seconds: u64,
+    /// Your own proxies in front of the gateway (a TLS-terminating load
+    /// balancer), as addresses or CIDR ranges, repeated or comma-separated.
+    /// From them, the client's address (for IP allowlists and
+    /// `Keyward-Client-Ip`) is the right-most `X-Forwarded-For` entry that
+    /// is not one of them; from anyone else, the connection's own.
+    #[arg(long = "trusted-proxy", env = "KEYWARD_PROXY_TRUSTED_PROXIES", value_delimiter = ',',
+          value_parser = parse_trusted_proxy)]
+    trusted_proxies: Vec<IpNet>,
     /// Also serve the admin API, `/metrics` and health on this address.
     #[arg(long, env = "KEYWARD_PROXY_API_LISTEN")]
     api_listen: Option<SocketAddr>,
@@ -347,6 +356,7 @@ async fn proxy(database_url: &str, format: KeyFormat, args: ProxyArgs) -> Result
             upstream: args.upstream,
             routes,
             upstream_timeout: Duration::from_secs(args.upstream_timeout_seconds),
+            trusted_proxies: args.trusted_proxies,
         },
     );
     tracing::info!(%address, account = args.account, store = store.backend(), "keyward gateway listening on http://{address}");
@@ -361,6 +371,10 @@ async fn proxy(database_url: &str, format: KeyFormat, args: ProxyArgs) -> Result
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+fn parse_trusted_proxy(s: &str) -> Result<IpNet, String> {
+    keyward_core::ip::parse_rule(s.trim()).map_err(|e| e.message)
 }
 
 async fn bind(address: SocketAddr, flag: &str) -> Result<tokio::net::TcpListener> {

@@ -64,6 +64,8 @@ async fn the_gateway_verifies_forwards_and_refuses() {
             account,
             "--api-listen",
             "127.0.0.1:0",
+            "--trusted-proxy",
+            "10.0.0.0/8,192.0.2.1",
         ],
         "keyward API listening on ",
     );
@@ -139,10 +141,20 @@ fn bad_configuration_stops_the_gateway_at_start() {
             "no account acct_typo",
         ),
         ("https://127.0.0.1:9", good, account, "http://"),
+        ("http://127.0.0.1:9", good, account, "host bits set"),
     ] {
         let output = keyward(&db)
             .args(["proxy", "--listen", "127.0.0.1:0", "--upstream", upstream])
             .args(["--routes", routes, "--account", account])
+            // Only the last case's own mistake; valid for the others.
+            .args([
+                "--trusted-proxy",
+                if says == "host bits set" {
+                    "10.0.0.1/8"
+                } else {
+                    "10.0.0.0/8"
+                },
+            ])
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);

@@ -61,9 +61,60 @@ fn contains(rule: &IpNet, client: IpAddr) -> bool {
     }
 }
 
+/// The client's address when the peer may be a proxy of the operator's
+/// own (a load balancer terminating TLS): the peer's address, unless it is
+/// in `trusted`; then, walking `X-Forwarded-For` (its header lines in
+/// order, `forwarded_for`) from the right — the entries the trusted proxies
+/// appended — the first address that is not itself trusted. Entries left of
+/// it were written by whoever sent the request and are never believed. An
+/// unreadable entry ends the walk at the last trusted hop, so a client
+/// cannot talk its way past an allowlist with one.
+pub fn client_address(peer: IpAddr, forwarded_for: &[&str], trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|net| contains(net, ip));
+    let mut client = peer.to_canonical();
+    let entries = forwarded_for.iter().rev().flat_map(|line| line.rsplit(','));
+    for entry in entries {
+        if !is_trusted(client) {
+            break;
+        }
+        match entry.trim().parse::<IpAddr>() {
+            Ok(ip) => client = ip.to_canonical(),
+            Err(_) => break,
+        }
+    }
+    client
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_is_the_first_untrusted_address_from_the_right() {
+        let trusted = [parse_rule("10.0.0.0/8").unwrap()];
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        let at = |xff: &[&str]| client_address(peer, xff, &trusted).to_string();
+        assert_eq!(at(&[]), "10.0.0.2");
+        assert_eq!(at(&["203.0.113.7"]), "203.0.113.7");
+        assert_eq!(at(&["198.51.100.1, 203.0.113.7, 10.0.0.1"]), "203.0.113.7");
+        assert_eq!(
+            at(&["198.51.100.1", "203.0.113.7 , 10.0.0.1"]),
+            "203.0.113.7"
+        );
+        assert_eq!(at(&["203.0.113.7, junk"]), "10.0.0.2");
+        assert_eq!(at(&["::ffff:203.0.113.7"]), "203.0.113.7");
+        assert_eq!(
+            at(&["10.0.0.9, 10.0.0.1"]),
+            "10.0.0.9",
+            "all trusted: the last hop"
+        );
+        let untrusted_peer: IpAddr = "198.51.100.9".parse().unwrap();
+        assert_eq!(
+            client_address(untrusted_peer, &["203.0.113.7"], &trusted).to_string(),
+            "198.51.100.9",
+            "a client's own X-Forwarded-For is ignored"
+        );
+    }
 
     fn ip(s: &str) -> Option<IpAddr> {
         Some(s.parse().unwrap())

@@ -84,3 +84,71 @@ proptest! {
         }
     }
 }
+
+/// The client address behind trusted proxies (`keyward_core::ip`).
+mod client_address {
+    use ipnet::IpNet;
+    use keyward_core::ip::{client_address, parse_rule};
+    use proptest::prelude::*;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn trusted() -> Vec<IpNet> {
+        vec![parse_rule("10.0.0.0/8").unwrap()]
+    }
+
+    /// Addresses half inside the trusted range, half outside it, and now
+    /// and then an entry that is not an address at all.
+    fn entry() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => (any::<bool>(), any::<u32>()).prop_map(|(inside, bits)| {
+                let bits = if inside { 0x0a00_0000 | (bits & 0x00ff_ffff) } else { bits | 0x8000_0000 };
+                Ipv4Addr::from(bits).to_string()
+            }),
+            1 => "[a-z:. ]{0,6}",
+        ]
+    }
+
+    fn is_trusted(ip: IpAddr) -> bool {
+        trusted().iter().any(|net| net.contains(&ip))
+    }
+
+    proptest! {
+        /// Whatever the header says, the answer is the peer (untrusted
+        /// peer), or an address that every hop to its right vouched for:
+        /// everything between it and the peer is trusted.
+        #[test]
+        fn only_trusted_hops_are_believed(
+            peer_inside in any::<bool>(),
+            peer_bits in any::<u32>(),
+            lines in prop::collection::vec(prop::collection::vec(entry(), 0..4), 0..3),
+        ) {
+            let peer = IpAddr::V4(Ipv4Addr::from(if peer_inside { 0x0a00_0001 } else { peer_bits | 0x8000_0000 }));
+            let lines: Vec<String> = lines.iter().map(|l| l.join(",")).collect();
+            let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+            let client = client_address(peer, &refs, &trusted());
+            if !is_trusted(peer) {
+                prop_assert_eq!(client, peer);
+            } else {
+                // Walk from the right as written: the answer must be
+                // reached through trusted addresses only.
+                let mut hops = vec![peer];
+                for entry in refs.iter().rev().flat_map(|l| l.rsplit(',')) {
+                    match entry.trim().parse::<IpAddr>() {
+                        Ok(ip) => hops.push(ip),
+                        Err(_) => break,
+                    }
+                }
+                let at = if is_trusted(client) {
+                    // Every hop was trusted: the walk went to its end.
+                    prop_assert_eq!(hops.last(), Some(&client));
+                    hops.len() - 1
+                } else {
+                    let at = hops.iter().position(|&h| h == client);
+                    prop_assert!(at.is_some(), "{client} is not in {hops:?}");
+                    at.unwrap()
+                };
+                prop_assert!(hops[..at].iter().all(|&h| is_trusted(h)), "{hops:?} → {client}");
+            }
+        }
+    }
+}

@@ -25,7 +25,9 @@ use axum::response::{IntoResponse, Response};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use ipnet::IpNet;
 use keyward_core::gateway::{RouteMatch, RouteTable, check_request_path};
+use keyward_core::ip::client_address;
 use keyward_core::verify::{Code, PresentedCredential};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -40,6 +42,11 @@ pub struct GatewayConfig {
     pub routes: RouteTable,
     /// How long the upstream may take to start its answer.
     pub upstream_timeout: Duration,
+    /// Proxies of the operator's own in front of the gateway (a load
+    /// balancer): from them, the client's address is taken from
+    /// `X-Forwarded-For` (see [`client_address`]); from anyone else, it is
+    /// the peer's.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 /// Where requests go: `http://host[:port][/base]`. A request for `/p?q`
@@ -102,6 +109,8 @@ const KEY_ID: HeaderName = HeaderName::from_static("keyward-key-id");
 const WORKSPACE_ID: HeaderName = HeaderName::from_static("keyward-workspace-id");
 const ENVIRONMENT: HeaderName = HeaderName::from_static("keyward-environment");
 const CUSTOMER_ID: HeaderName = HeaderName::from_static("keyward-customer-id");
+/// The client's address as the allowlists saw it (see [`Gateway::client_ip`]).
+const CLIENT_IP: HeaderName = HeaderName::from_static("keyward-client-ip");
 const IDENTITY_PREFIX: &str = "keyward-";
 const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -154,8 +163,8 @@ impl Gateway {
                 return (Outcome::Refused, response);
             }
         };
-        let client_ip = peer.ip().to_canonical();
         let headers = request.headers();
+        let client_ip = self.client_ip(peer.ip(), headers);
         let input = VerifyInput {
             account_id: &self.config.account_id,
             credential: presented_credential(headers),
@@ -179,7 +188,7 @@ impl Gateway {
         if verdict.code != Code::Valid {
             return (Outcome::Denied, denial(&verdict, headers));
         }
-        match self.forward(request, &verdict, client_ip).await {
+        match self.forward(request, &verdict, peer.ip(), client_ip).await {
             Ok(mut response) => {
                 if let Some(state) = &verdict.rate_limit {
                     state.write_headers(response.headers_mut());
@@ -190,10 +199,26 @@ impl Gateway {
         }
     }
 
+    /// The address allowlists are checked against.
+    fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let trusted = &self.config.trusted_proxies;
+        if trusted.is_empty() {
+            return peer.to_canonical();
+        }
+        let forwarded: Vec<&str> = headers
+            .get_all(X_FORWARDED_FOR)
+            .iter()
+            // An unreadable line ends the walk, as an unparsable entry does.
+            .map(|line| line.to_str().unwrap_or(""))
+            .collect();
+        client_address(peer, &forwarded, trusted)
+    }
+
     async fn forward(
         &self,
         request: Request,
         verdict: &Verdict,
+        peer_ip: IpAddr,
         client_ip: IpAddr,
     ) -> Result<Response, UpstreamFailure> {
         let (mut parts, body) = request.into_parts();
@@ -212,9 +237,12 @@ impl Gateway {
             headers.insert(X_FORWARDED_HOST, host);
         }
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-        append_forwarded_for(headers, client_ip);
+        append_forwarded_for(headers, peer_ip.to_canonical());
         if let Some(key) = &verdict.key {
             identify(headers, key.record());
+        }
+        if let Ok(client) = HeaderValue::try_from(client_ip.to_string()) {
+            headers.insert(CLIENT_IP, client);
         }
         let sent = self.client.request(Request::from_parts(parts, body));
         let answer = match tokio::time::timeout(self.config.upstream_timeout, sent).await {

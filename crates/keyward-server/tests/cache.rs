@@ -90,13 +90,9 @@ async fn a_deleted_token_is_refused_at_once(s: TestServer) {
 /// Reads one sample of `/metrics` (0 when absent). The recorder is shared
 /// by every server of this test process, so callers compare increases.
 async fn metric(s: &TestServer, sample: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", s.base))
+    s.metrics()
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
         .unwrap_or(0.0)
 }

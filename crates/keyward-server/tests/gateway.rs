@@ -17,6 +17,7 @@ on_both_stores!(
     requests_outside_the_routes_are_refused_before_verification,
     rate_limits_answer_429_at_the_gateway,
     a_revoked_key_is_refused_at_once,
+    behind_a_trusted_proxy_allowlists_see_the_forwarded_client,
     upstream_failures_are_502_and_504,
 );
 
@@ -298,4 +299,49 @@ async fn upstream_failures_are_502_and_504(mut server: TestServer) {
         problem(down, StatusCode::BAD_GATEWAY).await["code"],
         "upstream_unavailable"
     );
+    let metrics = server.metrics().await;
+    for outcome in ["upstream_timeout", "upstream_unavailable"] {
+        let series = format!("keyward_gateway_requests_total{{outcome=\"{outcome}\"}}");
+        assert!(metrics.contains(&series), "{series} missing from {metrics}");
+    }
+}
+
+async fn behind_a_trusted_proxy_allowlists_see_the_forwarded_client(server: TestServer) {
+    // The test gateway trusts 127.0.0.1, the address every test request
+    // comes from, as it would trust its load balancer.
+    let (_, secret) = key_with(
+        &server,
+        &["orders:read"],
+        json!({"allowed_ips": ["203.0.113.0/24"]}),
+    )
+    .await;
+    let through = |forwarded: &'static str| {
+        let secret = secret.clone();
+        let server = &server;
+        async move {
+            let mut headers = vec![("x-api-key", secret.as_str())];
+            if !forwarded.is_empty() {
+                headers.push(("x-forwarded-for", forwarded));
+            }
+            send(server, Method::GET, "/orders/1", &headers).await
+        }
+    };
+    let allowed = through("198.51.100.1, 203.0.113.7").await;
+    assert_eq!(allowed.status(), StatusCode::OK);
+    let seen: Value = allowed.json().await.unwrap();
+    assert_eq!(seen["headers"]["keyward-client-ip"], json!(["203.0.113.7"]));
+    assert_eq!(
+        seen["headers"]["x-forwarded-for"],
+        json!(["198.51.100.1, 203.0.113.7, 127.0.0.1"])
+    );
+    // Only the right-most untrusted entry counts: one written further
+    // left, by the client, is not believed.
+    for forwarded in ["203.0.113.7, 198.51.100.1", ""] {
+        let refused = through(forwarded).await;
+        assert_eq!(
+            problem(refused, StatusCode::FORBIDDEN).await["code"],
+            "ip_not_allowed",
+            "X-Forwarded-For: {forwarded:?}"
+        );
+    }
 }

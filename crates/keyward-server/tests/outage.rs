@@ -98,7 +98,7 @@ async fn cached_keys_ride_out_a_store_outage() {
         (StatusCode::SERVICE_UNAVAILABLE, Some("storage_unavailable")),
         "{problem}"
     );
-    let metrics = metrics_text(&s).await;
+    let metrics = s.metrics().await;
     assert!(metrics.contains("keyward_store_outage 1"), "{metrics}");
     assert!(
         stale_answers(&metrics) >= 2,
@@ -112,7 +112,7 @@ async fn cached_keys_ride_out_a_store_outage() {
     })
     .await;
     assert_eq!(verdict["code"], "unknown_key");
-    assert!(metrics_text(&s).await.contains("keyward_store_outage 0"));
+    assert!(s.metrics().await.contains("keyward_store_outage 0"));
     let (status, listed) = s.get(&keys).await;
     assert_eq!(status, StatusCode::OK);
     let names: Vec<&str> = listed["data"]
@@ -170,21 +170,12 @@ async fn a_partitioned_store_does_not_hold_verification_up() {
     assert_eq!(verdict["code"], "unknown_key");
 }
 
-async fn metrics_text(s: &TestServer) -> String {
-    reqwest::get(format!("{}/metrics", s.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 fn stale_answers(metrics: &str) -> u64 {
     sample(metrics, "keyward_cache_stale_answers_total ")
 }
 
 async fn remote_invalidations(s: &TestServer) -> u64 {
-    let metrics = metrics_text(s).await;
+    let metrics = s.metrics().await;
     sample(
         &metrics,
         "keyward_cache_invalidations_total{reason=\"remote\"} ",

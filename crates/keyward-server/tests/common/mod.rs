@@ -106,6 +106,8 @@ impl TestServer {
                     upstream: upstream.base.parse().unwrap(),
                     routes: RouteTable::from_toml(GATEWAY_ROUTES).unwrap(),
                     upstream_timeout: GATEWAY_UPSTREAM_TIMEOUT,
+                    // As if a load balancer on this host fronted it.
+                    trusted_proxies: vec![keyward_core::ip::parse_rule("127.0.0.1").unwrap()],
                 },
             );
         tokio::spawn(server.serve(listener, async {
@@ -259,6 +261,17 @@ impl TestServer {
             .await
             .expect("request");
         (response.status(), response.json().await.unwrap())
+    }
+
+    /// The `/metrics` text (the recorder is process-wide: other tests'
+    /// servers count into it too).
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// The verdict's code for a request.
