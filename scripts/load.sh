@@ -83,13 +83,9 @@ wait_up() { # url
   echo "server at $1 did not come up" >&2; exit 1
 }
 
-# The request body and the management token (none if empty), for wrk.
-write_lua() { # file key token
-  cat > "$1" <<LUA
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-${3:+wrk.headers[\"Authorization\"] = \"Bearer $3\"}
-wrk.body = '{"key":"$2","environment":"production","permissions":["customers:read"],"ip":"203.0.113.7","customer_id":"cus_1"}'
+# Stops each wrk thread after MAX_REQUESTS answers.
+count_responses() {
+  cat <<LUA
 local count = 0
 function response(status, headers, body)
   count = count + 1
@@ -98,18 +94,25 @@ end
 LUA
 }
 
+# The request body and the management token (none if empty), for wrk.
+write_lua() { # file key token
+  { cat <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+${3:+wrk.headers[\"Authorization\"] = \"Bearer $3\"}
+wrk.body = '{"key":"$2","environment":"production","permissions":["customers:read"],"ip":"203.0.113.7","customer_id":"cus_1"}'
+LUA
+    count_responses; } > "$1"
+}
+
 # A gateway request: POST with the key in X-API-Key and no body.
 write_gateway_lua() { # file key
-  cat > "$1" <<LUA
+  { cat <<LUA
 wrk.method = "POST"
 wrk.headers["X-API-Key"] = "$2"
 wrk.body = ''
-local count = 0
-function response(status, headers, body)
-  count = count + 1
-  if count >= $MAX_REQUESTS then wrk.thread:stop() end
-end
 LUA
+    count_responses; } > "$1"
 }
 
 # Prints "req/s p50 p99" (latencies in ms) for one wrk run.

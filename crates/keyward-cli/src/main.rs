@@ -63,8 +63,9 @@ enum Command {
     /// needs; a request no route matches is refused. The credential is
     /// removed before forwarding, and the upstream receives the key's
     /// identity in `Keyward-Key-Id`, `Keyward-Workspace-Id`,
-    /// `Keyward-Environment` and `Keyward-Customer-Id` (any such header a
-    /// client sends is dropped). Denials are RFC 9457 problems.
+    /// `Keyward-Environment`, `Keyward-Customer-Id` and `Keyward-Client-Ip`
+    /// (any `Keyward-*` header a client sends is dropped). Denials are
+    /// RFC 9457 problems.
     Proxy(ProxyArgs),
     /// Create the first account, its owner, a workspace and a management token.
     Init(AccountArgs),

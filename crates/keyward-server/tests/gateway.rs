@@ -139,16 +139,12 @@ async fn denials_are_problems_and_never_reach_the_upstream(server: TestServer) {
         .issue(json!({"name": "staging", "environment": "staging", "permissions": ["orders:read"]}))
         .await;
     let other = server.new_tenant().await;
-    let (status, created) = server
-        .call(
-            &other.token,
-            Method::POST,
-            &format!("/v1/workspaces/{}/keys", other.workspace_id),
-            Some(json!({"name": "theirs", "environment": "production"})),
+    let (_, theirs) = server
+        .issue_as(
+            &other,
+            json!({"name": "theirs", "environment": "production"}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
-    let theirs = created["secret"].as_str().unwrap().to_owned();
 
     let none = send(&server, Method::GET, "/orders/1", &[]).await;
     assert_eq!(none.headers()["www-authenticate"], "Bearer");

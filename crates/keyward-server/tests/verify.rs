@@ -131,16 +131,13 @@ async fn every_failure_code_is_reachable(s: TestServer) {
         (Some("unknown_key"), Some(401))
     );
     let issued_elsewhere = s.new_tenant().await;
-    let (status, foreign) = s
-        .call(
-            &issued_elsewhere.token,
-            Method::POST,
-            &format!("/v1/workspaces/{}/keys", issued_elsewhere.workspace_id),
-            Some(json!({"name": "theirs", "environment": "production"})),
+    let (_, foreign) = s
+        .issue_as(
+            &issued_elsewhere,
+            json!({"name": "theirs", "environment": "production"}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED);
-    let (verdict, _) = s.verify(json!({"key": foreign["secret"]})).await;
+    let (verdict, _) = s.verify(json!({"key": foreign})).await;
     assert_eq!(
         verdict["code"], "unknown_key",
         "another account's key is unknown here"
@@ -428,16 +425,13 @@ async fn the_private_listener_verifies_its_account_without_a_token(s: TestServer
     assert_eq!(verdict["key"]["id"], key["id"]);
 
     let other = s.new_tenant().await;
-    let (status, issued) = s
-        .call(
-            &other.token,
-            Method::POST,
-            &format!("/v1/workspaces/{}/keys", other.workspace_id),
-            Some(json!({"name": "theirs", "environment": "production"})),
+    let (_, theirs) = s
+        .issue_as(
+            &other,
+            json!({"name": "theirs", "environment": "production"}),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{issued}");
-    let (status, verdict) = s.verify_privately(json!({"key": issued["secret"]})).await;
+    let (status, verdict) = s.verify_privately(json!({"key": theirs})).await;
     assert_eq!(
         (status, verdict["code"].as_str()),
         (StatusCode::OK, Some("unknown_key")),

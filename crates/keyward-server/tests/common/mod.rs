@@ -228,8 +228,15 @@ impl TestServer {
 
     /// Issues a key in the owner's default workspace; returns (key, secret).
     pub async fn issue(&self, body: Value) -> (Value, String) {
-        let path = format!("/v1/workspaces/{}/keys", self.owner.workspace_id);
-        let (status, created) = self.post(&path, body).await;
+        self.issue_as(&self.owner, body).await
+    }
+
+    /// Issues a key in `tenant`'s default workspace, with its token.
+    pub async fn issue_as(&self, tenant: &Tenant, body: Value) -> (Value, String) {
+        let path = format!("/v1/workspaces/{}/keys", tenant.workspace_id);
+        let (status, created) = self
+            .call(&tenant.token, Method::POST, &path, Some(body))
+            .await;
         assert_eq!(status, StatusCode::CREATED, "{created}");
         let secret = created["secret"].as_str().unwrap().to_owned();
         (created["key"].clone(), secret)
