@@ -27,7 +27,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use ipnet::IpNet;
 use keyward_core::gateway::{RouteMatch, RouteTable, check_request_path};
-use keyward_core::ip::client_address;
+use keyward_core::ip::{self, client_address};
 use keyward_core::verify::{Code, PresentedCredential};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -199,6 +199,12 @@ impl Gateway {
         }
     }
 
+    fn is_trusted_proxy(&self, peer: IpAddr) -> bool {
+        let trusted = &self.config.trusted_proxies;
+        // `allows` lets anyone through an empty list; no list trusts no one.
+        !trusted.is_empty() && ip::allows(trusted, Some(peer))
+    }
+
     /// The address allowlists are checked against.
     fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let trusted = &self.config.trusted_proxies;
@@ -233,10 +239,17 @@ impl Gateway {
         let original_host = parts.headers.remove(header::HOST);
         strip_request_headers(&mut parts.headers);
         let headers = &mut parts.headers;
-        if let Some(host) = original_host {
+        // A trusted proxy's word on the original host and scheme (it
+        // terminated TLS, say) stands; anyone else's is replaced.
+        let keep_forwarded = self.is_trusted_proxy(peer_ip);
+        if let Some(host) = original_host
+            && !(keep_forwarded && headers.contains_key(X_FORWARDED_HOST))
+        {
             headers.insert(X_FORWARDED_HOST, host);
         }
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        if !(keep_forwarded && headers.contains_key(X_FORWARDED_PROTO)) {
+            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        }
         append_forwarded_for(headers, peer_ip.to_canonical());
         if let Some(key) = &verdict.key {
             identify(headers, key.record());

@@ -325,6 +325,19 @@ async fn behind_a_trusted_proxy_allowlists_see_the_forwarded_client(server: Test
     let allowed = through("198.51.100.1, 203.0.113.7").await;
     assert_eq!(allowed.status(), StatusCode::OK);
     let seen: Value = allowed.json().await.unwrap();
+    assert_eq!(seen["headers"]["x-forwarded-proto"], json!(["http"]));
+    // The trusted proxy terminated TLS: its scheme stands.
+    let headers = [
+        ("x-api-key", secret.as_str()),
+        ("x-forwarded-for", "203.0.113.7"),
+        ("x-forwarded-proto", "https"),
+    ];
+    let https: Value = send(&server, Method::GET, "/orders/1", &headers)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(https["headers"]["x-forwarded-proto"], json!(["https"]));
     assert_eq!(seen["headers"]["keyward-client-ip"], json!(["203.0.113.7"]));
     assert_eq!(
         seen["headers"]["x-forwarded-for"],
