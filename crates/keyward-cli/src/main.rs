@@ -13,15 +13,23 @@ use keyward_store::Store;
 use std::io::{BufRead, IsTerminal};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 use zeroize::Zeroizing;
 
+mod keys;
+mod output;
+mod remote;
+mod workspaces;
+
 /// Keyward issues API keys for your platform's customers and verifies them on
 /// every request.
 ///
 /// Start with `keyward init --email you@example.com`, then `keyward serve`.
+/// The `keys` and `workspaces` commands manage a running server through its
+/// admin API (`KEYWARD_API_URL`, `KEYWARD_TOKEN`).
 #[derive(Parser)]
 #[command(name = "keyward", version, about, long_about)]
 struct Cli {
@@ -77,6 +85,12 @@ enum Command {
     /// Check the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Issue, list, rotate, disable, revoke and delete API keys through a
+    /// running server's admin API.
+    Keys(keys::KeysArgs),
+    /// List, create, rename and delete workspaces through a running
+    /// server's admin API.
+    Workspaces(workspaces::WorkspacesArgs),
 }
 
 #[derive(Subcommand)]
@@ -225,37 +239,40 @@ struct AccountArgs {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let format =
         KeyFormat::new(&cli.key_prefix).map_err(|e| anyhow::anyhow!("--key-prefix: {e}"))?;
+    let database_url = cli.database_url.as_str();
     match cli.command {
-        Command::Serve(args) => serve(&cli.database_url, format, args).await,
-        Command::Proxy(args) => proxy(&cli.database_url, format, args).await,
+        Command::Keys(args) => return keys::run(args).await,
+        Command::Workspaces(args) => workspaces::run(args).await?,
+        Command::Serve(args) => serve(database_url, format, args).await?,
+        Command::Proxy(args) => proxy(database_url, format, args).await?,
         Command::Init(args) => {
-            let store = open_store(&cli.database_url).await?;
+            let store = open_store(database_url).await?;
             if store.count_accounts().await? > 0 {
                 bail!(
                     "this deployment is already initialised; add tenants with `keyward account create`"
                 );
             }
-            new_account(store.as_ref(), &format, args).await
+            new_account(store.as_ref(), &format, args).await?;
         }
         Command::Account(AccountCommand::Create(args)) => {
-            let store = open_store(&cli.database_url).await?;
-            new_account(store.as_ref(), &format, args).await
+            let store = open_store(database_url).await?;
+            new_account(store.as_ref(), &format, args).await?;
         }
         Command::Audit(AuditCommand::Verify { account }) => {
-            let store = open_store(&cli.database_url).await?;
-            verify_audit(store.as_ref(), account).await
+            let store = open_store(database_url).await?;
+            verify_audit(store.as_ref(), account).await?;
         }
         Command::Migrate => {
-            let store = open_store(&cli.database_url).await?;
+            let store = open_store(database_url).await?;
             eprintln!("migrations applied ({})", store.backend());
-            Ok(())
         }
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn init_logging(format: LogFormat) {

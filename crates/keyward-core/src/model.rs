@@ -321,6 +321,82 @@ impl RateLimitPolicy {
     }
 }
 
+/// `LIMIT/WINDOW`, the notation of the CLI and of `Display`: `100/60s`,
+/// `1000/1h`; a bare window is in seconds (`100/60`).
+impl std::str::FromStr for RateLimitPolicy {
+    type Err = InvalidValue;
+
+    fn from_str(s: &str) -> Result<Self, InvalidValue> {
+        let (limit, window) = s
+            .split_once('/')
+            .ok_or_else(|| InvalidValue::new("must be LIMIT/WINDOW, such as 100/60s or 1000/1h"))?;
+        let limit = limit
+            .parse()
+            .map_err(|_| InvalidValue::new("LIMIT must be a whole number, such as 100/60s"))?;
+        let window_seconds = parse_duration_seconds(window)?;
+        let window_seconds =
+            u32::try_from(window_seconds).map_err(|_| InvalidValue::new("WINDOW is too long"))?;
+        let policy = RateLimitPolicy {
+            limit,
+            window_seconds,
+        };
+        policy
+            .validate()
+            .map_err(|(field, e)| InvalidValue::new(format!("{field} {e}")))?;
+        Ok(policy)
+    }
+}
+
+impl fmt::Display for RateLimitPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{}",
+            self.limit,
+            DurationSeconds(u64::from(self.window_seconds))
+        )
+    }
+}
+
+/// A duration as people write it: a whole number and a unit, `s`, `m`, `h`
+/// or `d` (`90d`, `15m`); without a unit, seconds.
+pub fn parse_duration_seconds(s: &str) -> Result<u64, InvalidValue> {
+    let unit_at = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(unit_at);
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(InvalidValue::new(
+                "the unit must be s, m, h or d, such as 90d",
+            ));
+        }
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|&seconds| seconds > 0)
+        .ok_or_else(|| InvalidValue::new("must be a positive whole number and a unit, such as 90d"))
+}
+
+/// Prints a number of seconds in the largest unit that divides it exactly,
+/// so that `parse_duration_seconds` reads back the same value.
+pub struct DurationSeconds(pub u64);
+
+impl fmt::Display for DurationSeconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let seconds = self.0;
+        let (n, unit) = [(86_400, "d"), (3600, "h"), (60, "m")]
+            .into_iter()
+            .find(|&(scale, _)| seconds > 0 && seconds.is_multiple_of(scale))
+            .map_or((seconds, "s"), |(scale, unit)| (seconds / scale, unit));
+        write!(f, "{n}{unit}")
+    }
+}
+
 /// A human-facing name (key, workspace, integration, token): trimmed,
 /// 1 to 100 characters, no control characters.
 pub fn validate_display_name(s: &str) -> Result<(), InvalidValue> {
@@ -424,6 +500,48 @@ pub fn validate_password(password: &str) -> Result<(), InvalidValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rate_limit_notation() {
+        let policy = |limit, window_seconds| RateLimitPolicy {
+            limit,
+            window_seconds,
+        };
+        assert_eq!("100/60s".parse(), Ok(policy(100, 60)));
+        assert_eq!("100/60".parse(), Ok(policy(100, 60)));
+        assert_eq!("1000/1h".parse(), Ok(policy(1000, 3600)));
+        assert_eq!("5/1d".parse(), Ok(policy(5, 86_400)));
+        assert_eq!(policy(100, 60).to_string(), "100/1m");
+        assert_eq!(policy(7, 90).to_string(), "7/90s");
+        for bad in [
+            "",
+            "100",
+            "/60s",
+            "100/",
+            "0/60s",
+            "100/0s",
+            "100/2d",
+            "-1/60s",
+            "100/60x",
+            "100/ 60s",
+            "1e3/60s",
+            "100/60s/1",
+        ] {
+            assert!(bad.parse::<RateLimitPolicy>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_seconds("90d"), Ok(90 * 86_400));
+        assert_eq!(parse_duration_seconds("15m"), Ok(900));
+        assert_eq!(parse_duration_seconds("45"), Ok(45));
+        for bad in ["", "0d", "d", "1.5h", "1w", "99999999999999999999d", "1 d"] {
+            assert!(parse_duration_seconds(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(DurationSeconds(7200).to_string(), "2h");
+        assert_eq!(DurationSeconds(61).to_string(), "61s");
+    }
 
     #[test]
     fn permission_names() {

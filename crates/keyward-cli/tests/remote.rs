@@ -1,0 +1,385 @@
+//! The `keys` and `workspaces` commands of the real binary against a real
+//! `keyward serve`: a key's whole life from the command line, the API's
+//! refusals read back as sentences naming the field, another account's
+//! objects out of reach, and no secret where it should not be.
+
+mod common;
+
+use common::{BIN, Serving, init};
+use serde_json::{Value, json};
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+struct Cli {
+    api_url: String,
+    token: String,
+}
+
+impl Cli {
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(BIN);
+        command
+            .args(args)
+            .env("KEYWARD_API_URL", &self.api_url)
+            .env("KEYWARD_TOKEN", &self.token)
+            .env_remove("KEYWARD_TOKEN_FILE")
+            .env_remove("KEYWARD_WORKSPACE")
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn run_with_stdin(&self, args: &[&str], input: &str) -> Output {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs a command that must succeed and returns its standard output.
+    fn ok(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(
+            output.status.success(),
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut with_json = args.to_vec();
+        with_json.push("--json");
+        serde_json::from_str(&self.ok(&with_json)).unwrap()
+    }
+
+    /// Runs a command that must fail and returns its standard error.
+    fn fails(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        String::from_utf8(output.stderr).unwrap()
+    }
+
+    fn verify(&self, secret: &str, args: &[&str]) -> (bool, String) {
+        let mut all = vec!["keys", "verify"];
+        all.extend_from_slice(args);
+        let output = self.run_with_stdin(&all, &format!("{secret}\n"));
+        (
+            output.status.success(),
+            String::from_utf8(output.stdout).unwrap(),
+        )
+    }
+}
+
+fn initialised(db: &str, subcommand: &[&str], email: &str) -> Value {
+    let output = init(db, subcommand, email);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_lives_its_whole_life_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("keyward.db").display());
+    let account = initialised(&db, &["init"], "owner@example.com");
+    let server = Serving::start(&db, "info");
+    let cli = Cli {
+        api_url: server.base.clone(),
+        token: account["management_token"].as_str().unwrap().to_owned(),
+    };
+    for permission in ["orders:read", "orders:write"] {
+        let created = reqwest::Client::new()
+            .post(format!("{}/v1/permissions", server.base))
+            .bearer_auth(&cli.token)
+            .json(&json!({ "name": permission }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+    }
+
+    let workspace = cli.json(&["workspaces", "create", "Command line"]);
+    let workspace_id = workspace["id"].as_str().unwrap().to_owned();
+    assert!(workspace["primary_credentials"]["secret"].is_string());
+    let listed = cli.ok(&["workspaces", "list"]);
+    assert!(listed.contains(&workspace_id) && listed.contains("Command line"));
+
+    let created = cli.json(&[
+        "keys",
+        "create",
+        "--workspace",
+        &workspace_id,
+        "--name",
+        "Billing sync",
+        "--environment",
+        "production",
+        "--permission",
+        "orders:read",
+        "--rate-limit",
+        "100/1m",
+        "--expires-in",
+        "30d",
+        "--customer-id",
+        "cus_42",
+        "--meta",
+        "plan=pro",
+        "--meta",
+        "seats=5",
+    ]);
+    let key = &created["key"];
+    let id = key["id"].as_str().unwrap().to_owned();
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("kw_live_"), "{secret}");
+    assert_eq!(key["permissions"], json!(["orders:read"]));
+    assert_eq!(
+        key["rate_limit"],
+        json!({"limit": 100, "window_seconds": 60})
+    );
+    assert_eq!(key["customer_id"], "cus_42");
+    assert_eq!(key["meta"], json!({"plan": "pro", "seats": 5}));
+    assert!(key["expires_at"].is_string());
+
+    let listed = cli.ok(&["keys", "list", "--workspace", &workspace_id]);
+    let row = listed
+        .lines()
+        .find(|line| line.starts_with(&id))
+        .unwrap_or_else(|| panic!("{id} not listed in\n{listed}"));
+    for cell in [
+        "Billing sync",
+        "production",
+        "active",
+        "orders:read",
+        "never",
+    ] {
+        assert!(row.contains(cell), "{cell} missing from {row:?}");
+    }
+    assert!(!listed.contains(&secret), "the list shows the secret");
+    let shown = cli.ok(&["keys", "get", &id]);
+    assert!(
+        shown.contains("100/1m") && shown.contains("cus_42"),
+        "{shown}"
+    );
+
+    let (valid, verdict) = cli.verify(
+        &secret,
+        &["--permission", "orders:read", "--customer-id", "cus_42"],
+    );
+    assert!(valid, "{verdict}");
+    assert!(verdict.contains(&id), "{verdict}");
+    let (valid, verdict) = cli.verify(
+        &secret,
+        &["--permission", "orders:write", "--customer-id", "cus_42"],
+    );
+    assert!(
+        !valid && verdict.contains("insufficient_permissions"),
+        "{verdict}"
+    );
+
+    let rotated = cli.json(&["keys", "rotate", &id, "--grace", "1h"]);
+    let new_secret = rotated["secret"].as_str().unwrap().to_owned();
+    assert_ne!(new_secret, secret);
+    assert_eq!(rotated["key"]["rotation"]["in_grace_period"], true);
+    for s in [&secret, &new_secret] {
+        let (valid, verdict) = cli.verify(s, &["--customer-id", "cus_42"]);
+        assert!(valid, "a secret in its grace period refused: {verdict}");
+    }
+
+    assert!(cli.ok(&["keys", "disable", &id]).contains("inactive"));
+    let (valid, verdict) = cli.verify(&new_secret, &["--customer-id", "cus_42"]);
+    assert!(!valid && verdict.contains("key_inactive"), "{verdict}");
+    assert!(cli.ok(&["keys", "enable", &id]).contains("active"));
+
+    let updated = cli.json(&[
+        "keys",
+        "update",
+        &id,
+        "--name",
+        "Billing sync v2",
+        "--no-rate-limit",
+        "--no-customer",
+    ]);
+    assert_eq!(updated["name"], "Billing sync v2");
+    assert_eq!(updated["rate_limit"], Value::Null);
+    assert_eq!(updated["customer_id"], Value::Null);
+    assert_eq!(
+        updated["permissions"],
+        json!(["orders:read"]),
+        "an unnamed setting changed"
+    );
+
+    let refusal = cli.fails(&["keys", "delete", &id]);
+    assert!(refusal.contains("--confirm-name"), "{refusal}");
+    let refusal = cli.fails(&["keys", "delete", &id, "--confirm-name", "Billing sync"]);
+    assert!(refusal.contains("confirm_name"), "{refusal}");
+    assert_eq!(cli.json(&["keys", "get", &id])["id"], id.as_str());
+    cli.ok(&["keys", "delete", &id, "--confirm-name", "Billing sync v2"]);
+    let gone = cli.fails(&["keys", "get", &id]);
+    assert!(gone.contains("404"), "{gone}");
+
+    let refusal = cli.fails(&[
+        "workspaces",
+        "delete",
+        &workspace_id,
+        "--confirm-name",
+        "Command",
+    ]);
+    assert!(refusal.contains("nothing was deleted"), "{refusal}");
+    cli.ok(&[
+        "workspaces",
+        "delete",
+        &workspace_id,
+        "--confirm-name",
+        "Command line",
+    ]);
+    assert!(!cli.ok(&["workspaces", "list"]).contains(&workspace_id));
+
+    let log = server.stop();
+    for s in [&secret, &new_secret, &cli.token] {
+        assert!(!log.contains(s.as_str()), "a secret reached the server log");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_name_the_field_and_other_accounts_stay_out_of_reach() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("keyward.db").display());
+    let account = initialised(&db, &["init"], "owner@example.com");
+    let tenant = initialised(&db, &["account", "create"], "other@example.com");
+    let server = Serving::start(&db, "info");
+    let cli = Cli {
+        api_url: server.base.clone(),
+        token: account["management_token"].as_str().unwrap().to_owned(),
+    };
+    let workspace = account["workspace_id"].as_str().unwrap();
+    let key_count = || {
+        cli.json(&["keys", "list", "--workspace", workspace])
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let keys_before = key_count();
+
+    let bad_ip = cli.fails(&[
+        "keys",
+        "create",
+        "--workspace",
+        workspace,
+        "--name",
+        "K",
+        "--environment",
+        "production",
+        "--allowed-ip",
+        "10.0.0.0/8,999.1.1.1",
+    ]);
+    assert!(bad_ip.contains("[field: allowed_ips[1]]"), "{bad_ip}");
+    let unknown_permission = cli.fails(&[
+        "keys",
+        "create",
+        "--workspace",
+        workspace,
+        "--name",
+        "K",
+        "--environment",
+        "production",
+        "--permission",
+        "nowhere:read",
+    ]);
+    assert!(
+        unknown_permission.contains("permissions"),
+        "{unknown_permission}"
+    );
+    let bad_limit = cli.fails(&["keys", "update", "key_x", "--rate-limit", "0/1m"]);
+    assert!(bad_limit.contains("--rate-limit"), "{bad_limit}");
+    let nothing = cli.fails(&["keys", "update", "key_x"]);
+    assert!(nothing.contains("nothing to change"), "{nothing}");
+    let dot = cli.fails(&["keys", "disable", ".."]);
+    assert!(dot.contains("not an id"), "{dot}");
+    assert_eq!(
+        key_count(),
+        keys_before,
+        "a refused create left a key behind"
+    );
+
+    let created = cli.json(&[
+        "keys",
+        "create",
+        "--workspace",
+        workspace,
+        "--name",
+        "Mine",
+        "--environment",
+        "production",
+    ]);
+    let id = created["key"]["id"].as_str().unwrap();
+    let secret = created["secret"].as_str().unwrap();
+    let intruder = Cli {
+        api_url: server.base.clone(),
+        token: tenant["management_token"].as_str().unwrap().to_owned(),
+    };
+    for args in [
+        vec!["keys", "get", id],
+        vec!["keys", "revoke", id],
+        vec!["keys", "delete", id, "--confirm-name", "Mine"],
+        vec!["keys", "list", "--workspace", workspace],
+        vec!["workspaces", "get", workspace],
+    ] {
+        let refusal = intruder.fails(&args);
+        assert!(refusal.contains("404"), "{args:?}: {refusal}");
+    }
+    let (valid, verdict) = intruder.verify(secret, &[]);
+    assert!(!valid && verdict.contains("unknown_key"), "{verdict}");
+    assert_eq!(cli.json(&["keys", "get", id])["status"], "active");
+
+    let no_token = Command::new(BIN)
+        .args(["keys", "get", id])
+        .env("KEYWARD_API_URL", &server.base)
+        .env_remove("KEYWARD_TOKEN")
+        .env_remove("KEYWARD_TOKEN_FILE")
+        .output()
+        .unwrap();
+    assert!(!no_token.status.success());
+    assert!(String::from_utf8_lossy(&no_token.stderr).contains("KEYWARD_TOKEN"));
+
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{}\n", cli.token)).unwrap();
+    let from_file = Command::new(BIN)
+        .args(["keys", "get", id, "--token-file"])
+        .arg(&token_file)
+        .env("KEYWARD_API_URL", &server.base)
+        .env_remove("KEYWARD_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        from_file.status.success(),
+        "{}",
+        String::from_utf8_lossy(&from_file.stderr)
+    );
+
+    let wrong_token = Cli {
+        api_url: server.base.clone(),
+        token: "kw_mgmt_not_a_real_token".to_owned(),
+    };
+    let refusal = wrong_token.fails(&["workspaces", "list"]);
+    assert!(refusal.contains("401"), "{refusal}");
+    assert!(
+        !refusal.contains("kw_mgmt_not_a_real_token"),
+        "the token was echoed"
+    );
+}
