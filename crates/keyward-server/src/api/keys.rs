@@ -314,7 +314,7 @@ pub async fn create(
         .await?;
     Ok(Created(CreatedKey {
         key: KeyView::new(key, now_ms()),
-        secret: secret.expose().to_owned(),
+        secret,
     }))
 }
 
@@ -511,7 +511,7 @@ pub async fn rotate(
         .await?;
     Ok(Json(CreatedKey {
         key: KeyView::new(key, now_ms()),
-        secret: secret.expose().to_owned(),
+        secret,
     }))
 }
 

@@ -12,7 +12,7 @@ use crate::secrets;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use keyward_core::{AccountPermission, EnvTag, validate_display_name};
+use keyward_core::{AccountPermission, EnvTag, Secret, validate_display_name};
 use keyward_store::NewManagementToken;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -34,7 +34,9 @@ pub struct CreateManagementToken {
 pub struct CreatedManagementToken {
     pub token: ManagementTokenView,
     /// Shown once; only its hash is kept.
-    pub secret: String,
+    #[serde(serialize_with = "super::views::reveal_once")]
+    #[schema(value_type = String)]
+    pub secret: Secret,
 }
 
 /// The account's management tokens.
@@ -102,7 +104,7 @@ pub async fn create(
         .await?;
     Ok(Created(CreatedManagementToken {
         token: token.into(),
-        secret: secret.expose().to_owned(),
+        secret,
     }))
 }
 

@@ -2,7 +2,9 @@
 //! responses that reveal one carry it beside the view, once.
 
 use crate::clock::{from_ms, from_ms_opt};
-use keyward_core::{AccountPermission, KeyKind, KeyStatus, PermissionName, RateLimitPolicy, Role};
+use keyward_core::{
+    AccountPermission, KeyKind, KeyStatus, PermissionName, RateLimitPolicy, Role, Secret,
+};
 use keyward_store as store;
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -62,7 +64,19 @@ impl From<store::Environment> for EnvironmentView {
 pub struct CreatedKey {
     pub key: KeyView,
     /// Store it now: Keyward keeps only its hash.
-    pub secret: String,
+    #[serde(serialize_with = "reveal_once")]
+    #[schema(value_type = String)]
+    pub secret: Secret,
+}
+
+/// Writes a secret into the one response body that hands it out. The field
+/// stays a [`Secret`], so `Debug` of the response (a stray `{:?}` in a log
+/// line) prints only its hint.
+pub fn reveal_once<S: serde::Serializer>(
+    secret: &Secret,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(secret.expose())
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -360,5 +374,48 @@ impl From<store::AuditEvent> for AuditEventView {
             prev_hash: e.prev_hash,
             hash: e.hash,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyward_core::{EnvTag, KeyFormat};
+
+    #[test]
+    fn a_created_key_shows_its_secret_in_the_body_and_never_in_debug() {
+        let tag = EnvTag::parse_environment_tag("live").unwrap();
+        let secret = crate::secrets::mint(&KeyFormat::default(), &tag);
+        let plaintext = secret.expose().to_owned();
+        let at = OffsetDateTime::UNIX_EPOCH;
+        let created = CreatedKey {
+            key: KeyView {
+                id: "key_1".into(),
+                name: "k".into(),
+                workspace_id: "ws_1".into(),
+                environment: "production".into(),
+                kind: KeyKind::Secret,
+                hint: secret.hint(),
+                status: KeyStatus::Active,
+                permissions: Vec::new(),
+                customer_id: None,
+                rate_limit: None,
+                allowed_ips: Vec::new(),
+                expires_at: None,
+                meta: serde_json::Map::new(),
+                created_at: at,
+                created_by: None,
+                updated_at: at,
+                last_used_at: None,
+                last_used_ip: None,
+                allowed_origins: Vec::new(),
+                publishable_key: None,
+                rotation: None,
+            },
+            secret,
+        };
+        assert!(!format!("{created:?}").contains(&plaintext));
+        let body = serde_json::to_value(&created).unwrap();
+        assert_eq!(body["secret"], plaintext.as_str());
     }
 }

@@ -126,7 +126,7 @@ pub async fn create(
     let mut view = WorkspaceView::with_environments(created);
     view.primary_credentials = Some(CreatedKey {
         key: KeyView::new(primary_key, now_ms()),
-        secret: secret.expose().to_owned(),
+        secret,
     });
     Ok(Created(view))
 }

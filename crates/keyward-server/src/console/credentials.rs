@@ -541,7 +541,7 @@ pub fn secret_page(
         } else {
             "API key"
         },
-        value: created.secret.clone(),
+        value: created.secret.expose().to_owned(),
         slot: "secret",
     });
     let note = key
