@@ -11,10 +11,10 @@
 //! gateway for that to hold.
 
 use crate::AppState;
-use crate::clock::now_ms;
 use crate::problem::Problem;
+use crate::request_check::{Refusal, RequestCheck, X_FORWARDED_FOR, remove_credential};
 use crate::telemetry as m;
-use crate::verifier::{RequestLine, Verdict, VerifyInput};
+use crate::verifier::Verdict;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -27,8 +27,6 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use ipnet::IpNet;
 use keyward_core::gateway::{RouteMatch, RouteTable, check_request_path};
-use keyward_core::ip::{self, client_address};
-use keyward_core::verify::{Code, PresentedCredential};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,8 +96,10 @@ impl Upstream {
 }
 
 pub(crate) struct Gateway {
-    state: AppState,
-    config: GatewayConfig,
+    check: RequestCheck,
+    upstream: Upstream,
+    routes: RouteTable,
+    upstream_timeout: Duration,
     client: Client<HttpConnector, Body>,
 }
 
@@ -112,8 +112,6 @@ const CUSTOMER_ID: HeaderName = HeaderName::from_static("keyward-customer-id");
 /// The client's address as the allowlists saw it (see [`Gateway::client_ip`]).
 const CLIENT_IP: HeaderName = HeaderName::from_static("keyward-client-ip");
 const IDENTITY_PREFIX: &str = "keyward-";
-const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
@@ -136,8 +134,15 @@ impl Gateway {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.upstream_timeout));
         Self {
-            state,
-            config,
+            check: RequestCheck {
+                state,
+                account_id: config.account_id,
+                environment: config.routes.environment().map(str::to_owned),
+                trusted_proxies: config.trusted_proxies,
+            },
+            upstream: config.upstream,
+            routes: config.routes,
+            upstream_timeout: config.upstream_timeout,
             client: Client::builder(TokioExecutor::new()).build(connector),
         }
     }
@@ -148,7 +153,7 @@ impl Gateway {
             let problem = Problem::new(StatusCode::BAD_REQUEST, "invalid_path", fault.to_string());
             return (Outcome::Refused, problem.into_response());
         }
-        let route = match self.config.routes.find(request.method().as_str(), path) {
+        let route = match self.routes.find(request.method().as_str(), path) {
             RouteMatch::Found(route) => route,
             RouteMatch::NotFound => {
                 let problem = Problem::new(
@@ -163,61 +168,37 @@ impl Gateway {
                 return (Outcome::Refused, response);
             }
         };
-        let headers = request.headers();
-        let client_ip = self.client_ip(peer.ip(), headers);
-        let input = VerifyInput {
-            account_id: &self.config.account_id,
-            credential: presented_credential(headers),
-            environment: self.config.routes.environment(),
-            permissions: &route.permissions,
-            ip: Some(client_ip),
-            customer_id: None,
-            origin: headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()),
-            request_line: Some(RequestLine {
-                method: request.method().as_str(),
+        let checked = self
+            .check
+            .verify(
+                Some(peer.ip()),
+                request.method(),
                 path,
-            }),
-        };
-        let verdict = match self.state.verifier.verify(input, now_ms()).await {
-            Ok(verdict) => verdict,
-            Err(error) => {
-                let problem = Problem::from(error);
-                return (Outcome::StorageUnavailable, problem.into_response());
+                request.headers(),
+                &route.permissions,
+            )
+            .await;
+        let admitted = match checked {
+            Ok(admitted) => admitted,
+            Err(refusal @ Refusal::Denied(_)) => return (Outcome::Denied, refusal.into_response()),
+            Err(refusal @ Refusal::StorageUnavailable(_)) => {
+                return (Outcome::StorageUnavailable, refusal.into_response());
             }
         };
-        if verdict.code != Code::Valid {
-            return (Outcome::Denied, denial(&verdict, headers));
-        }
-        match self.forward(request, &verdict, peer.ip(), client_ip).await {
+        // The gateway always knows its peer, so the check had an address.
+        let client_ip = admitted.client_ip.unwrap_or(peer.ip());
+        match self
+            .forward(request, &admitted.verdict, peer.ip(), client_ip)
+            .await
+        {
             Ok(mut response) => {
-                if let Some(state) = &verdict.rate_limit {
+                if let Some(state) = &admitted.verdict.rate_limit {
                     state.write_headers(response.headers_mut());
                 }
                 (Outcome::Forwarded, response)
             }
             Err(failure) => (failure.outcome(), failure.into_response()),
         }
-    }
-
-    fn is_trusted_proxy(&self, peer: IpAddr) -> bool {
-        let trusted = &self.config.trusted_proxies;
-        // `allows` lets anyone through an empty list; no list trusts no one.
-        !trusted.is_empty() && ip::allows(trusted, Some(peer))
-    }
-
-    /// The address allowlists are checked against.
-    fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        let trusted = &self.config.trusted_proxies;
-        if trusted.is_empty() {
-            return peer.to_canonical();
-        }
-        let forwarded: Vec<&str> = headers
-            .get_all(X_FORWARDED_FOR)
-            .iter()
-            // An unreadable line ends the walk, as an unparsable entry does.
-            .map(|line| line.to_str().unwrap_or(""))
-            .collect();
-        client_address(peer, &forwarded, trusted)
     }
 
     async fn forward(
@@ -231,7 +212,7 @@ impl Gateway {
         let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         // The path passed `check_request_path` and the base is a parsed
         // URL's path, so the joined URI always parses.
-        let Ok(uri) = self.config.upstream.uri_for(path_and_query) else {
+        let Ok(uri) = self.upstream.uri_for(path_and_query) else {
             return Err(UpstreamFailure::Unavailable);
         };
         parts.uri = uri;
@@ -241,7 +222,7 @@ impl Gateway {
         let headers = &mut parts.headers;
         // A trusted proxy's word on the original host and scheme (it
         // terminated TLS, say) stands; anyone else's is replaced.
-        let keep_forwarded = self.is_trusted_proxy(peer_ip);
+        let keep_forwarded = self.check.is_trusted_proxy(peer_ip);
         if let Some(host) = original_host
             && !(keep_forwarded && headers.contains_key(X_FORWARDED_HOST))
         {
@@ -258,7 +239,7 @@ impl Gateway {
             headers.insert(CLIENT_IP, client);
         }
         let sent = self.client.request(Request::from_parts(parts, body));
-        let answer = match tokio::time::timeout(self.config.upstream_timeout, sent).await {
+        let answer = match tokio::time::timeout(self.upstream_timeout, sent).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(error)) => {
                 tracing::warn!(%error, "upstream request failed");
@@ -346,44 +327,6 @@ impl Outcome {
     }
 }
 
-/// The key as the client sent it: `Authorization` (`Bearer` or `Basic`),
-/// else `X-API-Key`. `None` (a `malformed_key` denial) when there is none
-/// or it is unreadable.
-fn presented_credential(headers: &HeaderMap) -> Option<PresentedCredential<'_>> {
-    if let Some(authorization) = headers.get(header::AUTHORIZATION) {
-        return PresentedCredential::from_authorization(authorization.to_str().ok()?);
-    }
-    let key = headers.get(X_API_KEY)?.to_str().ok()?;
-    Some(PresentedCredential::bare(key))
-}
-
-/// The verdict as the client's answer: the status the code maps to, a
-/// problem document whose `code` is the verification code, and the
-/// rate-limit headers.
-fn denial(verdict: &Verdict, headers: &HeaderMap) -> Response {
-    let code = verdict.code;
-    let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::FORBIDDEN);
-    let detail = match code {
-        Code::MalformedKey if !has_credential(headers) => {
-            "no API key: send it as Authorization: Bearer <key> or X-API-Key"
-        }
-        _ => code.description(),
-    };
-    let mut response = Problem::new(status, code.as_str(), detail).into_response();
-    let out = response.headers_mut();
-    if status == StatusCode::UNAUTHORIZED {
-        out.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    }
-    if let Some(state) = &verdict.rate_limit {
-        state.write_headers(out);
-    }
-    response
-}
-
-fn has_credential(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::AUTHORIZATION) || headers.contains_key(X_API_KEY)
-}
-
 fn method_not_allowed(method: &str, allowed: &[&str]) -> Response {
     let mut response = Problem::new(
         StatusCode::METHOD_NOT_ALLOWED,
@@ -403,8 +346,7 @@ fn method_not_allowed(method: &str, allowed: &[&str]) -> Response {
 /// header a client tried to send.
 fn strip_request_headers(headers: &mut HeaderMap) {
     strip_hop_by_hop(headers);
-    headers.remove(header::AUTHORIZATION);
-    headers.remove(X_API_KEY);
+    remove_credential(headers);
     let spoofed: Vec<HeaderName> = headers
         .keys()
         .filter(|name| name.as_str().starts_with(IDENTITY_PREFIX))

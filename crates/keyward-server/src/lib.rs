@@ -12,6 +12,7 @@ mod auth;
 pub mod cache;
 mod clock;
 mod console;
+pub mod embed;
 mod extract;
 pub mod gateway;
 mod idempotency;
@@ -20,6 +21,7 @@ mod jobs;
 mod outage;
 pub mod problem;
 mod ratelimit;
+mod request_check;
 pub mod request_logs;
 mod secrets;
 pub mod shared_limit;
@@ -180,9 +182,7 @@ impl Server {
     /// drains in-flight requests and flushes buffered last-used and
     /// request-log writes before returning.
     ///
-    /// On a store shared between nodes, it first subscribes to the store's
-    /// change feed, so that no change committed after the first request is
-    /// missed.
+    /// The background work is [`Self::start_background`]'s.
     pub async fn run(
         mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -190,20 +190,36 @@ impl Server {
         if self.listeners.is_empty() {
             return Err(std::io::Error::other("nothing to serve: no listener"));
         }
+        let background = self.start_background(WithJobs::Yes).await?;
+        let served = self.serve_listeners(shutdown).await;
+        background.stop().await;
+        served
+    }
+
+    /// Starts what must run beside the requests: the batched writes, rate
+    /// limiter pruning, the outage probe, following other nodes' changes
+    /// and, with [`WithJobs::Yes`], the job worker.
+    ///
+    /// On a store shared between nodes, it first subscribes to the store's
+    /// change feed, so that no change committed after the first request is
+    /// missed.
+    async fn start_background(&self, jobs: WithJobs) -> std::io::Result<Background> {
         let store = self.state.store.clone();
         let feed = store.change_feed().await.map_err(std::io::Error::other)?;
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let (stop, stop_rx) = watch::channel(false);
         let mut tasks = vec![
             tokio::spawn(self.logs.clone().run(store.clone(), stop_rx.clone())),
             tokio::spawn(self.rate_limits.clone().run_pruning(stop_rx.clone())),
         ];
-        let worker = jobs::Worker::new(
-            store.clone(),
-            self.cache.clone(),
-            self.state.format.clone(),
-            self.config.log_retention_days,
-        );
-        tasks.push(tokio::spawn(worker.run(stop_rx.clone())));
+        if jobs == WithJobs::Yes {
+            let worker = jobs::Worker::new(
+                store.clone(),
+                self.cache.clone(),
+                self.state.format.clone(),
+                self.config.log_retention_days,
+            );
+            tasks.push(tokio::spawn(worker.run(stop_rx.clone())));
+        }
         tasks.push(tokio::spawn(telemetry::run_upkeep(
             self.state.metrics.clone(),
             stop_rx.clone(),
@@ -219,18 +235,13 @@ impl Server {
             tasks.push(tokio::spawn(invalidate::follow_changes(
                 self.cache.clone(),
                 feed,
-                stop_rx.clone(),
+                stop_rx,
             )));
         }
         if let Some(shared) = &self.config.shared_limits {
             shared.connect().await;
         }
-        let served = self.serve_listeners(shutdown).await;
-        let _ = stop_tx.send(true);
-        for task in tasks {
-            let _ = task.await;
-        }
-        served
+        Ok(Background { stop, tasks })
     }
 
     /// Serves every listener until `shutdown` resolves; then each drains
@@ -262,5 +273,29 @@ impl Server {
             outcome = outcome.and(result);
         }
         outcome
+    }
+}
+
+/// Whether a process runs the job worker: a server does; a service that
+/// embeds the verifier leaves jobs to the servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WithJobs {
+    Yes,
+    No,
+}
+
+/// The running background work of [`Server::start_background`].
+struct Background {
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Background {
+    /// Stops every task and waits for it; the write buffers flush on the way out.
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The verification engine: parse → look up (cache, then store) → decide →
 //! rate-limit → count and log the outcome (the log also carries last use).
-//! The HTTP verify endpoint is a thin adapter over it, and so will be the
-//! gateway and the embeddable library.
+//! The HTTP verify endpoint, the gateway and the embeddable tower layer
+//! (`embed`) are thin adapters over it.
 //!
 //! Nothing here writes storage: last use and request logs go to buffers
 //! flushed in batches, and lookups are served from [`VerifyCache`] once warm.

@@ -4,11 +4,14 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod cut_proxy;
+pub mod embedded_app;
 pub mod upstream;
 
+use embedded_app::EmbeddedApp;
 use keyward_core::KeyFormat;
 use keyward_core::gateway::RouteTable;
 use keyward_server::accounts::{AccountSetup, create_account};
+use keyward_server::embed::{EmbedOptions, Keyward};
 use keyward_server::gateway::GatewayConfig;
 use keyward_server::{Server, ServerConfig};
 use keyward_store::Store;
@@ -42,6 +45,10 @@ pub struct TestServer {
     /// [`GATEWAY_ROUTES`], in front of `upstream`.
     pub gateway_base: String,
     pub upstream: EchoUpstream,
+    /// A service with this server's verifier embedded as a tower layer
+    /// ([`Server::embedded`], sharing its cache), for the owner's account
+    /// and its production environment.
+    pub app: EmbeddedApp,
     pub owner: Tenant,
     pub store: Arc<dyn Store>,
     client: reqwest::Client,
@@ -110,6 +117,7 @@ impl TestServer {
                     trusted_proxies: vec![keyward_core::ip::parse_rule("127.0.0.1").unwrap()],
                 },
             );
+        let app = EmbeddedApp::start(&server.embedded(embed_options(&owner))).await;
         tokio::spawn(server.serve(listener, async {
             let _ = stopped.await;
         }));
@@ -118,6 +126,7 @@ impl TestServer {
             private_base,
             gateway_base,
             upstream,
+            app,
             owner,
             store,
             client: reqwest::Client::new(),
@@ -137,6 +146,19 @@ impl TestServer {
             let _ = stopped.await;
         }));
         Node { base, _stop: stop }
+    }
+
+    /// An embedded verifier of its own over this server's store, as a
+    /// service of the platform would start one ([`Keyward::start`]).
+    pub async fn standalone_keyward(&self) -> Keyward {
+        Keyward::start(
+            self.store.clone(),
+            KeyFormat::default(),
+            ServerConfig::default(),
+            embed_options(&self.owner),
+        )
+        .await
+        .expect("start an embedded verifier")
     }
 
     /// Verifies with the owner's token on any node; returns the verdict's code.
@@ -302,6 +324,11 @@ impl Drop for TestServer {
             let _ = stop.send(());
         }
     }
+}
+
+/// What every test's embedded verifier accepts: the owner's production keys.
+fn embed_options(owner: &Tenant) -> EmbedOptions {
+    EmbedOptions::for_account(&owner.account_id).in_environment("production")
 }
 
 async fn new_tenant(store: &dyn Store) -> Tenant {
