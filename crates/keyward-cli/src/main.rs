@@ -22,6 +22,7 @@ use zeroize::Zeroizing;
 mod keys;
 mod output;
 mod remote;
+mod scan;
 mod workspaces;
 
 /// Keyward issues API keys for your platform's customers and verifies them on
@@ -91,6 +92,10 @@ enum Command {
     /// List, create, rename and delete workspaces through a running
     /// server's admin API.
     Workspaces(workspaces::WorkspacesArgs),
+    /// Find this deployment's keys (by `--key-prefix`, checksum-confirmed)
+    /// in files, standard input or a git repository's history. Prints each
+    /// key's hint and place, never the key; exits 1 if any is found.
+    Scan(scan::ScanArgs),
 }
 
 #[derive(Subcommand)]
@@ -247,6 +252,7 @@ async fn main() -> Result<ExitCode> {
     let database_url = cli.database_url.as_str();
     match cli.command {
         Command::Keys(args) => return keys::run(args).await,
+        Command::Scan(args) => return scan::run(&format, args),
         Command::Workspaces(args) => workspaces::run(args).await?,
         Command::Serve(args) => serve(database_url, format, args).await?,
         Command::Proxy(args) => proxy(database_url, format, args).await?,

@@ -11,6 +11,7 @@ pub mod gateway;
 pub mod ip;
 pub mod key;
 pub mod model;
+pub mod scan;
 pub mod verify;
 
 pub use key::{EnvTag, KeyFormat, KeyHash, MalformedKey, ParsedKey, Secret, ShapedKey};

@@ -218,3 +218,79 @@ proptest! {
         prop_assert_eq!(KeyHash::from_hex(&hex).map(|h| h.to_hex()), Ok(hex));
     }
 }
+
+/// Text around a key in a file: anything, but ending (before the key) and
+/// starting (after it) with a byte that cannot continue a token.
+fn surrounding_strategy() -> impl Strategy<Value = (String, String)> {
+    ("(.{0,40}[ =:\"'\n(]){0,1}", "([ ,;\"'\n)].{0,40}){0,1}")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// `find_keys` (for `keyward scan`) finds every key set apart from the
+    /// text around it, where it is, and nothing else.
+    #[test]
+    fn keys_in_text_are_found_where_they_are(
+        seeds in proptest::collection::vec(any::<u64>(), 1..4),
+        tag in tag_strategy(),
+        format in format_strategy(),
+        (before, after) in surrounding_strategy(),
+    ) {
+        let keys: Vec<Secret> = seeds.iter().map(|&seed| generate(&format, &tag, seed)).collect();
+        let mut text = before.clone();
+        let mut offsets = Vec::new();
+        for key in &keys {
+            offsets.push(text.len());
+            text.push_str(key.expose());
+            // `after` ends the line: the next key starts a new one.
+            text.push_str(&after);
+            text.push('\n');
+        }
+        let found: Vec<(usize, String)> = format
+            .find_keys(text.as_bytes())
+            .map(|f| (f.offset, f.key.hint()))
+            .collect();
+        let expected: Vec<(usize, String)> =
+            offsets.into_iter().zip(keys.iter().map(Secret::hint)).collect();
+        prop_assert_eq!(found, expected);
+    }
+
+    /// Whatever the bytes, every reported key parses, and is exactly the
+    /// key-length stretch at its offset.
+    #[test]
+    fn everything_found_is_a_key(
+        bytes in proptest::collection::vec(any::<u8>(), 0..300),
+        seed in any::<u64>(),
+        tag in tag_strategy(),
+        at in any::<Index>(),
+    ) {
+        let format = KeyFormat::default();
+        let mut haystack = bytes.clone();
+        let key = generate(&format, &tag, seed);
+        haystack.splice(at.index(bytes.len() + 1)..at.index(bytes.len() + 1), key.expose().bytes());
+        for found in format.find_keys(&haystack) {
+            let len = key.expose().len() - tag.as_str().len() + found.key.env_tag().len();
+            let stretch = std::str::from_utf8(&haystack[found.offset..found.offset + len]).unwrap();
+            prop_assert!(format.parse(stretch).is_ok());
+        }
+    }
+
+    /// A key with any one character changed is never reported.
+    #[test]
+    fn a_mistyped_key_in_text_is_not_found(
+        seed in any::<u64>(),
+        tag in tag_strategy(),
+        index in any::<Index>(),
+        replacement in replacement_strategy(),
+    ) {
+        let format = KeyFormat::default();
+        let secret = generate(&format, &tag, seed);
+        let key = secret.expose();
+        let i = index.index(key.len());
+        prop_assume!(key.as_bytes()[i] != replacement as u8 || !replacement.is_ascii());
+        let text = format!("token = {} ;", substitute(key, i, replacement));
+        let found: Vec<String> = format.find_keys(text.as_bytes()).map(|f| f.key.hint()).collect();
+        prop_assert!(found.is_empty(), "{:?} reported in {:?}", found, text);
+    }
+}
