@@ -51,6 +51,15 @@ impl Problem {
         self
     }
 
+    /// 503 `storage_unavailable`: the store cannot be reached.
+    pub fn storage_unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            "storage is unavailable; nothing was changed, retry shortly",
+        )
+    }
+
     /// 400 `invalid_field`: the named field has a value that is not acceptable.
     pub fn invalid(field: impl Into<String>, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_field", detail).with_field(field)
@@ -129,11 +138,7 @@ impl From<StoreError> for Problem {
             StoreError::Refused { code, message } => Problem::conflict(code, message),
             StoreError::Unavailable(source) => {
                 tracing::error!(error = %source, "storage unavailable");
-                Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "storage_unavailable",
-                    "storage is unavailable; nothing was changed, retry shortly",
-                )
+                Problem::storage_unavailable()
             }
             StoreError::Config(message) | StoreError::Corrupt(message) => {
                 tracing::error!(%message, "store failure");

@@ -145,6 +145,10 @@ pub fn router(state: AppState) -> Router {
     let (verify, _) = verify_routes().split_for_parts();
     let (management, _) = management_routes().split_for_parts();
     management
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            refuse_during_outage,
+        ))
         .route(
             "/v1/openapi.json",
             get(move || async move { Json(document.as_ref().clone()) }),
@@ -213,6 +217,26 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
     Ok(Json(
         serde_json::json!({"status": "ready", "store": state.store.backend()}),
     ))
+}
+
+/// During a store outage an admin request is answered at once: it would
+/// otherwise wait for a connection the pool cannot make (30 s) or for a
+/// partitioned network, only to fail the same way. The outage ends with
+/// the first store read that succeeds (the probe tries every 500 ms).
+async fn refuse_during_outage(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    if !state.verifier.outage().is_ongoing() {
+        return next.run(request).await;
+    }
+    let mut response = Problem::storage_unavailable().into_response();
+    let retry = axum::http::HeaderValue::from_static("1");
+    response
+        .headers_mut()
+        .insert(axum::http::header::RETRY_AFTER, retry);
+    response
 }
 
 /// A problem under `/v1` (API clients), a page elsewhere (people).
