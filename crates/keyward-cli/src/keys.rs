@@ -71,6 +71,17 @@ enum KeysCommand {
         #[arg(long)]
         force: bool,
     },
+    /// The key's latest verifications, newest first: outcome, client
+    /// address, request and time.
+    Logs {
+        id: String,
+        /// Only this outcome (`valid`, `rate_limited`, `ip_not_allowed`…).
+        #[arg(long)]
+        code: Option<String>,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
     /// Check a key as your API would: reads it from standard input and
     /// prints the verdict. Exits 1 when the key is not valid.
     Verify {
@@ -311,6 +322,16 @@ pub async fn run(args: KeysArgs) -> Result<ExitCode> {
                 println!("Deleted key {id}.");
             }
         }
+        KeysCommand::Logs { id, code, limit } => {
+            let mut url = api.url(&["keys", &id, "logs"])?;
+            if let Some(code) = code {
+                url.query_pairs_mut().append_pair("code", &code);
+            }
+            let entries = api.list(url, limit).await?;
+            if !json_if_asked(json, &Value::Array(entries.clone())) {
+                print_log_table(&entries);
+            }
+        }
         KeysCommand::Verify {
             permissions,
             environment,
@@ -437,6 +458,37 @@ fn print_key_table(keys: &[Value]) {
                 "PERMISSIONS",
                 "LAST USED"
             ],
+            &rows
+        )
+    );
+}
+
+fn print_log_table(entries: &[Value]) {
+    if entries.is_empty() {
+        println!("No verifications logged.");
+        return;
+    }
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            let request = match (e["method"].as_str(), e["path"].as_str()) {
+                (Some(method), Some(path)) => format!("{method} {path}"),
+                _ => "POST /v1/verify".to_owned(),
+            };
+            vec![
+                text_or(&e["at"], ""),
+                text_or(&e["code"], ""),
+                e["status"].to_string(),
+                text_or(&e["client_ip"], "-"),
+                request,
+                format!("{}µs", e["latency_us"]),
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        table(
+            &["AT", "OUTCOME", "STATUS", "CLIENT IP", "REQUEST", "LATENCY"],
             &rows
         )
     );

@@ -21,6 +21,7 @@ use zeroize::Zeroizing;
 
 mod keys;
 mod output;
+mod permissions;
 mod remote;
 mod scan;
 mod workspaces;
@@ -92,6 +93,9 @@ enum Command {
     /// List, create, rename and delete workspaces through a running
     /// server's admin API.
     Workspaces(workspaces::WorkspacesArgs),
+    /// List, add and remove the permissions keys may be given, through a
+    /// running server's admin API.
+    Permissions(permissions::PermissionsArgs),
     /// Find this deployment's keys (by `--key-prefix`, checksum-confirmed)
     /// in files, standard input or a git repository's history. Prints each
     /// key's hint and place, never the key; exits 1 if any is found.
@@ -254,6 +258,7 @@ async fn main() -> Result<ExitCode> {
         Command::Keys(args) => return keys::run(args).await,
         Command::Scan(args) => return scan::run(&format, args),
         Command::Workspaces(args) => workspaces::run(args).await?,
+        Command::Permissions(args) => permissions::run(args).await?,
         Command::Serve(args) => serve(database_url, format, args).await?,
         Command::Proxy(args) => proxy(database_url, format, args).await?,
         Command::Init(args) => {

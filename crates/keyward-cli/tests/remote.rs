@@ -104,16 +104,21 @@ async fn a_key_lives_its_whole_life_from_the_command_line() {
         api_url: server.base.clone(),
         token: account["management_token"].as_str().unwrap().to_owned(),
     };
-    for permission in ["orders:read", "orders:write"] {
-        let created = reqwest::Client::new()
-            .post(format!("{}/v1/permissions", server.base))
-            .bearer_auth(&cli.token)
-            .json(&json!({ "name": permission }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(created.status(), 201);
-    }
+    cli.ok(&[
+        "permissions",
+        "create",
+        "orders:read",
+        "--description",
+        "See orders",
+    ]);
+    cli.ok(&["permissions", "create", "orders:write"]);
+    let catalog = cli.ok(&["permissions", "list"]);
+    assert!(
+        catalog.contains("orders:read") && catalog.contains("See orders"),
+        "{catalog}"
+    );
+    let refusal = cli.fails(&["permissions", "create", "Orders"]);
+    assert!(refusal.contains("[field: name]"), "{refusal}");
 
     let workspace = cli.json(&["workspaces", "create", "Command line"]);
     let workspace_id = workspace["id"].as_str().unwrap().to_owned();
@@ -191,6 +196,24 @@ async fn a_key_lives_its_whole_life_from_the_command_line() {
         !valid && verdict.contains("insufficient_permissions"),
         "{verdict}"
     );
+    // Verifications reach the log in batches: wait (up to a generous
+    // deadline) for both.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while cli.json(&["keys", "logs", &id]).as_array().unwrap().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the verifications were not logged"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let logs = cli.ok(&["keys", "logs", &id]);
+    let newest = logs.lines().nth(1).unwrap_or_default();
+    assert!(
+        newest.contains("insufficient_permissions") && newest.contains("POST /v1/verify"),
+        "{logs}"
+    );
+    let valid_only = cli.json(&["keys", "logs", &id, "--code", "valid"]);
+    assert_eq!(valid_only.as_array().unwrap().len(), 1, "{valid_only}");
 
     let rotated = cli.json(&["keys", "rotate", &id, "--grace", "1h"]);
     let new_secret = rotated["secret"].as_str().unwrap().to_owned();
