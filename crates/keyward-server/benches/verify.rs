@@ -10,11 +10,22 @@
 //! each has its own rate limiter), plus random hashes up to the target size
 //! sharing one record (the lookup cost depends on the table, not on what
 //! the entries hold).
+//!
+//! `embedded_layer` puts the embeddable tower layer (`keyward_server::embed`)
+//! in front of an axum route over the same warm cache, next to the same
+//! route without it: the difference is what the layer adds to a request of
+//! the platform's own service, HTTP parsing aside.
 
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::Request;
+use axum::routing::get;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use keyward_core::verify::PresentedCredential;
 use keyward_core::{EnvTag, KeyFormat, KeyHash, PermissionName};
 use keyward_server::cache::{CacheConfig, Lookup};
+use keyward_server::embed::EmbedOptions;
 use keyward_server::verifier::VerifyInput;
 use keyward_server::{Server, ServerConfig};
 use keyward_store::VerificationRecord;
@@ -22,11 +33,12 @@ use rand_core::{OsRng, RngCore, TryRngCore};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
+use tower::ServiceExt;
 
 const SIZES: [usize; 3] = [1_000, 100_000, 1_000_000];
 /// Distinct real secrets verified in turn (each its own key and limiter).
@@ -137,6 +149,25 @@ fn ready<T>(future: impl Future<Output = T>) -> T {
     }
 }
 
+/// Times `iterations` calls of `one` in runs of `DRAIN_EVERY`, the
+/// request-log buffer emptied (untimed) between them as the flusher would,
+/// so appending is measured rather than a full buffer's drop path.
+fn drained_runs(iterations: u64, server: &Server, mut one: impl FnMut()) -> Duration {
+    let mut elapsed = Duration::ZERO;
+    let mut left = iterations;
+    while left > 0 {
+        let run = left.min(DRAIN_EVERY);
+        let started = Instant::now();
+        for _ in 0..run {
+            one();
+        }
+        elapsed += started.elapsed();
+        server.verifier().request_logs().discard();
+        left -= run;
+    }
+    elapsed
+}
+
 fn warm_verify(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -194,37 +225,59 @@ fn warm_verify(c: &mut Criterion) {
         let mut next = 0;
         let verifier = server.verifier();
         group.bench_function(BenchmarkId::new("full_verify", size), |b| {
-            // Timed in runs of `DRAIN_EVERY`, the request-log buffer emptied
-            // (untimed) between them as the flusher would, so appending is
-            // measured rather than a full buffer's drop path.
             b.iter_custom(|iterations| {
-                let mut elapsed = Duration::ZERO;
-                let mut left = iterations;
-                while left > 0 {
-                    let run = left.min(DRAIN_EVERY);
-                    let started = Instant::now();
-                    for _ in 0..run {
-                        next = (next + 1) % VERIFIED;
-                        let input = VerifyInput {
-                            account_id: &account,
-                            credential: Some(PresentedCredential::bare(black_box(&real[next]))),
-                            environment: Some("production"),
-                            permissions: &permissions,
-                            ip: Some(ip),
-                            customer_id: Some("cus_1"),
-                            origin: None,
-                            request_line: None,
-                        };
-                        let verdict = ready(verifier.verify(input, now)).unwrap();
-                        assert!(verdict.code.is_valid(), "{:?}", verdict.code);
-                    }
-                    elapsed += started.elapsed();
-                    verifier.request_logs().discard();
-                    left -= run;
-                }
-                elapsed
+                drained_runs(iterations, &server, || {
+                    next = (next + 1) % VERIFIED;
+                    let input = VerifyInput {
+                        account_id: &account,
+                        credential: Some(PresentedCredential::bare(black_box(&real[next]))),
+                        environment: Some("production"),
+                        permissions: &permissions,
+                        ip: Some(ip),
+                        customer_id: Some("cus_1"),
+                        origin: None,
+                        request_line: None,
+                    };
+                    let verdict = ready(verifier.verify(input, now)).unwrap();
+                    assert!(verdict.code.is_valid(), "{:?}", verdict.code);
+                })
             })
         });
+        if size == 100_000 {
+            let keyward =
+                server.embedded(EmbedOptions::for_account(&account).in_environment("production"));
+            let route = || Router::new().route("/orders", get(|| async { "ok" }));
+            let bare = route();
+            let guarded = route().route_layer(keyward.require(["customers:read"]).unwrap());
+            let peer = ConnectInfo(SocketAddr::new(ip, 40_000));
+            let request = |secret: &str| {
+                let mut request = Request::get("/orders")
+                    .header("x-api-key", secret)
+                    .body(Body::empty())
+                    .unwrap();
+                request.extensions_mut().insert(peer);
+                request
+            };
+            let mut next = 0;
+            group.bench_function("embedded_layer/bare_route", |b| {
+                b.iter(|| {
+                    next = (next + 1) % VERIFIED;
+                    let response = ready(bare.clone().oneshot(request(&real[next]))).unwrap();
+                    assert!(response.status().is_success());
+                })
+            });
+            let mut next = 0;
+            group.bench_function("embedded_layer/route_behind_layer", |b| {
+                b.iter_custom(|iterations| {
+                    drained_runs(iterations, &server, || {
+                        next = (next + 1) % VERIFIED;
+                        let response =
+                            ready(guarded.clone().oneshot(request(&real[next]))).unwrap();
+                        assert!(response.status().is_success(), "{}", response.status());
+                    })
+                })
+            });
+        }
     }
     group.finish();
 }
