@@ -34,6 +34,11 @@
 //! `RateLimit` headers, 503 when the store is down and the key not cached).
 //! An admitted request reaches the route without its credential and with a
 //! [`VerifiedKey`] extension.
+//!
+//! Keyward records its metrics (`keyward_*`) through the `metrics` crate's
+//! global recorder: install your service's recorder before starting
+//! Keyward and they go to yours; otherwise Keyward installs a Prometheus
+//! one, and a recorder installed later is refused.
 
 use crate::cache::CachedKey;
 use crate::request_check::{RequestCheck, remove_credential};
