@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{BIN, Serving, init, keyward};
+use common::{BIN, Serving, init, initialised, keyward};
 use serde_json::{Value, json};
 use std::process::{Command, Stdio};
 
@@ -13,13 +13,7 @@ async fn init_serve_issue_verify_and_keep_secrets_out_of_logs() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("keyward.db").display());
 
-    let output = init(&db, &["init"], "owner@example.com");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let created: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let created = initialised(&db, &["init"], "owner@example.com");
     for field in [
         "account_id",
         "user_id",
@@ -37,13 +31,7 @@ async fn init_serve_issue_verify_and_keep_secrets_out_of_logs() {
     assert!(!again.status.success(), "a second init must refuse");
     assert!(String::from_utf8_lossy(&again.stderr).contains("account create"));
 
-    let tenant = init(&db, &["account", "create"], "other@example.com");
-    assert!(
-        tenant.status.success(),
-        "{}",
-        String::from_utf8_lossy(&tenant.stderr)
-    );
-    let tenant: Value = serde_json::from_slice(&tenant.stdout).unwrap();
+    let tenant = initialised(&db, &["account", "create"], "other@example.com");
     assert_ne!(tenant["account_id"], created["account_id"]);
 
     let server = Serving::start(&db, "trace");

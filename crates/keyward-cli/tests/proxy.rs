@@ -5,7 +5,7 @@ mod common;
 
 use axum::Router;
 use axum::extract::Request;
-use common::{Serving, init, keyward};
+use common::{Serving, initialised, keyward};
 use serde_json::{Value, json};
 
 /// An upstream answering with the identity headers it received and
@@ -40,8 +40,7 @@ path = "/hello/{name}"
 async fn the_gateway_verifies_forwards_and_refuses() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("keyward.db").display());
-    let created: Value =
-        serde_json::from_slice(&init(&db, &["init"], "owner@example.com").stdout).unwrap();
+    let created: Value = initialised(&db, &["init"], "owner@example.com");
     let account = created["account_id"].as_str().unwrap();
     let secret = created["primary_secret"].as_str().unwrap();
     let routes = dir.path().join("routes.toml");
@@ -117,8 +116,7 @@ async fn the_gateway_verifies_forwards_and_refuses() {
 fn bad_configuration_stops_the_gateway_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("keyward.db").display());
-    let created: Value =
-        serde_json::from_slice(&init(&db, &["init"], "owner@example.com").stdout).unwrap();
+    let created: Value = initialised(&db, &["init"], "owner@example.com");
     let account = created["account_id"].as_str().unwrap();
     let good = dir.path().join("good.toml");
     std::fs::write(&good, ROUTES).unwrap();

@@ -5,9 +5,8 @@
 
 mod common;
 
-use common::{BIN, Serving, init};
+use common::{BIN, Serving, initialised, run_with_stdin};
 use serde_json::{Value, json};
-use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 struct Cli {
@@ -33,20 +32,7 @@ impl Cli {
     }
 
     fn run_with_stdin(&self, args: &[&str], input: &str) -> Output {
-        let mut child = self
-            .command(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        run_with_stdin(self.command(args), input)
     }
 
     /// Runs a command that must succeed and returns its standard output.
@@ -82,16 +68,6 @@ impl Cli {
             String::from_utf8(output.stdout).unwrap(),
         )
     }
-}
-
-fn initialised(db: &str, subcommand: &[&str], email: &str) -> Value {
-    let output = init(db, subcommand, email);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

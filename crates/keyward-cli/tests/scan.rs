@@ -5,9 +5,8 @@
 
 mod common;
 
-use common::{BIN, init};
+use common::{BIN, initialised, run_with_stdin};
 use serde_json::Value;
-use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -15,13 +14,7 @@ use std::process::{Command, Output, Stdio};
 fn real_keys() -> (String, String) {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("keyward.db").display());
-    let output = init(&db, &["init"], "owner@example.com");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let created: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let created = initialised(&db, &["init"], "owner@example.com");
     (
         created["primary_secret"].as_str().unwrap().to_owned(),
         created["management_token"].as_str().unwrap().to_owned(),
@@ -29,22 +22,12 @@ fn real_keys() -> (String, String) {
 }
 
 fn scan(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(BIN)
+    let mut command = Command::new(BIN);
+    command
         .arg("scan")
         .args(args)
-        .env_remove("KEYWARD_KEY_PREFIX")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+        .env_remove("KEYWARD_KEY_PREFIX");
+    run_with_stdin(command, stdin)
 }
 
 fn text(output: &Output) -> String {

@@ -5,23 +5,13 @@
 
 mod common;
 
-use common::{Serving, init};
+use common::{Serving, initialised};
 use keyward_store::testing::{Backend, TestDatabase};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 /// The promise under test.
 const PROPAGATION: Duration = Duration::from_secs(1);
-
-fn init_owner(db: &str) -> Value {
-    let output = init(db, &["init"], "owner@example.com");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
-}
 
 async fn call(
     http: &reqwest::Client,
@@ -74,7 +64,7 @@ async fn a_change_on_one_node_reaches_the_other_within_a_second() {
     let Some(db) = TestDatabase::create_or_skip(Backend::Postgres).await else {
         return;
     };
-    let created = init_owner(&db.url);
+    let created = initialised(&db.url, &["init"], "owner@example.com");
     let token = created["management_token"].as_str().unwrap().to_owned();
     let workspace = created["workspace_id"].as_str().unwrap();
     let a = Serving::start(&db.url, "info");

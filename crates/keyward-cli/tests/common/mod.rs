@@ -21,9 +21,27 @@ pub fn keyward(db: &str) -> Command {
 
 /// `keyward <subcommand> --email … --password-stdin --json`.
 pub fn init(db: &str, subcommand: &[&str], email: &str) -> Output {
-    let mut child = keyward(db)
+    let mut command = keyward(db);
+    command
         .args(subcommand)
-        .args(["--email", email, "--password-stdin", "--json"])
+        .args(["--email", email, "--password-stdin", "--json"]);
+    run_with_stdin(command, "correct horse battery staple\n")
+}
+
+/// [`init`] that must succeed: what it printed, as JSON.
+pub fn initialised(db: &str, subcommand: &[&str], email: &str) -> serde_json::Value {
+    let output = init(db, subcommand, email);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// Runs `command` with `input` on its standard input; collects its output.
+pub fn run_with_stdin(mut command: Command, input: &str) -> Output {
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -33,7 +51,7 @@ pub fn init(db: &str, subcommand: &[&str], email: &str) -> Output {
         .stdin
         .take()
         .unwrap()
-        .write_all(b"correct horse battery staple\n")
+        .write_all(input.as_bytes())
         .unwrap();
     child.wait_with_output().unwrap()
 }

@@ -378,6 +378,38 @@ impl From<store::AuditEvent> for AuditEventView {
 }
 
 #[cfg(test)]
+impl KeyView {
+    /// An active secret key with nothing configured, for tests of what
+    /// renders a view.
+    pub(crate) fn sample() -> Self {
+        let now = OffsetDateTime::now_utc();
+        Self {
+            id: "key_1".into(),
+            name: "k".into(),
+            workspace_id: "ws_1".into(),
+            environment: "production".into(),
+            kind: KeyKind::Secret,
+            hint: "kw_live_…".into(),
+            status: KeyStatus::Active,
+            permissions: Vec::new(),
+            customer_id: None,
+            rate_limit: None,
+            allowed_ips: Vec::new(),
+            expires_at: None,
+            meta: Default::default(),
+            created_at: now,
+            created_by: None,
+            updated_at: now,
+            last_used_at: None,
+            last_used_ip: None,
+            allowed_origins: Vec::new(),
+            publishable_key: None,
+            rotation: None,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use keyward_core::{EnvTag, KeyFormat};
@@ -387,30 +419,10 @@ mod tests {
         let tag = EnvTag::parse_environment_tag("live").unwrap();
         let secret = crate::secrets::mint(&KeyFormat::default(), &tag);
         let plaintext = secret.expose().to_owned();
-        let at = OffsetDateTime::UNIX_EPOCH;
         let created = CreatedKey {
             key: KeyView {
-                id: "key_1".into(),
-                name: "k".into(),
-                workspace_id: "ws_1".into(),
-                environment: "production".into(),
-                kind: KeyKind::Secret,
                 hint: secret.hint(),
-                status: KeyStatus::Active,
-                permissions: Vec::new(),
-                customer_id: None,
-                rate_limit: None,
-                allowed_ips: Vec::new(),
-                expires_at: None,
-                meta: serde_json::Map::new(),
-                created_at: at,
-                created_by: None,
-                updated_at: at,
-                last_used_at: None,
-                last_used_ip: None,
-                allowed_origins: Vec::new(),
-                publishable_key: None,
-                rotation: None,
+                ..KeyView::sample()
             },
             secret,
         };

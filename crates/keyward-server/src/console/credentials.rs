@@ -942,7 +942,7 @@ mod tests {
             expires_at: created.expires_at.map(|t| t.0),
             customer_id: created.customer_id.clone(),
             allowed_ips: created.allowed_ips.clone(),
-            ..sample_view()
+            ..KeyView::sample()
         };
         let update = update_request(&KeyForm::of(&view), KeyKind::Secret).unwrap();
         assert_eq!(update.permissions, Some(created.permissions));
@@ -958,33 +958,6 @@ mod tests {
         let cleared = update_request(&KeyForm::default(), KeyKind::Secret).unwrap();
         assert_eq!(cleared.rate_limit, Some(None));
         assert_eq!(cleared.expires_at.map(|e| e.is_none()), Some(true));
-    }
-
-    fn sample_view() -> KeyView {
-        let now = time::OffsetDateTime::now_utc();
-        KeyView {
-            id: "key_1".into(),
-            name: "k".into(),
-            workspace_id: "ws_1".into(),
-            environment: "production".into(),
-            kind: KeyKind::Secret,
-            hint: "kw_live_…".into(),
-            status: KeyStatus::Active,
-            permissions: Vec::new(),
-            customer_id: None,
-            rate_limit: None,
-            allowed_ips: Vec::new(),
-            expires_at: None,
-            meta: Default::default(),
-            created_at: now,
-            created_by: None,
-            updated_at: now,
-            last_used_at: None,
-            last_used_ip: None,
-            allowed_origins: Vec::new(),
-            publishable_key: None,
-            rotation: None,
-        }
     }
 
     #[test]
