@@ -9,7 +9,6 @@ use axum::response::Json;
 use axum::routing::get;
 use keyward_server::embed::{Keyward, VerifiedKey};
 use serde_json::{Value, json};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::oneshot;
@@ -35,19 +34,7 @@ impl EmbeddedApp {
                 get(identity).route_layer(keyward.require(Vec::<String>::new()).unwrap()),
             )
             .with_state(hits.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await
-        });
+        let (base, stop) = super::serve_on_loopback(app).await;
         Self {
             base,
             hits,

@@ -355,6 +355,25 @@ async fn new_tenant(store: &dyn Store) -> Tenant {
     }
 }
 
+/// Serves `app` (with the peer's address) on a free loopback port until the
+/// returned sender is used or dropped; returns its base URL.
+pub async fn serve_on_loopback(app: axum::Router) -> (String, oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    (base, stop)
+}
+
 /// Polls `probe` until it returns `Some`, failing after `limit`. For effects
 /// that happen asynchronously (batched writes); the limit is a generous
 /// failure deadline, not a performance assertion.

@@ -23,17 +23,8 @@ pub const SLOW_PATH: &str = "/public/slow";
 impl EchoUpstream {
     pub async fn start() -> Self {
         let hits = Arc::new(AtomicUsize::new(0));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
         let app = Router::new().fallback(echo).with_state(hits.clone());
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
-        });
+        let (base, stop) = super::serve_on_loopback(app).await;
         Self {
             base,
             hits,
