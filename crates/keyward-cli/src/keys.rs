@@ -313,7 +313,7 @@ pub async fn run(args: KeysArgs) -> Result<ExitCode> {
                 Some(name) => name,
                 None => {
                     let key = api.get(api.url(&["keys", &id])?).await?;
-                    ask_for_name("key", &text_or(&key["name"], ""))?
+                    output::ask_for_name("key", &text_or(&key["name"], ""))?
                 }
             };
             let body = json!({ "confirm_name": confirm_name, "force": force });
@@ -410,21 +410,6 @@ fn read_key() -> Result<Zeroizing<String>> {
         bail!("no key on standard input: `keyward keys verify < key.txt`");
     }
     Ok(key)
-}
-
-/// Deleting cannot be undone, so the user types the object's name, as in
-/// the console.
-pub fn ask_for_name(what: &str, name: &str) -> Result<String> {
-    if !std::io::stdin().is_terminal() {
-        bail!(
-            "deleting needs --confirm-name with the {what}'s name ({name:?}) when not run in a terminal"
-        );
-    }
-    eprint!("This deletes the {what} {name:?} and cannot be undone. Type its name to confirm: ");
-    std::io::stderr().flush().ok();
-    let mut typed = String::new();
-    std::io::stdin().lock().read_line(&mut typed)?;
-    Ok(typed.trim_end_matches(['\r', '\n']).to_owned())
 }
 
 fn print_key_table(keys: &[Value]) {

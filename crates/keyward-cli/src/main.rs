@@ -415,12 +415,7 @@ async fn bind(address: SocketAddr, flag: &str) -> Result<tokio::net::TcpListener
 /// A typo in an account id must stop the process, not leave a listener
 /// that refuses every key.
 async fn ensure_account(store: &dyn Store, account: &str, flag: &str) -> Result<()> {
-    if store
-        .list_account_ids()
-        .await?
-        .iter()
-        .any(|id| id == account)
-    {
+    if keyward_server::accounts::exists(store, account).await? {
         Ok(())
     } else {
         bail!("{flag}: no account {account} in this deployment")

@@ -1,7 +1,9 @@
 //! How the API commands print for people: aligned tables and `label value`
 //! lines. Scripts use `--json`, which prints the API's own response.
 
+use anyhow::{Result, bail};
 use serde_json::Value;
+use std::io::{BufRead, IsTerminal, Write};
 
 /// A table with a header row, each column as wide as its widest cell.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
@@ -79,6 +81,21 @@ pub fn secret(label: &str, secret: &Value) {
     println!("{label} (shown once — store it now; Keyward keeps only its hash):");
     println!();
     println!("    {}", text_or(secret, "?"));
+}
+
+/// Deleting cannot be undone, so the user types the object's name, as in
+/// the console.
+pub fn ask_for_name(what: &str, name: &str) -> Result<String> {
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "deleting needs --confirm-name with the {what}'s name ({name:?}) when not run in a terminal"
+        );
+    }
+    eprint!("This deletes the {what} {name:?} and cannot be undone. Type its name to confirm: ");
+    std::io::stderr().flush().ok();
+    let mut typed = String::new();
+    std::io::stdin().lock().read_line(&mut typed)?;
+    Ok(typed.trim_end_matches(['\r', '\n']).to_owned())
 }
 
 #[cfg(test)]

@@ -1,6 +1,5 @@
 //! `keyward workspaces …`: the containers keys are issued into.
 
-use crate::keys::ask_for_name;
 use crate::output::{self, fields, json_if_asked, table, text_or};
 use crate::remote::ApiArgs;
 use anyhow::{Result, bail};
@@ -98,7 +97,7 @@ pub async fn run(args: WorkspacesArgs) -> Result<()> {
             let name = text_or(&workspace["name"], "");
             let typed = match confirm_name {
                 Some(typed) => typed,
-                None => ask_for_name("workspace", &name)?,
+                None => output::ask_for_name("workspace", &name)?,
             };
             // The API deletes a workspace without a confirmation field, so
             // the check is made here, against the name just read.

@@ -124,3 +124,13 @@ pub fn primary_credentials(
     };
     (key, secret)
 }
+
+/// Whether `account_id` is an account of this deployment: a typo in a
+/// configured account must stop a process, not leave it refusing every key.
+pub async fn exists(store: &dyn Store, account_id: &str) -> Result<bool, StoreError> {
+    Ok(store
+        .list_account_ids()
+        .await?
+        .iter()
+        .any(|id| id == account_id))
+}

@@ -120,11 +120,10 @@ impl Keyward {
         config: ServerConfig,
         options: EmbedOptions,
     ) -> std::io::Result<Self> {
-        let accounts = store
-            .list_account_ids()
+        let known = crate::accounts::exists(store.as_ref(), &options.account_id)
             .await
             .map_err(std::io::Error::other)?;
-        if !accounts.contains(&options.account_id) {
+        if !known {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 format!("no account {} in this store", options.account_id),
