@@ -290,6 +290,7 @@ async fn members_without_the_permission_see_no_credentials(server: TestServer) {
         "/logs",
         "/jobs",
         "/members",
+        "/tokens",
         "/audit",
     ] {
         let page = console.get(path).await;
@@ -413,8 +414,7 @@ async fn create_shows_the_secret_once_and_errors_readably(server: TestServer) {
         .await;
     assert_eq!(created.status, StatusCode::OK, "{}", created.body);
     assert_eq!(created.headers[CACHE_CONTROL], "no-store");
-    let start = created.body.find("data-testid=\"secret\">").unwrap() + 21;
-    let secret = &created.body[start..start + created.body[start..].find('<').unwrap()];
+    let secret = &shown_secret(&created);
     assert!(secret.starts_with("kw_live_"), "{secret}");
     assert!(created.body.contains("will not be shown again"));
     let verdict = server
@@ -427,6 +427,172 @@ async fn create_shows_the_secret_once_and_errors_readably(server: TestServer) {
     }
 }
 
+/// The one `data-testid="secret"` value of a secret page.
+fn shown_secret(page: &Page) -> String {
+    let marker = "data-testid=\"secret\">";
+    let start = page.body.find(marker).expect("a secret on the page") + marker.len();
+    let end = page.body[start..].find('<').unwrap();
+    page.body[start..start + end].to_owned()
+}
+
+/// The flash message the page after a redirect shows.
+async fn flash_after(console: &mut Console, page: &Page) -> String {
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    let next = console.get(page.location.as_deref().unwrap()).await;
+    let start = next.body.find("class=\"flash").expect("a flash message");
+    let end = start + next.body[start..].find("</").unwrap();
+    next.body[start..end].to_owned()
+}
+
+async fn management_tokens_are_shown_once_and_revoked_at_once(server: TestServer) {
+    let mut console = signed_in_owner(&server).await;
+    let (_, before) = server.get("/v1/management-tokens").await;
+    let count = |list: &serde_json::Value| list["data"].as_array().unwrap().len();
+
+    // Refusals name the field, and create nothing.
+    for (fields, field) in [
+        (vec![("name", "CI"), ("lifetime", "30")], "permissions"),
+        (
+            vec![
+                ("name", "CI"),
+                ("permissions", "keys:all"),
+                ("lifetime", "30"),
+            ],
+            "permissions",
+        ),
+        (
+            vec![
+                ("name", "CI"),
+                ("permissions", "keys:verify"),
+                ("lifetime", "3650"),
+            ],
+            "lifetime",
+        ),
+        (
+            vec![
+                ("name", " "),
+                ("permissions", "keys:verify"),
+                ("lifetime", "30"),
+            ],
+            "name",
+        ),
+    ] {
+        let page = console.submit("/tokens", "/tokens", &fields).await;
+        let flash = flash_after(&mut console, &page).await;
+        assert!(
+            flash.contains("error") && flash.contains(field),
+            "{field}: {flash}"
+        );
+    }
+    // A token never holds more than the member it acts for.
+    let (_, analyst) = server
+        .post(
+            "/v1/members",
+            json!({"email": "analyst@example.com", "role": "member"}),
+        )
+        .await;
+    let analyst = analyst["id"].as_str().unwrap();
+    let page = console
+        .submit(
+            "/tokens",
+            "/tokens",
+            &[
+                ("name", "Analyst's script"),
+                ("member_id", analyst),
+                ("permissions", "manage_members"),
+                ("lifetime", "30"),
+            ],
+        )
+        .await;
+    let flash = flash_after(&mut console, &page).await;
+    assert!(flash.contains("does not hold"), "{flash}");
+    let (_, after) = server.get("/v1/management-tokens").await;
+    assert_eq!(count(&after), count(&before), "nothing half-made");
+
+    // Created: the token is shown once, and works at once.
+    let created = console
+        .submit(
+            "/tokens",
+            "/tokens",
+            &[
+                ("name", "Checkout service"),
+                ("member_id", ""),
+                ("permissions", "keys:verify"),
+                ("permissions", "manage_api_credentials"),
+                ("lifetime", "30"),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.body);
+    assert_eq!(created.headers[CACHE_CONTROL], "no-store");
+    assert!(created.body.contains("will not be shown again"));
+    let token = shown_secret(&created);
+    assert!(token.starts_with("kw_mgmt_"), "{token}");
+    let call = |path: &'static str| server.call(&token, reqwest::Method::GET, path, None);
+    assert_eq!(call("/v1/workspaces").await.0, StatusCode::OK);
+    assert_eq!(
+        call("/v1/members").await.0,
+        StatusCode::FORBIDDEN,
+        "only what was ticked"
+    );
+
+    // Listed with what it may do and its expiry, never with the token.
+    let list = console.get("/tokens").await;
+    assert!(!list.body.contains(&token));
+    let (_, tokens) = server.get("/v1/management-tokens").await;
+    let made = tokens["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "Checkout service")
+        .expect("the token is listed by the API");
+    let id = made["id"].as_str().unwrap();
+    let row_start = list.body.find(&format!("data-token=\"{id}\"")).unwrap();
+    let row = &list.body[row_start..row_start + list.body[row_start..].find("</tr>").unwrap()];
+    for shown in [
+        "Checkout service",
+        "manage_api_credentials, keys:verify",
+        &server.owner.email,
+    ] {
+        assert!(row.contains(shown), "{shown} not in {row}");
+    }
+    let expires = time::OffsetDateTime::parse(
+        made["expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let days = (expires - time::OffsetDateTime::now_utc()).whole_hours() as f64 / 24.0;
+    assert!((29.9..=30.0).contains(&days), "expires in {days} days");
+
+    // Another account's token cannot be revoked from here.
+    let other = server.new_tenant().await;
+    let (_, theirs) = server
+        .call(
+            &other.token,
+            reqwest::Method::GET,
+            "/v1/management-tokens",
+            None,
+        )
+        .await;
+    let their_id = theirs["data"][0]["id"].as_str().unwrap();
+    let page = console
+        .submit("/tokens", &format!("/tokens/{their_id}/revoke"), &[])
+        .await;
+    assert!(flash_after(&mut console, &page).await.contains("not found"));
+    let (status, _) = server
+        .call(&other.token, reqwest::Method::GET, "/v1/workspaces", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Revoked: refused from the next request on.
+    let page = console
+        .submit("/tokens", &format!("/tokens/{id}/revoke"), &[])
+        .await;
+    assert!(flash_after(&mut console, &page).await.contains("revoked"));
+    assert_eq!(call("/v1/workspaces").await.0, StatusCode::UNAUTHORIZED);
+    assert!(!console.get("/tokens").await.body.contains(id));
+}
+
 on_both_stores!(
     sign_in_and_out,
     sign_in_attempts_are_rate_limited,
@@ -434,4 +600,5 @@ on_both_stores!(
     members_without_the_permission_see_no_credentials,
     another_accounts_objects_are_not_found,
     create_shows_the_secret_once_and_errors_readably,
+    management_tokens_are_shown_once_and_revoked_at_once,
 );

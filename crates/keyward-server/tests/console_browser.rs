@@ -170,8 +170,23 @@ impl Session<'_> {
     /// Clicks a button that loads another page, and waits until that page
     /// has loaded (the old document's root goes stale first).
     async fn submit(&self, css: &str) {
+        self.submit_answering(css, None).await;
+    }
+
+    /// Like [`Self::submit`], for a button whose form asks first
+    /// (`data-confirm`): checks the question and accepts it.
+    async fn submit_confirming(&self, css: &str, question: &str) {
+        self.submit_answering(css, Some(question)).await;
+    }
+
+    async fn submit_answering(&self, css: &str, question: Option<&str>) {
         let old = self.browser.find(Locator::Css("html")).await.unwrap();
         self.click(css).await;
+        if let Some(question) = question {
+            let asked = self.browser.get_alert_text().await.expect("a confirmation");
+            assert!(asked.contains(question), "{asked}");
+            self.browser.accept_alert().await.unwrap();
+        }
         common::eventually(Duration::from_secs(15), || async {
             old.tag_name().await.is_err().then_some(())
         })
@@ -452,9 +467,48 @@ async fn console_flows_in_chromium() {
         assert!(audit.contains(action), "{action} not in the audit log");
     }
 
+    // A management token for the platform's backend (SPEC §1): verify
+    // only by default, shown once, working at once, revoked at once.
+    s.open("/tokens").await;
+    s.fill("#new-token input[name=name]", "Checkout service")
+        .await;
+    s.choose("#new-token select[name=lifetime]", "30").await;
+    s.submit("#new-token button[type=submit]").await;
+    let (token, _) = s.read_secret_dialog().await;
+    let verify_body = json!({"authorization": authorization});
+    let verify_with = |token: String| {
+        let (server, body) = (&server, verify_body.clone());
+        async move {
+            let (status, _) = server
+                .call(&token, reqwest::Method::POST, "/v1/verify", Some(body))
+                .await;
+            status
+        }
+    };
+    assert_eq!(verify_with(token.clone()).await, reqwest::StatusCode::OK);
+    let (status, _) = server
+        .call(&token, reqwest::Method::GET, "/v1/workspaces", None)
+        .await;
+    assert_eq!(status, reqwest::StatusCode::FORBIDDEN, "verify only");
+    s.submit("#secret-done").await;
+    assert!(s.text("#tokens").await.contains("Checkout service"));
+    s.screenshot("tokens").await;
+    s.submit_confirming(
+        "#tokens tr[data-name='Checkout service'] button.danger",
+        "Revoke Checkout service",
+    )
+    .await;
+    assert!(s.text(".flash.ok").await.contains("revoked"));
+    assert_eq!(verify_with(token).await, reqwest::StatusCode::UNAUTHORIZED);
+
     // At a phone's width the pages fit (tables scroll inside their box).
     s.browser.set_window_size(390, 844).await.unwrap();
-    for path in ["/credentials", &format!("/keys/{site_id}"), "/members"] {
+    for path in [
+        "/credentials",
+        &format!("/keys/{site_id}"),
+        "/members",
+        "/tokens",
+    ] {
         s.open(path).await;
         assert!(s.fits_width().await, "{path} is wider than a phone");
     }

@@ -9,7 +9,7 @@ pub(crate) mod keys;
 pub(crate) mod logs;
 pub(crate) mod members;
 pub(crate) mod permissions;
-mod tokens;
+pub(crate) mod tokens;
 mod verify;
 pub(crate) use verify::PrivateVerify;
 pub mod views;

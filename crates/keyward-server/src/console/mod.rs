@@ -16,6 +16,7 @@ mod page;
 mod people;
 mod session;
 mod sign_in;
+mod tokens;
 mod workspaces;
 
 pub use session::ConsoleState;
@@ -40,6 +41,7 @@ pub fn routes() -> Router<AppState> {
         .merge(workspaces::routes())
         .merge(credentials::routes())
         .merge(people::routes())
+        .merge(tokens::routes())
         .merge(activity::routes())
         .merge(catalog::routes())
 }
