@@ -9,6 +9,7 @@
 
 use crate::model::{InvalidValue, PermissionName, validate_environment_name};
 use serde::Deserialize;
+use std::borrow::Cow;
 
 /// The file as written:
 ///
@@ -19,6 +20,12 @@ use serde::Deserialize;
 /// method = "GET"               # a method, or "*" for any
 /// path = "/orders/{id}"        # `{name}` one segment, `{*name}` the rest
 /// permissions = ["orders:read"]
+///
+/// [[route]]
+/// method = "GET"
+/// path = "/customers/{customer}/invoices"
+/// permissions = ["invoices:read"]
+/// customer = "customer"        # optional: the parameter naming the customer
 /// ```
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +42,7 @@ struct RouteSpec {
     path: String,
     #[serde(default)]
     permissions: Vec<String>,
+    customer: Option<String>,
 }
 
 /// Why a routes file was refused, naming the route (1-based, in file order)
@@ -95,12 +103,21 @@ pub struct Route {
     pub path: String,
     /// Sorted, without duplicates.
     pub permissions: Vec<PermissionName>,
+    /// The path parameter (one segment) naming the customer a request acts
+    /// for: a key scoped to another customer is refused (SPEC §3).
+    pub customer: Option<String>,
 }
 
 /// What the table says about one request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum RouteMatch<'a> {
-    Found(&'a Route),
+    Found {
+        route: &'a Route,
+        /// The customer the request acts for, when the route names one:
+        /// its path segment, percent-decoded. A segment that does not
+        /// decode to UTF-8 names no customer a key can be scoped to.
+        customer_id: Option<Cow<'a, str>>,
+    },
     /// The path has routes, none for this method: the methods it has.
     MethodNotAllowed(Vec<&'a str>),
     NotFound,
@@ -180,7 +197,7 @@ impl RouteTable {
     /// The route for a request. `path` is the request's path without its
     /// query, as received (percent-encoded). A route for the method wins
     /// over `"*"`; `HEAD` falls back to `GET`, as HTTP defines it.
-    pub fn find(&self, method: &str, path: &str) -> RouteMatch<'_> {
+    pub fn find<'a>(&'a self, method: &str, path: &'a str) -> RouteMatch<'a> {
         let Ok(found) = self.router.at(path) else {
             return RouteMatch::NotFound;
         };
@@ -193,12 +210,44 @@ impl RouteTable {
         let any = || routes.iter().find(|r| r.method == MethodSpec::Any);
         let head_as_get = || if method == "HEAD" { only("GET") } else { None };
         match only(method).or_else(head_as_get).or_else(any) {
-            Some(route) => RouteMatch::Found(route),
+            Some(route) => RouteMatch::Found {
+                route,
+                customer_id: route
+                    .customer
+                    .as_deref()
+                    .and_then(|name| found.params.get(name))
+                    .map(decode_segment),
+            },
             None => {
                 RouteMatch::MethodNotAllowed(routes.iter().map(|r| r.method.as_str()).collect())
             }
         }
     }
+}
+
+/// A path segment percent-decoded; one that does not decode to UTF-8
+/// becomes the empty string, which is no valid customer id.
+fn decode_segment(segment: &str) -> Cow<'_, str> {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .unwrap_or(Cow::Borrowed(""))
+}
+
+/// The customer parameter must be a one-segment parameter of the route's
+/// own template: a customer id is one segment, and a name the template
+/// lacks would silently check nothing.
+fn check_customer_parameter(path: &str, name: &str) -> Result<(), String> {
+    if path.contains(&format!("{{{name}}}")) {
+        return Ok(());
+    }
+    if path.contains(&format!("{{*{name}}}")) {
+        return Err(format!(
+            "{{*{name}}} takes the rest of the path; a customer is one segment, {{{name}}}"
+        ));
+    }
+    Err(format!(
+        "the path {path:?} has no parameter {{{name}}} to read the customer from"
+    ))
 }
 
 fn parse_route(spec: RouteSpec) -> Result<Route, (&'static str, String)> {
@@ -213,10 +262,14 @@ fn parse_route(spec: RouteSpec) -> Result<Route, (&'static str, String)> {
         .collect::<Result<Vec<_>, _>>()?;
     permissions.sort();
     permissions.dedup();
+    if let Some(name) = &spec.customer {
+        check_customer_parameter(&spec.path, name).map_err(|m| ("customer", m))?;
+    }
     Ok(Route {
         method,
         path: spec.path,
         permissions,
+        customer: spec.customer,
     })
 }
 
@@ -312,7 +365,9 @@ mod tests {
 
     fn permissions(found: RouteMatch<'_>) -> Vec<&str> {
         match found {
-            RouteMatch::Found(route) => route.permissions.iter().map(|p| p.as_str()).collect(),
+            RouteMatch::Found { route, .. } => {
+                route.permissions.iter().map(|p| p.as_str()).collect()
+            }
             other => panic!("expected a route, got {other:?}"),
         }
     }
@@ -385,6 +440,49 @@ mod tests {
             refusal("environment = \"Prod\"\n[[route]]\nmethod = \"GET\"\npath = \"/\"")
                 .starts_with("environment:")
         );
+    }
+
+    #[test]
+    fn a_route_may_name_the_customer_parameter() {
+        let table = RouteTable::from_toml(
+            r#"
+            [[route]]
+            method = "GET"
+            path = "/customers/{customer}/invoices/{id}"
+            permissions = ["invoices:read"]
+            customer = "customer"
+            [[route]]
+            method = "GET"
+            path = "/invoices/{id}"
+            "#,
+        )
+        .unwrap();
+        let customer = |path| match table.find("GET", path) {
+            RouteMatch::Found { customer_id, .. } => customer_id,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            customer("/customers/cus_1/invoices/9").as_deref(),
+            Some("cus_1")
+        );
+        assert_eq!(
+            customer("/customers/acme%3Aeu/invoices/9").as_deref(),
+            Some("acme:eu"),
+            "percent-decoded"
+        );
+        assert_eq!(customer("/customers/%FF/invoices/9").as_deref(), Some(""));
+        assert_eq!(customer("/invoices/9"), None, "the route names none");
+        let named = |customer: &str| {
+            refusal(&format!(
+                "[[route]]\nmethod = \"GET\"\npath = \"/c/{{c}}/{{*rest}}\"\ncustomer = \"{customer}\""
+            ))
+        };
+        assert!(
+            named("id").starts_with("route 1, customer:"),
+            "{}",
+            named("id")
+        );
+        assert!(named("rest").contains("one segment"), "{}", named("rest"));
     }
 
     #[test]

@@ -78,7 +78,7 @@ proptest! {
         if let Ok(table) = RouteTable::from_toml(&text) {
             let _ = table.find("GET", &request);
             for path in &paths {
-                let found = matches!(table.find("GET", path), RouteMatch::Found(r) if &r.path == path);
+                let found = matches!(table.find("GET", path), RouteMatch::Found { route: r, .. } if &r.path == path);
                 prop_assert!(found, "{path} in {paths:?}");
             }
         }
@@ -149,6 +149,43 @@ mod client_address {
                 };
                 prop_assert!(hops[..at].iter().all(|&h| is_trusted(h)), "{hops:?} → {client}");
             }
+        }
+    }
+}
+
+/// A customer id as a client may write it in a path segment: each byte
+/// plainly, or percent-encoded (either case of hex digit). `/` is always
+/// encoded, as a segment cannot hold it plainly.
+fn written_as_segment(customer: &str, encode: &[bool]) -> String {
+    customer
+        .bytes()
+        .zip(encode.iter().cycle())
+        .map(|(byte, &encoded)| match byte {
+            b'/' | b'%' => format!("%{byte:02x}"),
+            _ if encoded => format!("%{byte:02X}"),
+            _ => (byte as char).to_string(),
+        })
+        .collect()
+}
+
+proptest! {
+    /// A route naming its customer parameter reads back exactly the
+    /// customer id the client wrote, however it was percent-encoded.
+    #[test]
+    fn the_customer_parameter_reads_back_the_customer(
+        customer in "[!-~]{1,40}",
+        encode in prop::collection::vec(any::<bool>(), 1..8),
+    ) {
+        let table = RouteTable::from_toml(
+            "[[route]]\nmethod = \"GET\"\npath = \"/customers/{customer}/orders\"\ncustomer = \"customer\"",
+        )
+        .unwrap();
+        let path = format!("/customers/{}/orders", written_as_segment(&customer, &encode));
+        match table.find("GET", &path) {
+            RouteMatch::Found { customer_id, .. } => {
+                prop_assert_eq!(customer_id.as_deref(), Some(customer.as_str()), "{}", path);
+            }
+            other => prop_assert!(false, "{path}: {other:?}"),
         }
     }
 }

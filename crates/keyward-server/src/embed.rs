@@ -43,7 +43,7 @@
 use crate::cache::CachedKey;
 use crate::request_check::{RequestCheck, remove_credential};
 use crate::{AppState, Background, Server, ServerConfig, WithJobs};
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::{ConnectInfo, FromRequestParts, RawPathParams, Request};
 use axum::response::Response;
 use ipnet::IpNet;
 use keyward_core::{InvalidValue, KeyFormat, PermissionName};
@@ -164,6 +164,7 @@ impl Keyward {
         Ok(RequireKey {
             keyward: self.clone(),
             permissions: permissions.into(),
+            customer_parameter: None,
         })
     }
 
@@ -239,6 +240,43 @@ impl fmt::Debug for VerifiedKey {
 pub struct RequireKey {
     keyward: Keyward,
     permissions: Arc<[PermissionName]>,
+    /// The route's path parameter naming the customer a request acts for.
+    customer_parameter: Option<Arc<str>>,
+}
+
+impl RequireKey {
+    /// Also refuses (`403 customer_mismatch`) a key scoped to a customer
+    /// other than the one the route's path parameter `name` names, as in
+    /// `/customers/{customer}/invoices` with `name = "customer"`. Keys with
+    /// no customer scope act for any customer. A route without that
+    /// parameter refuses every customer-scoped key: fail closed.
+    pub fn for_customer_parameter(mut self, name: &str) -> Self {
+        self.customer_parameter = Some(name.into());
+        self
+    }
+
+    /// The customer the request acts for, when this layer reads one.
+    async fn customer_of(&self, request: Request) -> (Request, Option<String>) {
+        let Some(name) = &self.customer_parameter else {
+            return (request, None);
+        };
+        let (mut parts, body) = request.into_parts();
+        let customer = match RawPathParams::from_request_parts(&mut parts, &()).await {
+            Ok(params) => params
+                .iter()
+                .find(|(key, _)| key == &name.as_ref())
+                .map(|(_, value)| value.to_owned()),
+            Err(_) => None,
+        };
+        if customer.is_none() {
+            tracing::warn!(parameter = %name, "the route has no such path parameter; customer-scoped keys are refused");
+        }
+        // No customer id is empty, so "" matches no scoped key.
+        (
+            Request::from_parts(parts, body),
+            Some(customer.unwrap_or_default()),
+        )
+    }
 }
 
 impl<S> tower::Layer<S> for RequireKey {
@@ -282,10 +320,11 @@ where
 }
 
 impl RequireKey {
-    async fn admit<S>(self, mut request: Request, mut inner: S) -> Result<Response, Infallible>
+    async fn admit<S>(self, request: Request, mut inner: S) -> Result<Response, Infallible>
     where
         S: tower::Service<Request, Response = Response, Error = Infallible>,
     {
+        let (mut request, customer_id) = self.customer_of(request).await;
         let peer = request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
@@ -300,6 +339,7 @@ impl RequireKey {
                 request.uri().path(),
                 request.headers(),
                 &self.permissions,
+                customer_id.as_deref(),
             )
             .await;
         let admitted = match checked {

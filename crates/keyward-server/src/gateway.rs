@@ -153,8 +153,8 @@ impl Gateway {
             let problem = Problem::new(StatusCode::BAD_REQUEST, "invalid_path", fault.to_string());
             return (Outcome::Refused, problem.into_response());
         }
-        let route = match self.routes.find(request.method().as_str(), path) {
-            RouteMatch::Found(route) => route,
+        let (route, customer_id) = match self.routes.find(request.method().as_str(), path) {
+            RouteMatch::Found { route, customer_id } => (route, customer_id),
             RouteMatch::NotFound => {
                 let problem = Problem::new(
                     StatusCode::NOT_FOUND,
@@ -176,6 +176,7 @@ impl Gateway {
                 path,
                 request.headers(),
                 &route.permissions,
+                customer_id.as_deref(),
             )
             .await;
         let admitted = match checked {

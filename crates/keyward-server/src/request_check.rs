@@ -48,9 +48,10 @@ pub(crate) struct Admitted {
 }
 
 impl RequestCheck {
-    /// Verifies the request's key for `permissions`. `peer` is the
-    /// connection's address (`None` when the server does not know it: then
-    /// a key with an IP allowlist is refused).
+    /// Verifies the request's key for `permissions`, acting for
+    /// `customer_id` when the route names one. `peer` is the connection's
+    /// address (`None` when the server does not know it: then a key with an
+    /// IP allowlist is refused).
     pub async fn verify(
         &self,
         peer: Option<IpAddr>,
@@ -58,6 +59,7 @@ impl RequestCheck {
         path: &str,
         headers: &HeaderMap,
         permissions: &[PermissionName],
+        customer_id: Option<&str>,
     ) -> Result<Admitted, Refusal> {
         let client_ip = peer.map(|peer| self.client_ip(peer, headers));
         let input = VerifyInput {
@@ -66,7 +68,7 @@ impl RequestCheck {
             environment: self.environment.as_deref(),
             permissions,
             ip: client_ip,
-            customer_id: None,
+            customer_id,
             origin: headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()),
             request_line: Some(RequestLine {
                 method: method.as_str(),

@@ -19,6 +19,7 @@ on_both_stores!(
     a_revoked_key_is_refused_at_once,
     behind_a_trusted_proxy_allowlists_see_the_forwarded_client,
     upstream_failures_are_502_and_504,
+    a_route_naming_its_customer_refuses_other_customers_keys,
 );
 
 async fn send(
@@ -353,4 +354,70 @@ async fn behind_a_trusted_proxy_allowlists_see_the_forwarded_client(server: Test
             "X-Forwarded-For: {forwarded:?}"
         );
     }
+}
+
+/// A route may name the path parameter that says which customer a request
+/// acts for (SPEC §3's customer scope); the gateway and the embedded layer
+/// refuse a key scoped to another customer, and nothing else changes.
+async fn a_route_naming_its_customer_refuses_other_customers_keys(server: TestServer) {
+    let (_, acme) = key_with(&server, &["orders:read"], json!({"customer_id": "acme:eu"})).await;
+    let (_, unscoped) = server
+        .issue(json!({"name": "any customer", "environment": "production", "permissions": ["orders:read"]}))
+        .await;
+    let gateway = |path: &'static str, secret: String| {
+        let server = &server;
+        async move {
+            let response = send(server, Method::GET, path, &[("x-api-key", &secret)]).await;
+            let status = response.status();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let layer = |path: &'static str, secret: String| {
+        let url = format!("{}{path}", server.app.base);
+        async move {
+            let request = reqwest::Client::new().get(url).header("x-api-key", secret);
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    for (path, secret, status, code) in [
+        ("/customers/acme%3Aeu/orders", &acme, StatusCode::OK, None),
+        ("/customers/acme:eu/orders", &acme, StatusCode::OK, None),
+        (
+            "/customers/globex/orders",
+            &acme,
+            StatusCode::FORBIDDEN,
+            Some("customer_mismatch"),
+        ),
+        (
+            "/customers/%FF/orders",
+            &acme,
+            StatusCode::FORBIDDEN,
+            Some("customer_mismatch"),
+        ),
+        ("/orders/1", &acme, StatusCode::OK, None),
+        ("/customers/globex/orders", &unscoped, StatusCode::OK, None),
+    ] {
+        for (through, (answered, body)) in [
+            ("gateway", gateway(path, secret.clone()).await),
+            ("layer", layer(path, secret.clone()).await),
+        ] {
+            assert_eq!(answered, status, "{through} {path}: {body}");
+            if let Some(code) = code {
+                assert_eq!(body["code"], code, "{through} {path}");
+            }
+        }
+    }
+    assert_eq!(
+        server.upstream.hits(),
+        4,
+        "only admitted requests forwarded"
+    );
 }

@@ -20,14 +20,24 @@ pub struct EmbeddedApp {
 }
 
 impl EmbeddedApp {
-    /// Serves, on a loopback port, `GET /orders/{id}` (needs `orders:read`)
-    /// and `GET /whoami` (any valid key), both behind `keyward`'s layer.
+    /// Serves, on a loopback port, `GET /orders/{id}` (needs `orders:read`),
+    /// `GET /customers/{customer}/orders` (the same, for that customer) and
+    /// `GET /whoami` (any valid key), all behind `keyward`'s layer.
     pub async fn start(keyward: &Keyward) -> Self {
         let hits = Arc::new(AtomicUsize::new(0));
         let app = Router::new()
             .route(
                 "/orders/{id}",
                 get(identity).route_layer(keyward.require(["orders:read"]).unwrap()),
+            )
+            .route(
+                "/customers/{customer}/orders",
+                get(identity).route_layer(
+                    keyward
+                        .require(["orders:read"])
+                        .unwrap()
+                        .for_customer_parameter("customer"),
+                ),
             )
             .route(
                 "/whoami",

@@ -75,6 +75,12 @@ permissions = ["orders:read", "orders:write"]
 [[route]]
 method = "*"
 path = "/public/{*rest}"
+
+[[route]]
+method = "GET"
+path = "/customers/{customer}/orders"
+permissions = ["orders:read"]
+customer = "customer"
 "#;
 
 /// How long a test gateway waits for the upstream's answer.
