@@ -212,7 +212,7 @@ impl KeySettings {
     }
 }
 
-fn from_now(seconds: u64) -> Result<String> {
+pub(crate) fn from_now(seconds: u64) -> Result<String> {
     let seconds = i64::try_from(seconds).context("--expires-in is too long")?;
     let at = time::OffsetDateTime::now_utc()
         .checked_add(time::Duration::seconds(seconds))

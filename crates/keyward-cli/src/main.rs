@@ -24,6 +24,7 @@ mod output;
 mod permissions;
 mod remote;
 mod scan;
+mod tokens;
 mod workspaces;
 
 /// Keyward issues API keys for your platform's customers and verifies them on
@@ -96,6 +97,9 @@ enum Command {
     /// List, add and remove the permissions keys may be given, through a
     /// running server's admin API.
     Permissions(permissions::PermissionsArgs),
+    /// List, create and revoke management tokens (for scripts and services
+    /// calling the API) through a running server's admin API.
+    Tokens(tokens::TokensArgs),
     /// Find this deployment's keys (by `--key-prefix`, checksum-confirmed)
     /// in files, standard input or a git repository's history. Prints each
     /// key's hint and place, never the key; exits 1 if any is found.
@@ -259,6 +263,7 @@ async fn main() -> Result<ExitCode> {
         Command::Scan(args) => return scan::run(&format, args),
         Command::Workspaces(args) => workspaces::run(args).await?,
         Command::Permissions(args) => permissions::run(args).await?,
+        Command::Tokens(args) => tokens::run(args).await?,
         Command::Serve(args) => serve(database_url, format, args).await?,
         Command::Proxy(args) => proxy(database_url, format, args).await?,
         Command::Init(args) => {

@@ -1,5 +1,6 @@
-//! The `keys` and `workspaces` commands of the real binary against a real
-//! `keyward serve`: a key's whole life from the command line, the API's
+//! The `keys`, `workspaces` and `tokens` commands of the real binary
+//! against a real `keyward serve`: a key's whole life from the command
+//! line, a service's own token from creation to revocation, the API's
 //! refusals read back as sentences naming the field, another account's
 //! objects out of reach, and no secret where it should not be.
 
@@ -381,4 +382,110 @@ async fn refusals_name_the_field_and_other_accounts_stay_out_of_reach() {
         !refusal.contains("kw_mgmt_not_a_real_token"),
         "the token was echoed"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_gets_a_token_of_its_own_and_loses_it_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("keyward.db").display());
+    let account = initialised(&db, &["init"], "owner@example.com");
+    let tenant = initialised(&db, &["account", "create"], "other@example.com");
+    let server = Serving::start(&db, "info");
+    let owner = Cli {
+        api_url: server.base.clone(),
+        token: account["management_token"].as_str().unwrap().to_owned(),
+    };
+    let workspace = account["workspace_id"].as_str().unwrap();
+    let key = owner.json(&[
+        "keys",
+        "create",
+        "--workspace",
+        workspace,
+        "--name",
+        "Customer key",
+        "--environment",
+        "production",
+    ]);
+    let key_secret = key["secret"].as_str().unwrap();
+
+    // Refused before anything is made: unknown permission, none at all.
+    let unknown = owner.fails(&["tokens", "create", "CI", "--permission", "keys:all"]);
+    assert!(
+        unknown.contains("400") && unknown.contains("permissions"),
+        "{unknown}"
+    );
+    let none = owner.fails(&["tokens", "create", "CI"]);
+    assert!(none.contains("--permission"), "{none}");
+    assert_eq!(owner.json(&["tokens", "list"]).as_array().unwrap().len(), 1);
+
+    // A verify-only token for the platform's backend, expiring in 30 days.
+    let created = owner.json(&[
+        "tokens",
+        "create",
+        "Checkout service",
+        "--permission",
+        "keys:verify",
+        "--expires-in",
+        "30d",
+    ]);
+    assert_eq!(created["token"]["permissions"], json!(["keys:verify"]));
+    let expires = time::OffsetDateTime::parse(
+        created["token"]["expires_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let days = (expires - time::OffsetDateTime::now_utc()).whole_hours() / 24;
+    assert_eq!(days, 29, "30 days from now, less the seconds since");
+    let service = Cli {
+        api_url: server.base.clone(),
+        token: created["secret"].as_str().unwrap().to_owned(),
+    };
+    let (valid, said) = service.verify(key_secret, &[]);
+    assert!(valid && said.starts_with("valid: "), "{said}");
+    let refused = service.fails(&["keys", "list", "--workspace", workspace]);
+    assert!(refused.contains("403"), "verify only: {refused}");
+
+    // Listed by name and what it may do, never with the token itself.
+    let listed = owner.ok(&["tokens", "list"]);
+    assert!(
+        listed.contains("Checkout service") && listed.contains("keys:verify"),
+        "{listed}"
+    );
+    assert!(!listed.contains(&service.token));
+    let printed = owner.ok(&[
+        "tokens",
+        "create",
+        "Nightly report",
+        "--permission",
+        "keys:verify",
+    ]);
+    assert!(
+        printed.contains("shown once") && printed.contains("kw_mgmt_"),
+        "{printed}"
+    );
+    assert!(printed.contains("expires: never"), "{printed}");
+
+    // Another account's token is out of reach.
+    let theirs = Cli {
+        api_url: server.base.clone(),
+        token: tenant["management_token"].as_str().unwrap().to_owned(),
+    };
+    let their_id = theirs.json(&["tokens", "list"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let not_found = owner.fails(&["tokens", "revoke", &their_id]);
+    assert!(not_found.contains("not_found (404)"), "{not_found}");
+    assert_eq!(
+        theirs.json(&["tokens", "list"]).as_array().unwrap().len(),
+        1
+    );
+
+    // Revoked: the next request with it is refused.
+    let id = created["token"]["id"].as_str().unwrap();
+    assert!(owner.ok(&["tokens", "revoke", id]).contains("Revoked"));
+    let after = service.run_with_stdin(&["keys", "verify"], &format!("{key_secret}\n"));
+    assert!(!after.status.success());
+    assert!(String::from_utf8_lossy(&after.stderr).contains("401"));
+    drop(server);
 }
