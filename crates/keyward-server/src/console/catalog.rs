@@ -2,7 +2,7 @@
 //! the names keys may be granted, e.g. `customers:read`, `events:write`.
 
 use super::page::{Chrome, page};
-use super::session::{ConsoleForm, ConsoleUser};
+use super::session::{ConsoleForm, ConsoleUser, NoFields};
 use super::{PageResult, authorized, redirect_after};
 use crate::AppState;
 use crate::api::permissions;
@@ -70,9 +70,6 @@ async fn add(
     };
     redirect_after(&state, "/permissions", done)
 }
-
-#[derive(Deserialize)]
-struct NoFields {}
 
 async fn remove(
     State(state): State<AppState>,

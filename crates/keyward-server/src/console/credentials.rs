@@ -4,7 +4,7 @@
 //! enable, revoke and delete.
 
 use super::page::{Chrome, ErrorPage, html, page, readable, when};
-use super::session::{ConsoleForm, ConsoleUser, Flash, redirect_with};
+use super::session::{ConsoleForm, ConsoleUser, Flash, NoFields, redirect_with};
 use super::workspaces::{WorkspaceOption, workspace_options};
 use super::{PageResult, authorized, redirect_after};
 use crate::AppState;
@@ -765,9 +765,6 @@ async fn rotate(
         Err(problem) => redirect_after(&state, &format!("/keys/{id}"), Err(problem)),
     }
 }
-
-#[derive(Deserialize)]
-struct NoFields {}
 
 async fn end_grace(
     State(state): State<AppState>,

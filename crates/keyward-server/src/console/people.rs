@@ -4,7 +4,7 @@
 
 use super::credentials::first_page;
 use super::page::{Chrome, html, page, readable, when};
-use super::session::{ConsoleForm, ConsoleUser, Flash, redirect_with};
+use super::session::{ConsoleForm, ConsoleUser, Flash, NoFields, redirect_with};
 use super::{PageResult, authorized, redirect_after};
 use crate::AppState;
 use crate::api::members;
@@ -172,9 +172,6 @@ async fn change(
     };
     redirect_after(&state, "/members", done)
 }
-
-#[derive(Deserialize)]
-struct NoFields {}
 
 async fn remove(
     State(state): State<AppState>,

@@ -280,6 +280,10 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
     origin_host.is_some() && origin_host == host
 }
 
+/// A form with nothing but its CSRF token: a button that does one thing.
+#[derive(serde::Deserialize)]
+pub struct NoFields {}
+
 /// A form posted by a signed-in member, its CSRF token checked.
 pub struct ConsoleForm<T> {
     pub user: ConsoleUser,

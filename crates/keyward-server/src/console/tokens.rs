@@ -6,7 +6,7 @@
 
 use super::credentials::{SecretPage, Shown, first_page};
 use super::page::{Chrome, page, when};
-use super::session::{ConsoleForm, ConsoleUser};
+use super::session::{ConsoleForm, ConsoleUser, NoFields};
 use super::{PageResult, authorized, redirect_after};
 use crate::AppState;
 use crate::api::{Created, members, tokens};
@@ -243,9 +243,6 @@ async fn create(
     };
     Ok(page(&state, &user, &view))
 }
-
-#[derive(Deserialize)]
-struct NoFields {}
 
 async fn revoke(
     State(state): State<AppState>,
