@@ -9,7 +9,9 @@
 use crate::cache::{CachedKey, Lookup, VerifyCache};
 use crate::outage::{Outage, Read};
 use crate::ratelimit::{RateLimitState, RateLimits};
-use crate::request_logs::{AskedPermissions, LoggedRequest, PendingLog, RequestLogBuffer};
+use crate::request_logs::{
+    AskedPermissions, LoggedRequest, PendingLog, RequestLogBuffer, Unmatched,
+};
 use crate::shared_limit::SharedLimits;
 use crate::tally::{self, LatencyHistogram, Tallies};
 use crate::telemetry as m;
@@ -295,11 +297,12 @@ fn pending_log(
         at: now_ms,
         answered,
         // With a record, its account and environment are the ones logged.
-        account_id: record.is_none().then(|| input.account_id.to_owned()),
-        environment: record
-            .is_none()
-            .then(|| input.environment.map(str::to_owned))
-            .flatten(),
+        unmatched: record.is_none().then(|| {
+            Box::new(Unmatched {
+                account_id: input.account_id.to_owned(),
+                environment: input.environment.map(str::to_owned),
+            })
+        }),
         permissions: AskedPermissions::new(record.as_deref().map(|r| &**r), input.permissions),
         request: input.request_line.map(LoggedRequest::new),
         record,
