@@ -71,16 +71,55 @@ impl Cli {
     }
 }
 
+/// A fresh SQLite deployment with two accounts, served by `keyward serve`.
+struct Deployment {
+    // Dropped first: the server stops before its directory goes.
+    server: Serving,
+    /// `keyward init --json`'s answer: the first account.
+    account: Value,
+    /// `keyward account create --json`'s answer: another account.
+    tenant: Value,
+    /// Holds the database; tests may put files of their own there.
+    dir: tempfile::TempDir,
+}
+
+impl Deployment {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}", dir.path().join("keyward.db").display());
+        let account = initialised(&db, &["init"], "owner@example.com");
+        let tenant = initialised(&db, &["account", "create"], "other@example.com");
+        Self {
+            server: Serving::start(&db, "info"),
+            account,
+            tenant,
+            dir,
+        }
+    }
+
+    /// The CLI acting with `token`.
+    fn cli(&self, token: &str) -> Cli {
+        Cli {
+            api_url: self.server.base.clone(),
+            token: token.to_owned(),
+        }
+    }
+
+    /// The CLI with the first account's owner token.
+    fn owner(&self) -> Cli {
+        self.cli(self.account["management_token"].as_str().unwrap())
+    }
+
+    /// The CLI with the other account's token.
+    fn other_account(&self) -> Cli {
+        self.cli(self.tenant["management_token"].as_str().unwrap())
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_lives_its_whole_life_from_the_command_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("keyward.db").display());
-    let account = initialised(&db, &["init"], "owner@example.com");
-    let server = Serving::start(&db, "info");
-    let cli = Cli {
-        api_url: server.base.clone(),
-        token: account["management_token"].as_str().unwrap().to_owned(),
-    };
+    let deployment = Deployment::start();
+    let cli = deployment.owner();
     cli.ok(&[
         "permissions",
         "create",
@@ -250,7 +289,7 @@ async fn a_key_lives_its_whole_life_from_the_command_line() {
     ]);
     assert!(!cli.ok(&["workspaces", "list"]).contains(&workspace_id));
 
-    let log = server.stop();
+    let log = deployment.server.stop();
     for s in [&secret, &new_secret, &cli.token] {
         assert!(!log.contains(s.as_str()), "a secret reached the server log");
     }
@@ -258,15 +297,9 @@ async fn a_key_lives_its_whole_life_from_the_command_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_name_the_field_and_other_accounts_stay_out_of_reach() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("keyward.db").display());
-    let account = initialised(&db, &["init"], "owner@example.com");
-    let tenant = initialised(&db, &["account", "create"], "other@example.com");
-    let server = Serving::start(&db, "info");
-    let cli = Cli {
-        api_url: server.base.clone(),
-        token: account["management_token"].as_str().unwrap().to_owned(),
-    };
+    let deployment = Deployment::start();
+    let (account, server) = (&deployment.account, &deployment.server);
+    let cli = deployment.owner();
     let workspace = account["workspace_id"].as_str().unwrap();
     let key_count = || {
         cli.json(&["keys", "list", "--workspace", workspace])
@@ -329,10 +362,7 @@ async fn refusals_name_the_field_and_other_accounts_stay_out_of_reach() {
     ]);
     let id = created["key"]["id"].as_str().unwrap();
     let secret = created["secret"].as_str().unwrap();
-    let intruder = Cli {
-        api_url: server.base.clone(),
-        token: tenant["management_token"].as_str().unwrap().to_owned(),
-    };
+    let intruder = deployment.other_account();
     for args in [
         vec!["keys", "get", id],
         vec!["keys", "revoke", id],
@@ -357,7 +387,7 @@ async fn refusals_name_the_field_and_other_accounts_stay_out_of_reach() {
     assert!(!no_token.status.success());
     assert!(String::from_utf8_lossy(&no_token.stderr).contains("KEYWARD_TOKEN"));
 
-    let token_file = dir.path().join("token");
+    let token_file = deployment.dir.path().join("token");
     std::fs::write(&token_file, format!("{}\n", cli.token)).unwrap();
     let from_file = Command::new(BIN)
         .args(["keys", "get", id, "--token-file"])
@@ -372,10 +402,7 @@ async fn refusals_name_the_field_and_other_accounts_stay_out_of_reach() {
         String::from_utf8_lossy(&from_file.stderr)
     );
 
-    let wrong_token = Cli {
-        api_url: server.base.clone(),
-        token: "kw_mgmt_not_a_real_token".to_owned(),
-    };
+    let wrong_token = deployment.cli("kw_mgmt_not_a_real_token");
     let refusal = wrong_token.fails(&["workspaces", "list"]);
     assert!(refusal.contains("401"), "{refusal}");
     assert!(
@@ -386,15 +413,9 @@ async fn refusals_name_the_field_and_other_accounts_stay_out_of_reach() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_gets_a_token_of_its_own_and_loses_it_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("keyward.db").display());
-    let account = initialised(&db, &["init"], "owner@example.com");
-    let tenant = initialised(&db, &["account", "create"], "other@example.com");
-    let server = Serving::start(&db, "info");
-    let owner = Cli {
-        api_url: server.base.clone(),
-        token: account["management_token"].as_str().unwrap().to_owned(),
-    };
+    let deployment = Deployment::start();
+    let account = &deployment.account;
+    let owner = deployment.owner();
     let workspace = account["workspace_id"].as_str().unwrap();
     let key = owner.json(&[
         "keys",
@@ -436,10 +457,7 @@ async fn a_service_gets_a_token_of_its_own_and_loses_it_at_once() {
     .unwrap();
     let days = (expires - time::OffsetDateTime::now_utc()).whole_hours() / 24;
     assert_eq!(days, 29, "30 days from now, less the seconds since");
-    let service = Cli {
-        api_url: server.base.clone(),
-        token: created["secret"].as_str().unwrap().to_owned(),
-    };
+    let service = deployment.cli(created["secret"].as_str().unwrap());
     let (valid, said) = service.verify(key_secret, &[]);
     assert!(valid && said.starts_with("valid: "), "{said}");
     let refused = service.fails(&["keys", "list", "--workspace", workspace]);
@@ -466,10 +484,7 @@ async fn a_service_gets_a_token_of_its_own_and_loses_it_at_once() {
     assert!(printed.contains("expires: never"), "{printed}");
 
     // Another account's token is out of reach.
-    let theirs = Cli {
-        api_url: server.base.clone(),
-        token: tenant["management_token"].as_str().unwrap().to_owned(),
-    };
+    let theirs = deployment.other_account();
     let their_id = theirs.json(&["tokens", "list"])[0]["id"]
         .as_str()
         .unwrap()
@@ -487,5 +502,4 @@ async fn a_service_gets_a_token_of_its_own_and_loses_it_at_once() {
     let after = service.run_with_stdin(&["keys", "verify"], &format!("{key_secret}\n"));
     assert!(!after.status.success());
     assert!(String::from_utf8_lossy(&after.stderr).contains("401"));
-    drop(server);
 }

@@ -277,6 +277,43 @@ impl RequireKey {
             Some(customer.unwrap_or_default()),
         )
     }
+
+    async fn admit<S>(self, request: Request, mut inner: S) -> Result<Response, Infallible>
+    where
+        S: tower::Service<Request, Response = Response, Error = Infallible>,
+    {
+        let (mut request, customer_id) = self.customer_of(request).await;
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| peer.ip());
+        let checked = self
+            .keyward
+            .inner
+            .check
+            .verify(
+                peer,
+                request.method(),
+                request.uri().path(),
+                request.headers(),
+                &self.permissions,
+                customer_id.as_deref(),
+            )
+            .await;
+        let admitted = match checked {
+            Ok(admitted) => admitted,
+            Err(refusal) => return Ok(refusal.into_response()),
+        };
+        remove_credential(request.headers_mut());
+        if let Some(key) = admitted.verdict.key.clone() {
+            request.extensions_mut().insert(VerifiedKey(key));
+        }
+        let mut response = inner.call(request).await?;
+        if let Some(state) = &admitted.verdict.rate_limit {
+            state.write_headers(response.headers_mut());
+        }
+        Ok(response)
+    }
 }
 
 impl<S> tower::Layer<S> for RequireKey {
@@ -316,44 +353,5 @@ where
         let inner = std::mem::replace(&mut self.inner, clone);
         let rule = self.rule.clone();
         Box::pin(rule.admit(request, inner))
-    }
-}
-
-impl RequireKey {
-    async fn admit<S>(self, request: Request, mut inner: S) -> Result<Response, Infallible>
-    where
-        S: tower::Service<Request, Response = Response, Error = Infallible>,
-    {
-        let (mut request, customer_id) = self.customer_of(request).await;
-        let peer = request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(peer)| peer.ip());
-        let checked = self
-            .keyward
-            .inner
-            .check
-            .verify(
-                peer,
-                request.method(),
-                request.uri().path(),
-                request.headers(),
-                &self.permissions,
-                customer_id.as_deref(),
-            )
-            .await;
-        let admitted = match checked {
-            Ok(admitted) => admitted,
-            Err(refusal) => return Ok(refusal.into_response()),
-        };
-        remove_credential(request.headers_mut());
-        if let Some(key) = admitted.verdict.key.clone() {
-            request.extensions_mut().insert(VerifiedKey(key));
-        }
-        let mut response = inner.call(request).await?;
-        if let Some(state) = &admitted.verdict.rate_limit {
-            state.write_headers(response.headers_mut());
-        }
-        Ok(response)
     }
 }
