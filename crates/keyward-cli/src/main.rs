@@ -6,13 +6,13 @@ use ipnet::IpNet;
 use keyward_core::KeyFormat;
 use keyward_core::gateway::RouteTable;
 use keyward_server::accounts::{AccountSetup, CreatedAccount, create_account};
-use keyward_server::gateway::{GatewayConfig, Upstream};
+use keyward_server::gateway::{GatewayConfig, Upstream, UpstreamTls};
 use keyward_server::shared_limit::SharedLimits;
 use keyward_server::{Server, ServerConfig};
 use keyward_store::Store;
 use std::io::{BufRead, IsTerminal};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -189,9 +189,16 @@ struct ProxyArgs {
     /// log says which).
     #[arg(long, env = "KEYWARD_PROXY_LISTEN", default_value = "127.0.0.1:8081")]
     listen: SocketAddr,
-    /// The API behind the gateway: `http://host:port[/base]`.
+    /// The API behind the gateway: `http[s]://host:port[/base]`. An
+    /// https:// upstream's certificate must name its host and be issued by
+    /// an authority the system trusts (or `--upstream-ca`).
     #[arg(long, env = "KEYWARD_PROXY_UPSTREAM")]
     upstream: Upstream,
+    /// A PEM file of the certificate authorities an https:// upstream's
+    /// certificate must be issued by (your private CA), trusted instead of
+    /// the system's.
+    #[arg(long, env = "KEYWARD_PROXY_UPSTREAM_CA")]
+    upstream_ca: Option<PathBuf>,
     /// The routes file (TOML): `[[route]]` tables of `method` (or "*"),
     /// `path` (`/orders/{id}`, `/files/{*rest}`) and `permissions`, and an
     /// optional top-level `environment` the upstream serves.
@@ -378,6 +385,7 @@ async fn proxy(database_url: &str, format: KeyFormat, args: ProxyArgs) -> Result
         .with_context(|| format!("--routes: reading {}", args.routes.display()))?;
     let routes = RouteTable::from_toml(&text)
         .map_err(|e| anyhow::anyhow!("--routes {}: {e}", args.routes.display()))?;
+    let upstream_tls = upstream_tls(&args.upstream, args.upstream_ca.as_deref())?;
     let config = args.verify_path.config()?;
     let store = open_store(database_url).await?;
     ensure_account(store.as_ref(), &args.account, "--account").await?;
@@ -391,6 +399,7 @@ async fn proxy(database_url: &str, format: KeyFormat, args: ProxyArgs) -> Result
             routes,
             upstream_timeout: Duration::from_secs(args.upstream_timeout_seconds),
             trusted_proxies: args.trusted_proxies,
+            upstream_tls,
         },
     );
     tracing::info!(%address, account = args.account, store = store.backend(), "keyward gateway listening on http://{address}");
@@ -405,6 +414,25 @@ async fn proxy(database_url: &str, format: KeyFormat, args: ProxyArgs) -> Result
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Whom the upstream's certificate must be issued by: the `--upstream-ca`
+/// file's authorities, else the system's — and nobody for an http://
+/// upstream, which a CA file would only mislead about.
+fn upstream_tls(upstream: &Upstream, ca: Option<&Path>) -> Result<UpstreamTls> {
+    match (upstream.is_https(), ca) {
+        (false, None) => UpstreamTls::trusting_nobody().map_err(anyhow::Error::msg),
+        (false, Some(_)) => {
+            anyhow::bail!("--upstream-ca: the upstream is http://, so no certificate is checked")
+        }
+        (true, None) => UpstreamTls::system().map_err(|e| anyhow::anyhow!("--upstream: {e}")),
+        (true, Some(path)) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("--upstream-ca: reading {}", path.display()))?;
+            UpstreamTls::trusting_pem(&pem)
+                .map_err(|e| anyhow::anyhow!("--upstream-ca {}: {e}", path.display()))
+        }
+    }
 }
 
 fn parse_trusted_proxy(s: &str) -> Result<IpNet, String> {

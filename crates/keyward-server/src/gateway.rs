@@ -22,6 +22,7 @@ use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use axum::http::{StatusCode, Version};
 use axum::response::{IntoResponse, Response};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -30,6 +31,10 @@ use keyward_core::gateway::{RouteMatch, RouteTable, check_request_path};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
+
+mod tls;
+
+pub use tls::UpstreamTls;
 
 /// What an operator configures for one gateway.
 pub struct GatewayConfig {
@@ -45,12 +50,15 @@ pub struct GatewayConfig {
     /// `X-Forwarded-For` (see [`client_address`]); from anyone else, it is
     /// the peer's.
     pub trusted_proxies: Vec<IpNet>,
+    /// Whom an `https://` upstream's certificate must be issued by.
+    pub upstream_tls: UpstreamTls,
 }
 
-/// Where requests go: `http://host[:port][/base]`. A request for `/p?q`
-/// goes to `http://host:port/base/p?q`.
+/// Where requests go: `http[s]://host[:port][/base]`. A request for `/p?q`
+/// goes to `http[s]://host:port/base/p?q`.
 #[derive(Debug, Clone)]
 pub struct Upstream {
+    scheme: Scheme,
     authority: Authority,
     base_path: String,
 }
@@ -62,11 +70,14 @@ impl std::str::FromStr for Upstream {
         let uri: Uri = url
             .parse()
             .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-        if uri.scheme() != Some(&Scheme::HTTP) {
-            return Err(format!(
-                "{url:?}: the upstream must be an http:// URL (TLS to the upstream is not supported; keep the hop on a private network)"
-            ));
-        }
+        let scheme = match uri.scheme() {
+            Some(scheme) if *scheme == Scheme::HTTP || *scheme == Scheme::HTTPS => scheme.clone(),
+            _ => {
+                return Err(format!(
+                    "{url:?}: the upstream must be an http:// or https:// URL"
+                ));
+            }
+        };
         let authority = uri
             .authority()
             .ok_or_else(|| format!("{url:?} has no host"))?
@@ -78,6 +89,7 @@ impl std::str::FromStr for Upstream {
             return Err(format!("{url:?}: the upstream URL takes no query"));
         }
         Ok(Self {
+            scheme,
             authority,
             base_path: uri.path().trim_end_matches('/').to_owned(),
         })
@@ -85,10 +97,16 @@ impl std::str::FromStr for Upstream {
 }
 
 impl Upstream {
+    /// Whether the hop to the upstream is TLS (then its certificate is
+    /// verified against [`UpstreamTls`]).
+    pub fn is_https(&self) -> bool {
+        self.scheme == Scheme::HTTPS
+    }
+
     fn uri_for(&self, path_and_query: &str) -> Result<Uri, axum::http::Error> {
         let path = PathAndQuery::try_from(format!("{}{path_and_query}", self.base_path))?;
         Uri::builder()
-            .scheme(Scheme::HTTP)
+            .scheme(self.scheme.clone())
             .authority(self.authority.clone())
             .path_and_query(path)
             .build()
@@ -100,7 +118,7 @@ pub(crate) struct Gateway {
     upstream: Upstream,
     routes: RouteTable,
     upstream_timeout: Duration,
-    client: Client<HttpConnector, Body>,
+    client: Client<HttpsConnector<HttpConnector>, Body>,
 }
 
 /// The identity headers the upstream receives (and that a client can
@@ -130,9 +148,22 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 impl Gateway {
     pub(crate) fn new(state: AppState, config: GatewayConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.upstream_timeout));
+        let mut tcp = HttpConnector::new();
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(config.upstream_timeout));
+        // The TLS layer below takes https:// URIs through it.
+        tcp.enforce_http(false);
+        let tls = HttpsConnectorBuilder::new().with_tls_config(config.upstream_tls.client_config());
+        // Every URI the gateway sends carries the upstream's own scheme: an
+        // http:// upstream never starts TLS, and an https:// one is never
+        // reached in plain text.
+        let connector = if config.upstream.is_https() {
+            tls.https_only()
+        } else {
+            tls.https_or_http()
+        }
+        .enable_http1()
+        .wrap_connector(tcp);
         Self {
             check: RequestCheck {
                 state,
@@ -415,8 +446,14 @@ mod tests {
         );
         let bare: Upstream = "http://internal".parse().unwrap();
         assert_eq!(bare.uri_for("/").unwrap().to_string(), "http://internal/");
+        let secure: Upstream = "https://api.internal:8443/v2".parse().unwrap();
+        assert!(secure.is_https() && !bare.is_https());
+        assert_eq!(
+            secure.uri_for("/orders").unwrap().to_string(),
+            "https://api.internal:8443/v2/orders"
+        );
         for bad in [
-            "https://x",
+            "ftp://x",
             "x:9000",
             "http://u:p@x",
             "http://x/?q=1",

@@ -83,8 +83,15 @@ impl Serving {
     /// Runs `keyward <args>` and waits for the log line with `marker`
     /// followed by the address that becomes [`Self::base`].
     pub fn start_command(db: &str, log_filter: &str, args: &[&str], marker: &str) -> Self {
-        let mut child = keyward(db)
-            .args(args)
+        let mut command = keyward(db);
+        command.args(args);
+        Self::spawn(command, log_filter, marker)
+    }
+
+    /// Starts `command` (a `keyward` command line) and waits for the
+    /// address logged after `marker`.
+    pub fn spawn(mut command: Command, log_filter: &str, marker: &str) -> Self {
+        let mut child = command
             .env("KEYWARD_LOG", log_filter)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())

@@ -12,7 +12,7 @@ use keyward_core::KeyFormat;
 use keyward_core::gateway::RouteTable;
 use keyward_server::accounts::{AccountSetup, create_account};
 use keyward_server::embed::{EmbedOptions, Keyward};
-use keyward_server::gateway::GatewayConfig;
+use keyward_server::gateway::{GatewayConfig, UpstreamTls};
 use keyward_server::{Server, ServerConfig};
 use keyward_store::Store;
 use keyward_store::testing::{Backend, TestDatabase};
@@ -121,6 +121,7 @@ impl TestServer {
                     upstream_timeout: GATEWAY_UPSTREAM_TIMEOUT,
                     // As if a load balancer on this host fronted it.
                     trusted_proxies: vec![keyward_core::ip::parse_rule("127.0.0.1").unwrap()],
+                    upstream_tls: UpstreamTls::trusting_nobody().unwrap(),
                 },
             );
         let app = EmbeddedApp::start(&server.embedded(embed_options(&owner))).await;
