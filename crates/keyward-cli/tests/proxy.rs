@@ -11,6 +11,7 @@ use rcgen::{
 };
 use serde_json::{Value, json};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::net::{TcpListener, TcpStream};
@@ -134,20 +135,54 @@ method = "GET"
 path = "/hello/{name}"
 "#;
 
+/// A database `keyward init` made and a routes file of [`ROUTES`], in a
+/// directory of their own.
+struct Deployment {
+    dir: tempfile::TempDir,
+    db: String,
+    created: Value,
+    routes: PathBuf,
+}
+
+impl Deployment {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}", dir.path().join("keyward.db").display());
+        let created = initialised(&db, &["init"], "owner@example.com");
+        let routes = dir.path().join("routes.toml");
+        std::fs::write(&routes, ROUTES).unwrap();
+        Self {
+            dir,
+            db,
+            created,
+            routes,
+        }
+    }
+
+    fn account(&self) -> &str {
+        self.created["account_id"].as_str().unwrap()
+    }
+
+    fn secret(&self) -> &str {
+        self.created["primary_secret"].as_str().unwrap()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_verifies_forwards_and_refuses() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("keyward.db").display());
-    let created: Value = initialised(&db, &["init"], "owner@example.com");
-    let account = created["account_id"].as_str().unwrap();
-    let secret = created["primary_secret"].as_str().unwrap();
-    let routes = dir.path().join("routes.toml");
-    std::fs::write(&routes, ROUTES).unwrap();
+    let deployment = Deployment::new();
+    let Deployment {
+        db,
+        created,
+        routes,
+        ..
+    } = &deployment;
+    let (account, secret) = (deployment.account(), deployment.secret());
     let routes = routes.to_str().unwrap();
     let upstream = start_upstream().await;
 
     let gateway = Serving::start_command(
-        &db,
+        db,
         "info",
         &[
             "proxy",
@@ -215,13 +250,14 @@ async fn the_gateway_verifies_forwards_and_refuses() {
 /// the upstream's host, or nothing is forwarded (502).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_https_upstream_is_reached_only_with_a_certificate_it_trusts() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("keyward.db").display());
-    let created: Value = initialised(&db, &["init"], "owner@example.com");
-    let account = created["account_id"].as_str().unwrap();
-    let secret = created["primary_secret"].as_str().unwrap();
-    let routes = dir.path().join("routes.toml");
-    std::fs::write(&routes, ROUTES).unwrap();
+    let deployment = Deployment::new();
+    let Deployment {
+        dir,
+        db,
+        created,
+        routes,
+    } = &deployment;
+    let (account, secret) = (deployment.account(), deployment.secret());
     let ca = TestCa::new("Keyward test CA");
     let stranger = TestCa::new("Someone else's CA");
     let (ca_file, stranger_file) = (dir.path().join("ca.pem"), dir.path().join("other.pem"));
@@ -229,20 +265,19 @@ async fn an_https_upstream_is_reached_only_with_a_certificate_it_trusts() {
     std::fs::write(&stranger_file, stranger.pem()).unwrap();
     let (port, refused_handshakes) = start_tls_upstream(ca.server_config("localhost")).await;
 
-    let gateway =
-        |upstream: String, ca_file: Option<&std::path::Path>, system: Option<&std::path::Path>| {
-            let mut command = keyward(&db);
-            command.args(["proxy", "--listen", "127.0.0.1:0", "--upstream", &upstream]);
-            command.args(["--routes", routes.to_str().unwrap(), "--account", account]);
-            if let Some(ca_file) = ca_file {
-                command.arg("--upstream-ca").arg(ca_file);
-            }
-            // The system's trust store, as rustls-native-certs reads it.
-            if let Some(system) = system {
-                command.env("SSL_CERT_FILE", system);
-            }
-            Serving::spawn(command, "info", "keyward gateway listening on ")
-        };
+    let gateway = |upstream: String, ca_file: Option<&Path>, system: Option<&Path>| {
+        let mut command = keyward(db);
+        command.args(["proxy", "--listen", "127.0.0.1:0", "--upstream", &upstream]);
+        command.args(["--routes", routes.to_str().unwrap(), "--account", account]);
+        if let Some(ca_file) = ca_file {
+            command.arg("--upstream-ca").arg(ca_file);
+        }
+        // The system's trust store, as rustls-native-certs reads it.
+        if let Some(system) = system {
+            command.env("SSL_CERT_FILE", system);
+        }
+        Serving::spawn(command, "info", "keyward gateway listening on ")
+    };
     let get = |gateway: &Serving| {
         reqwest::Client::new()
             .get(format!("{}/hello/world", gateway.base))
@@ -294,12 +329,12 @@ async fn an_https_upstream_is_reached_only_with_a_certificate_it_trusts() {
 
 #[test]
 fn bad_configuration_stops_the_gateway_at_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("keyward.db").display());
-    let created: Value = initialised(&db, &["init"], "owner@example.com");
-    let account = created["account_id"].as_str().unwrap();
-    let good = dir.path().join("good.toml");
-    std::fs::write(&good, ROUTES).unwrap();
+    let deployment = Deployment::new();
+    let Deployment {
+        dir, db, routes, ..
+    } = &deployment;
+    let account = deployment.account();
+    let good = routes;
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[[route]]\nmethod = \"get\"\npath = \"/x\"\n").unwrap();
     let (good, bad) = (good.to_str().unwrap(), bad.to_str().unwrap());
@@ -354,7 +389,7 @@ fn bad_configuration_stops_the_gateway_at_start() {
         ),
         ("http://127.0.0.1:9", good, account, no_ca, "host bits set"),
     ] {
-        let output = keyward(&db)
+        let output = keyward(db)
             .args(["proxy", "--listen", "127.0.0.1:0", "--upstream", upstream])
             .args(["--routes", routes, "--account", account])
             .args(ca)
