@@ -26,6 +26,11 @@ use std::borrow::Cow;
 /// path = "/customers/{customer}/invoices"
 /// permissions = ["invoices:read"]
 /// customer = "customer"        # optional: the parameter naming the customer
+///
+/// [[route]]
+/// method = "GET"
+/// path = "/invoices"
+/// customer_header = "X-Customer-Id"   # or: the header naming it
 /// ```
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,6 +48,7 @@ struct RouteSpec {
     #[serde(default)]
     permissions: Vec<String>,
     customer: Option<String>,
+    customer_header: Option<String>,
 }
 
 /// Why a routes file was refused, naming the route (1-based, in file order)
@@ -103,9 +109,19 @@ pub struct Route {
     pub path: String,
     /// Sorted, without duplicates.
     pub permissions: Vec<PermissionName>,
-    /// The path parameter (one segment) naming the customer a request acts
-    /// for: a key scoped to another customer is refused (SPEC §3).
-    pub customer: Option<String>,
+    /// Where a request names the customer it acts for: a key scoped to
+    /// another customer is refused (SPEC §3).
+    pub customer: Option<CustomerSource>,
+}
+
+/// Where a route's requests name their customer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CustomerSource {
+    /// A one-segment parameter of the route's path template.
+    PathParameter(String),
+    /// A request header, by its lower-case name. The gateway forwards it
+    /// as sent; only a key scoped to that customer (or to none) passes.
+    Header(String),
 }
 
 /// What the table says about one request.
@@ -113,9 +129,11 @@ pub struct Route {
 pub enum RouteMatch<'a> {
     Found {
         route: &'a Route,
-        /// The customer the request acts for, when the route names one:
-        /// its path segment, percent-decoded. A segment that does not
-        /// decode to UTF-8 names no customer a key can be scoped to.
+        /// The customer the request acts for, when the route names it by
+        /// a path parameter: its segment, percent-decoded. A segment that
+        /// does not decode to UTF-8 names no customer a key can be scoped
+        /// to. (A [`CustomerSource::Header`] is read by the caller, who
+        /// holds the headers: see [`customer_in_header`].)
         customer_id: Option<Cow<'a, str>>,
     },
     /// The path has routes, none for this method: the methods it has.
@@ -212,11 +230,12 @@ impl RouteTable {
         match only(method).or_else(head_as_get).or_else(any) {
             Some(route) => RouteMatch::Found {
                 route,
-                customer_id: route
-                    .customer
-                    .as_deref()
-                    .and_then(|name| found.params.get(name))
-                    .map(decode_segment),
+                customer_id: match &route.customer {
+                    Some(CustomerSource::PathParameter(name)) => {
+                        found.params.get(name).map(decode_segment)
+                    }
+                    _ => None,
+                },
             },
             None => {
                 RouteMatch::MethodNotAllowed(routes.iter().map(|r| r.method.as_str()).collect())
@@ -231,6 +250,38 @@ fn decode_segment(segment: &str) -> Cow<'_, str> {
     percent_encoding::percent_decode_str(segment)
         .decode_utf8()
         .unwrap_or(Cow::Borrowed(""))
+}
+
+/// The customer a request names in a [`CustomerSource::Header`], given the
+/// header's values: exactly one, in UTF-8. None, several, or one that is not
+/// UTF-8 name no customer a key can be scoped to (the empty string), so a
+/// client cannot pick among values to pass.
+pub fn customer_in_header<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> &'a str {
+    match (values.next(), values.next()) {
+        (Some(only), None) => std::str::from_utf8(only).unwrap_or(""),
+        _ => "",
+    }
+}
+
+/// Headers a route cannot read its customer from: the gateway removes them
+/// before forwarding (credentials, its own identity headers), so the
+/// upstream would never see the customer it was checked against.
+fn check_customer_header(name: &str) -> Result<String, String> {
+    let lower = name.to_ascii_lowercase();
+    let token = !lower.is_empty()
+        && lower.len() <= 64
+        && lower
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !token {
+        return Err(format!("{name:?} is not a header name"));
+    }
+    if lower.starts_with("keyward-") || ["authorization", "x-api-key"].contains(&lower.as_str()) {
+        return Err(format!(
+            "{name:?} is removed before forwarding; name the customer in another header"
+        ));
+    }
+    Ok(lower)
 }
 
 /// The customer parameter must be a one-segment parameter of the route's
@@ -262,14 +313,27 @@ fn parse_route(spec: RouteSpec) -> Result<Route, (&'static str, String)> {
         .collect::<Result<Vec<_>, _>>()?;
     permissions.sort();
     permissions.dedup();
-    if let Some(name) = &spec.customer {
-        check_customer_parameter(&spec.path, name).map_err(|m| ("customer", m))?;
-    }
+    let customer = match (spec.customer, spec.customer_header) {
+        (Some(_), Some(_)) => {
+            return Err((
+                "customer_header",
+                "a route names its customer by `customer` (a path parameter) or by `customer_header`, not both".into(),
+            ));
+        }
+        (Some(name), None) => {
+            check_customer_parameter(&spec.path, &name).map_err(|m| ("customer", m))?;
+            Some(CustomerSource::PathParameter(name))
+        }
+        (None, Some(header)) => Some(CustomerSource::Header(
+            check_customer_header(&header).map_err(|m| ("customer_header", m))?,
+        )),
+        (None, None) => None,
+    };
     Ok(Route {
         method,
         path: spec.path,
         permissions,
-        customer: spec.customer,
+        customer,
     })
 }
 
@@ -483,6 +547,53 @@ mod tests {
             named("id")
         );
         assert!(named("rest").contains("one segment"), "{}", named("rest"));
+    }
+
+    #[test]
+    fn a_route_may_name_the_customer_header() {
+        let table = RouteTable::from_toml(
+            "[[route]]\nmethod = \"GET\"\npath = \"/invoices\"\ncustomer_header = \"X-Customer-Id\"",
+        )
+        .unwrap();
+        let RouteMatch::Found { route, customer_id } = table.find("GET", "/invoices") else {
+            panic!("routed");
+        };
+        assert_eq!(
+            route.customer,
+            Some(CustomerSource::Header("x-customer-id".into()))
+        );
+        assert_eq!(customer_id, None, "read from the headers by the caller");
+        let header = |name: &str| {
+            refusal(&format!(
+                "[[route]]\nmethod = \"GET\"\npath = \"/c/{{c}}\"\ncustomer_header = \"{name}\""
+            ))
+        };
+        for refused in [
+            "",
+            "X Customer",
+            "Keyward-Customer-Id",
+            "Authorization",
+            "x-api-key",
+        ] {
+            assert!(
+                header(refused).starts_with("route 1, customer_header:"),
+                "{refused}: {}",
+                header(refused)
+            );
+        }
+        let both = refusal(
+            "[[route]]\nmethod = \"GET\"\npath = \"/c/{c}\"\ncustomer = \"c\"\ncustomer_header = \"x-c\"",
+        );
+        assert!(both.contains("not both"), "{both}");
+    }
+
+    #[test]
+    fn a_header_names_a_customer_only_with_one_utf8_value() {
+        let read = |values: &[&[u8]]| customer_in_header(values.iter().copied()).to_owned();
+        assert_eq!(read(&[b"cus_1"]), "cus_1");
+        assert_eq!(read(&[]), "");
+        assert_eq!(read(&[b"cus_1", b"cus_2"]), "", "no picking among values");
+        assert_eq!(read(&[b"\xFFcus"]), "");
     }
 
     #[test]

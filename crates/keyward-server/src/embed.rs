@@ -41,11 +41,12 @@
 //! one, and a recorder installed later is refused.
 
 use crate::cache::CachedKey;
-use crate::request_check::{RequestCheck, remove_credential};
+use crate::request_check::{RequestCheck, customer_in, remove_credential};
 use crate::{AppState, Background, Server, ServerConfig, WithJobs};
 use axum::extract::{ConnectInfo, FromRequestParts, RawPathParams, Request};
 use axum::response::Response;
 use ipnet::IpNet;
+use keyward_core::gateway::CustomerSource;
 use keyward_core::{InvalidValue, KeyFormat, PermissionName};
 use keyward_store::Store;
 use serde_json::{Map, Value};
@@ -164,7 +165,7 @@ impl Keyward {
         Ok(RequireKey {
             keyward: self.clone(),
             permissions: permissions.into(),
-            customer_parameter: None,
+            customer: None,
         })
     }
 
@@ -240,8 +241,8 @@ impl fmt::Debug for VerifiedKey {
 pub struct RequireKey {
     keyward: Keyward,
     permissions: Arc<[PermissionName]>,
-    /// The route's path parameter naming the customer a request acts for.
-    customer_parameter: Option<Arc<str>>,
+    /// Where a request names the customer it acts for.
+    customer: Option<Arc<CustomerSource>>,
 }
 
 impl RequireKey {
@@ -251,20 +252,35 @@ impl RequireKey {
     /// no customer scope act for any customer. A route without that
     /// parameter refuses every customer-scoped key: fail closed.
     pub fn for_customer_parameter(mut self, name: &str) -> Self {
-        self.customer_parameter = Some(name.into());
+        self.customer = Some(Arc::new(CustomerSource::PathParameter(name.into())));
+        self
+    }
+
+    /// Also refuses (`403 customer_mismatch`) a key scoped to a customer
+    /// other than the one request header `name` names (`X-Customer-Id`,
+    /// say). A request without the header, with several, or with one that
+    /// is not UTF-8 names no customer: every customer-scoped key is refused
+    /// on it, and keys with no customer scope pass.
+    pub fn for_customer_header(mut self, name: &str) -> Self {
+        self.customer = Some(Arc::new(CustomerSource::Header(name.into())));
         self
     }
 
     /// The customer the request acts for, when this layer reads one.
     async fn customer_of(&self, request: Request) -> (Request, Option<String>) {
-        let Some(name) = &self.customer_parameter else {
-            return (request, None);
+        let name = match self.customer.as_deref() {
+            None => return (request, None),
+            Some(CustomerSource::Header(name)) => {
+                let customer = customer_in(request.headers(), name).to_owned();
+                return (request, Some(customer));
+            }
+            Some(CustomerSource::PathParameter(name)) => name,
         };
         let (mut parts, body) = request.into_parts();
         let customer = match RawPathParams::from_request_parts(&mut parts, &()).await {
             Ok(params) => params
                 .iter()
-                .find(|(key, _)| key == &name.as_ref())
+                .find(|(key, _)| key == name)
                 .map(|(_, value)| value.to_owned()),
             Err(_) => None,
         };

@@ -12,7 +12,9 @@
 
 use crate::AppState;
 use crate::problem::Problem;
-use crate::request_check::{Refusal, RequestCheck, X_FORWARDED_FOR, remove_credential};
+use crate::request_check::{
+    Refusal, RequestCheck, X_FORWARDED_FOR, customer_in, remove_credential,
+};
 use crate::telemetry as m;
 use crate::verifier::Verdict;
 use axum::Router;
@@ -27,7 +29,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use ipnet::IpNet;
-use keyward_core::gateway::{RouteMatch, RouteTable, check_request_path};
+use keyward_core::gateway::{CustomerSource, RouteMatch, RouteTable, check_request_path};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -198,6 +200,10 @@ impl Gateway {
                 let response = method_not_allowed(request.method().as_str(), &methods);
                 return (Outcome::Refused, response);
             }
+        };
+        let customer_id = match &route.customer {
+            Some(CustomerSource::Header(name)) => Some(customer_in(request.headers(), name).into()),
+            _ => customer_id,
         };
         let checked = self
             .check

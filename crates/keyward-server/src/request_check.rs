@@ -13,6 +13,7 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
 use keyward_core::PermissionName;
+use keyward_core::gateway::customer_in_header;
 use keyward_core::ip::{self, client_address};
 use keyward_core::verify::{Code, PresentedCredential};
 use std::net::IpAddr;
@@ -123,6 +124,12 @@ fn presented_credential(headers: &HeaderMap) -> Option<PresentedCredential<'_>> 
     }
     let key = headers.get(X_API_KEY)?.to_str().ok()?;
     Some(PresentedCredential::bare(key))
+}
+
+/// The customer a request names in header `name` (one UTF-8 value, else
+/// the empty string, which no key is scoped to).
+pub(crate) fn customer_in<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    customer_in_header(headers.get_all(name).iter().map(HeaderValue::as_bytes))
 }
 
 /// Removes the credential, so that it goes no further than the check.

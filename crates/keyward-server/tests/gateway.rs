@@ -364,10 +364,24 @@ async fn a_route_naming_its_customer_refuses_other_customers_keys(server: TestSe
     let (_, unscoped) = server
         .issue(json!({"name": "any customer", "environment": "production", "permissions": ["orders:read"]}))
         .await;
-    let gateway = |path: &'static str, secret: String| {
+    // Each request: the key, and the `X-Customer-Id` values it sends.
+    let headers = |secret: &str, customers: &[&str]| {
+        let mut headers = vec![("x-api-key".to_owned(), secret.to_owned())];
+        headers.extend(
+            customers
+                .iter()
+                .map(|c| ("x-customer-id".to_owned(), (*c).to_owned())),
+        );
+        headers
+    };
+    let gateway = |path: &'static str, headers: Vec<(String, String)>| {
         let server = &server;
         async move {
-            let response = send(server, Method::GET, path, &[("x-api-key", &secret)]).await;
+            let headers: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            let response = send(server, Method::GET, path, &headers).await;
             let status = response.status();
             (
                 status,
@@ -375,10 +389,13 @@ async fn a_route_naming_its_customer_refuses_other_customers_keys(server: TestSe
             )
         }
     };
-    let layer = |path: &'static str, secret: String| {
+    let layer = |path: &'static str, headers: Vec<(String, String)>| {
         let url = format!("{}{path}", server.app.base);
         async move {
-            let request = reqwest::Client::new().get(url).header("x-api-key", secret);
+            let mut request = reqwest::Client::new().get(url);
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
             let response = request.send().await.unwrap();
             let status = response.status();
             (
@@ -387,37 +404,40 @@ async fn a_route_naming_its_customer_refuses_other_customers_keys(server: TestSe
             )
         }
     };
-    for (path, secret, status, code) in [
-        ("/customers/acme%3Aeu/orders", &acme, StatusCode::OK, None),
-        ("/customers/acme:eu/orders", &acme, StatusCode::OK, None),
-        (
-            "/customers/globex/orders",
-            &acme,
-            StatusCode::FORBIDDEN,
-            Some("customer_mismatch"),
-        ),
-        (
-            "/customers/%FF/orders",
-            &acme,
-            StatusCode::FORBIDDEN,
-            Some("customer_mismatch"),
-        ),
-        ("/orders/1", &acme, StatusCode::OK, None),
-        ("/customers/globex/orders", &unscoped, StatusCode::OK, None),
+    let mismatch = (StatusCode::FORBIDDEN, Some("customer_mismatch"));
+    let admitted = (StatusCode::OK, None);
+    for (path, secret, customers, (status, code)) in [
+        ("/customers/acme%3Aeu/orders", &acme, &[][..], admitted),
+        ("/customers/acme:eu/orders", &acme, &[], admitted),
+        ("/customers/globex/orders", &acme, &[], mismatch),
+        ("/customers/%FF/orders", &acme, &[], mismatch),
+        ("/orders/1", &acme, &[], admitted),
+        ("/customers/globex/orders", &unscoped, &[], admitted),
+        // A route naming its customer in a header.
+        ("/invoices", &acme, &["acme:eu"], admitted),
+        ("/invoices", &acme, &["globex"], mismatch),
+        ("/invoices", &acme, &[], mismatch),
+        ("/invoices", &acme, &["acme:eu", "globex"], mismatch),
+        ("/invoices", &unscoped, &["globex"], admitted),
+        ("/invoices", &unscoped, &[], admitted),
     ] {
         for (through, (answered, body)) in [
-            ("gateway", gateway(path, secret.clone()).await),
-            ("layer", layer(path, secret.clone()).await),
+            ("gateway", gateway(path, headers(secret, customers)).await),
+            ("layer", layer(path, headers(secret, customers)).await),
         ] {
-            assert_eq!(answered, status, "{through} {path}: {body}");
+            assert_eq!(answered, status, "{through} {path} {customers:?}: {body}");
             if let Some(code) = code {
-                assert_eq!(body["code"], code, "{through} {path}");
+                assert_eq!(body["code"], code, "{through} {path} {customers:?}");
             }
         }
     }
     assert_eq!(
         server.upstream.hits(),
-        4,
+        7,
         "only admitted requests forwarded"
     );
+    // The upstream reads the customer from the header it was checked by.
+    let (_, seen) = gateway("/invoices", headers(&acme, &["acme:eu"])).await;
+    assert_eq!(seen["headers"]["x-customer-id"], json!(["acme:eu"]));
+    assert_eq!(seen["headers"]["keyward-customer-id"], json!(["acme:eu"]));
 }

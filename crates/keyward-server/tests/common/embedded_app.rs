@@ -21,8 +21,9 @@ pub struct EmbeddedApp {
 
 impl EmbeddedApp {
     /// Serves, on a loopback port, `GET /orders/{id}` (needs `orders:read`),
-    /// `GET /customers/{customer}/orders` (the same, for that customer) and
-    /// `GET /whoami` (any valid key), all behind `keyward`'s layer.
+    /// `GET /customers/{customer}/orders` (the same, for that customer),
+    /// `GET /invoices` (the same, for the customer `X-Customer-Id` names)
+    /// and `GET /whoami` (any valid key), all behind `keyward`'s layer.
     pub async fn start(keyward: &Keyward) -> Self {
         let hits = Arc::new(AtomicUsize::new(0));
         let app = Router::new()
@@ -37,6 +38,15 @@ impl EmbeddedApp {
                         .require(["orders:read"])
                         .unwrap()
                         .for_customer_parameter("customer"),
+                ),
+            )
+            .route(
+                "/invoices",
+                get(identity).route_layer(
+                    keyward
+                        .require(["orders:read"])
+                        .unwrap()
+                        .for_customer_header("X-Customer-Id"),
                 ),
             )
             .route(

@@ -81,6 +81,12 @@ method = "GET"
 path = "/customers/{customer}/orders"
 permissions = ["orders:read"]
 customer = "customer"
+
+[[route]]
+method = "GET"
+path = "/invoices"
+permissions = ["orders:read"]
+customer_header = "X-Customer-Id"
 "#;
 
 /// How long a test gateway waits for the upstream's answer.
