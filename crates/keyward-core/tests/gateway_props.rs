@@ -1,7 +1,9 @@
 //! Property tests for the gateway's request-path check and route table
 //! (`keyward_core::gateway`).
 
-use keyward_core::gateway::{RouteMatch, RouteTable, check_request_path};
+use keyward_core::gateway::{
+    CustomerSource, RouteMatch, RouteTable, check_request_path, customer_in_header,
+};
 use proptest::prelude::*;
 
 /// Decodes every `%XX` escape once, as an upstream server would.
@@ -186,6 +188,65 @@ proptest! {
                 prop_assert_eq!(customer_id.as_deref(), Some(customer.as_str()), "{}", path);
             }
             other => prop_assert!(false, "{path}: {other:?}"),
+        }
+    }
+}
+
+/// A `customer_header` value for the routes file.
+fn header_route(name: &str) -> Result<RouteTable, String> {
+    let name = name.replace('\\', "\\\\").replace('"', "\\\"");
+    RouteTable::from_toml(&format!(
+        "[[route]]\nmethod = \"GET\"\npath = \"/invoices\"\ncustomer_header = \"{name}\""
+    ))
+    .map_err(|e| e.to_string())
+}
+
+proptest! {
+    /// Any HTTP token that is not a header the gateway strips names the
+    /// customer, compared without case; anything else is refused at load,
+    /// naming the field.
+    #[test]
+    fn customer_headers_are_tokens_read_without_case(
+        name in "[A-Za-z0-9!#$%&'*+.^_`|~-]{1,40}",
+        junk in "[ :@\"(),/;<=>?{}é]",
+        at in any::<prop::sample::Index>(),
+    ) {
+        let reserved = {
+            let lower = name.to_ascii_lowercase();
+            lower.starts_with("keyward-") || lower == "authorization" || lower == "x-api-key"
+        };
+        match header_route(&name) {
+            Ok(table) => {
+                prop_assert!(!reserved, "{name}");
+                let RouteMatch::Found { route, .. } = table.find("GET", "/invoices") else {
+                    return Err(TestCaseError::fail("routed"));
+                };
+                prop_assert_eq!(
+                    &route.customer,
+                    &Some(CustomerSource::Header(name.to_ascii_lowercase()))
+                );
+            }
+            Err(refusal) => {
+                prop_assert!(reserved, "{name}: {refusal}");
+                prop_assert!(refusal.starts_with("route 1, customer_header:"), "{}", refusal);
+            }
+        }
+        let mut broken = name.clone();
+        broken.insert_str(at.index(name.len() + 1), &junk);
+        let refusal = header_route(&broken).expect_err("not a token");
+        prop_assert!(refusal.starts_with("route 1, customer_header:"), "{}", refusal);
+    }
+
+    /// A header names a customer only when it holds exactly one UTF-8 value,
+    /// and then exactly that value.
+    #[test]
+    fn a_customer_header_reads_back_its_one_value(
+        values in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..12), 0..3),
+    ) {
+        let read = customer_in_header(values.iter().map(Vec::as_slice));
+        match values.as_slice() {
+            [only] => prop_assert_eq!(read, std::str::from_utf8(only).unwrap_or("")),
+            _ => prop_assert_eq!(read, ""),
         }
     }
 }
