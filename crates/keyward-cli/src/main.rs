@@ -200,8 +200,10 @@ struct ProxyArgs {
     #[arg(long, env = "KEYWARD_PROXY_UPSTREAM_CA")]
     upstream_ca: Option<PathBuf>,
     /// The routes file (TOML): `[[route]]` tables of `method` (or "*"),
-    /// `path` (`/orders/{id}`, `/files/{*rest}`) and `permissions`, and an
-    /// optional top-level `environment` the upstream serves.
+    /// `path` (`/orders/{id}`, `/files/{*rest}`), `permissions` and,
+    /// optionally, where the request names its customer (`customer`, a path
+    /// parameter, or `customer_header`); and an optional top-level
+    /// `environment` the upstream serves.
     #[arg(long, env = "KEYWARD_PROXY_ROUTES")]
     routes: PathBuf,
     /// The account whose keys the gateway accepts.
