@@ -263,9 +263,27 @@ pub fn customer_in_header<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> &'a
     }
 }
 
-/// Headers a route cannot read its customer from: the gateway removes them
-/// before forwarding (credentials, its own identity headers), so the
-/// upstream would never see the customer it was checked against.
+/// Headers the gateway never forwards as the client sent them: the
+/// credentials, `Host` (replaced by the upstream's) and the hop-by-hop
+/// headers of RFC 9110 §7.6.1 — besides its own `Keyward-*` identity
+/// headers. (The server's own stripping is tested against this list.)
+const NOT_FORWARDED: [&str; 11] = [
+    "authorization",
+    "x-api-key",
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Headers a route cannot read its customer from: those the gateway does
+/// not forward as sent, so the upstream would never see the customer it
+/// was checked against.
 fn check_customer_header(name: &str) -> Result<String, String> {
     let lower = name.to_ascii_lowercase();
     let token = !lower.is_empty()
@@ -276,7 +294,7 @@ fn check_customer_header(name: &str) -> Result<String, String> {
     if !token {
         return Err(format!("{name:?} is not a header name"));
     }
-    if lower.starts_with("keyward-") || ["authorization", "x-api-key"].contains(&lower.as_str()) {
+    if lower.starts_with("keyward-") || NOT_FORWARDED.contains(&lower.as_str()) {
         return Err(format!(
             "{name:?} is removed before forwarding; name the customer in another header"
         ));

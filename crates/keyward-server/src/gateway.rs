@@ -469,6 +469,24 @@ mod tests {
         }
     }
 
+    /// A route may not read its customer from a header this gateway strips
+    /// or replaces: the routes file's check knows every one of them.
+    #[test]
+    fn routes_cannot_name_the_customer_in_a_header_the_gateway_strips() {
+        let mut stripped = HOP_BY_HOP.to_vec();
+        stripped.extend([header::HOST, header::AUTHORIZATION, CUSTOMER_ID]);
+        stripped.push(HeaderName::from_static("x-api-key"));
+        for name in stripped.iter().map(HeaderName::as_str) {
+            let routes =
+                format!("[[route]]\nmethod = \"GET\"\npath = \"/\"\ncustomer_header = \"{name}\"");
+            let refused = RouteTable::from_toml(&routes).map(|_| ()).unwrap_err();
+            assert!(
+                refused.to_string().contains("customer_header"),
+                "{name}: {refused}"
+            );
+        }
+    }
+
     #[test]
     fn credentials_and_spoofed_identity_never_reach_the_upstream() {
         let mut headers = HeaderMap::new();
