@@ -427,7 +427,8 @@ fn upstream_tls(upstream: &Upstream, ca: Option<&Path>) -> Result<UpstreamTls> {
         (false, Some(_)) => {
             anyhow::bail!("--upstream-ca: the upstream is http://, so no certificate is checked")
         }
-        (true, None) => UpstreamTls::system().map_err(|e| anyhow::anyhow!("--upstream: {e}")),
+        (true, None) => UpstreamTls::system()
+            .map_err(|e| anyhow::anyhow!("--upstream: {e}: install the system's CA bundle, or name the upstream's authority with --upstream-ca")),
         (true, Some(path)) => {
             let pem = std::fs::read(path)
                 .with_context(|| format!("--upstream-ca: reading {}", path.display()))?;

@@ -30,7 +30,7 @@ impl UpstreamTls {
         let (added, _unparsable) = roots.add_parsable_certificates(found.certs);
         if added == 0 {
             return Err(format!(
-                "no trusted certificate authority found on this system ({} errors reading it): install the system's CA bundle, or name the upstream's authority with --upstream-ca",
+                "no trusted certificate authority found on this system ({} errors reading it)",
                 found.errors.len()
             ));
         }
