@@ -219,6 +219,35 @@ impl<S: Send + Sync> FromRequestParts<S> for Pagination {
     }
 }
 
+/// `?order=asc|desc` on the lists that read from either end (the audit
+/// log, jobs); other query parameters are left to their own extractors.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ordering(pub keyward_store::ListOrder);
+
+#[derive(Deserialize)]
+struct RawOrdering {
+    order: Option<String>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Ordering {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Problem> {
+        let raw: RawOrdering = serde_urlencoded_query(parts.uri.query())?;
+        let order = match raw.order.as_deref() {
+            None | Some("asc") => keyward_store::ListOrder::OldestFirst,
+            Some("desc") => keyward_store::ListOrder::NewestFirst,
+            Some(_) => {
+                return Err(Problem::invalid(
+                    "order",
+                    "must be `asc` (oldest first) or `desc` (newest first)",
+                ));
+            }
+        };
+        Ok(Self(order))
+    }
+}
+
 /// Deserialises a query string, naming the parameter at fault.
 pub fn serde_urlencoded_query<T: DeserializeOwned>(query: Option<&str>) -> Result<T, Problem> {
     axum::extract::Query::<T>::try_from_uri(

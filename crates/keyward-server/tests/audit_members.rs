@@ -150,6 +150,32 @@ async fn admin_actions_are_audited_with_their_actor(s: TestServer) {
         (StatusCode::BAD_REQUEST, Some("from"))
     );
 
+    // Newest first: the same events backwards, two to a page, and with a
+    // filter the filtered ones backwards.
+    let newest_first = all_events(&s, &s.owner.token, "&order=desc", 2).await;
+    let mut backwards = events.clone();
+    backwards.reverse();
+    assert_eq!(newest_first, backwards);
+    let on_key_newest = all_events(
+        &s,
+        &s.owner.token,
+        &format!("&order=desc&object_id={key_id}"),
+        1,
+    )
+    .await;
+    assert_eq!(
+        actions(&on_key_newest),
+        ["key.disabled", "key.updated", "key.created"]
+    );
+    for bad in ["newest", "DESC", ""] {
+        let (status, problem) = s.get(&format!("/v1/audit-events?order={bad}")).await;
+        assert_eq!(
+            (status, problem["field"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("order")),
+            "{bad:?}: {problem}"
+        );
+    }
+
     // Another account sees only its own chain.
     let other = s.new_tenant().await;
     let theirs = all_events(&s, &other.token, "", 100).await;

@@ -427,6 +427,39 @@ async fn create_shows_the_secret_once_and_errors_readably(server: TestServer) {
     }
 }
 
+/// An account with more audit events and jobs than a page holds: the
+/// console shows the latest (it once showed the oldest page, reversed, so
+/// a busy account's new events and jobs never appeared).
+async fn activity_pages_show_the_latest_first(server: TestServer) {
+    let names: Vec<String> = (0..110).map(|i| format!("scope{i:03}:read")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    server.catalog(&names).await;
+    let mut console = signed_in_owner(&server).await;
+    let audit = console.get("/audit").await;
+    assert_eq!(audit.status, StatusCode::OK);
+    let latest = audit.body.find("scope109:read").expect("the latest event");
+    let earlier = audit.body.find("scope108:read").expect("the one before");
+    assert!(latest < earlier, "newest first");
+    assert!(
+        !audit.body.contains("account.created"),
+        "the oldest is past the page"
+    );
+
+    let workspace = &server.owner.workspace_id;
+    let mut started = Vec::new();
+    for _ in 0..51 {
+        let body = json!({"kind": "disable_keys", "workspace_id": workspace});
+        let (status, job) = server.post("/v1/jobs", body).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+        started.push(job["id"].as_str().unwrap().to_owned());
+    }
+    let jobs = console.get("/jobs").await;
+    let shown = |id: &str| jobs.body.find(id);
+    let (newest, next) = (shown(&started[50]), shown(&started[49]));
+    assert!(newest.is_some() && newest < next, "newest first");
+    assert_eq!(shown(&started[0]), None, "the first is past the page");
+}
+
 /// The one `data-testid="secret"` value of a secret page.
 fn shown_secret(page: &Page) -> String {
     let marker = "data-testid=\"secret\">";
@@ -601,4 +634,5 @@ on_both_stores!(
     another_accounts_objects_are_not_found,
     create_shows_the_secret_once_and_errors_readably,
     management_tokens_are_shown_once_and_revoked_at_once,
+    activity_pages_show_the_latest_first,
 );

@@ -103,6 +103,38 @@ async fn bulk_revoke_skips_protected_keys(s: TestServer) {
     let primary_secret = ws["primary_credentials"]["secret"].as_str().unwrap();
     assert_eq!(s.code(json!({"key": primary_secret})).await, "valid");
 
+    // The list reads from either end: `order=desc` starts at the latest.
+    let (_, later) = s
+        .post(
+            "/v1/jobs",
+            json!({"kind": "disable_keys", "workspace_id": ws_id}),
+        )
+        .await;
+    let ids = |list: &Value| -> Vec<String> {
+        let data = list["data"].as_array().unwrap();
+        data.iter()
+            .map(|j| j["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let started = [job["id"].as_str().unwrap(), later["id"].as_str().unwrap()];
+    let (_, oldest_first) = s.get("/v1/jobs").await;
+    assert_eq!(ids(&oldest_first), started);
+    let (_, newest) = s.get("/v1/jobs?order=desc&limit=1").await;
+    assert_eq!(ids(&newest), [started[1]]);
+    let cursor = newest["next_cursor"].as_str().unwrap();
+    let (_, next) = s
+        .get(&format!("/v1/jobs?order=desc&limit=1&cursor={cursor}"))
+        .await;
+    assert_eq!(
+        (ids(&next), &next["next_cursor"]),
+        (vec![started[0].to_owned()], &Value::Null)
+    );
+    let (status, problem) = s.get("/v1/jobs?order=latest").await;
+    assert_eq!(
+        (status, problem["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("order"))
+    );
+
     let (status, problem) = s
         .post(
             "/v1/jobs",

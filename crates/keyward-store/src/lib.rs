@@ -312,11 +312,13 @@ pub trait Store: Send + Sync + 'static {
 
     // ── Audit log ────────────────────────────────────────────────────────
 
-    /// The account's audit events matching `filter`, in chain order.
+    /// The account's audit events matching `filter`, in chain order or
+    /// newest first.
     async fn list_audit_events(
         &self,
         account: &str,
         filter: &AuditFilter,
+        order: ListOrder,
         page: &PageRequest,
     ) -> StoreResult<Page<AuditEvent>>;
 
@@ -456,7 +458,12 @@ pub trait Store: Send + Sync + 'static {
         new: NewJob,
     ) -> StoreResult<Job>;
 
-    async fn list_jobs(&self, account: &str, page: &PageRequest) -> StoreResult<Page<Job>>;
+    async fn list_jobs(
+        &self,
+        account: &str,
+        order: ListOrder,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Job>>;
 
     async fn get_job(&self, account: &str, id: &str) -> StoreResult<Job>;
 

@@ -11,6 +11,17 @@ pub struct PageRequest {
     pub after: Option<String>,
 }
 
+/// Which end of a list its first page starts from. A cursor marks a place,
+/// so pages carry on in the order the first was read in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ListOrder {
+    /// Creation order: for the audit log, the order of its hash chain.
+    #[default]
+    OldestFirst,
+    /// The latest first: what a person looking at activity wants to see.
+    NewestFirst,
+}
+
 #[derive(Debug, Clone)]
 pub struct Page<T> {
     pub items: Vec<T>,

@@ -220,6 +220,16 @@ impl<'p> PageWindow<'p> {
     }
 }
 
+/// How a list in `order` compares with its cursor and sorts: the rows
+/// *past* the cursor are those greater for oldest first and smaller for
+/// newest first. Both are fixed strings, spliced into SQL.
+fn ordering(order: ListOrder) -> (&'static str, &'static str) {
+    match order {
+        ListOrder::OldestFirst => (">", "ASC"),
+        ListOrder::NewestFirst => ("<", "DESC"),
+    }
+}
+
 /// `$first, $first+1, …` for an `IN (…)` list of `count` values.
 fn placeholders(first: usize, count: usize) -> String {
     (first..first + count)
@@ -953,10 +963,11 @@ impl crate::Store for SqlStore {
         &self,
         account: &str,
         filter: &AuditFilter,
+        order: ListOrder,
         page: &PageRequest,
     ) -> StoreResult<Page<AuditEvent>> {
         let window = PageWindow::new(page);
-        audit::list(&mut *self.read().await?, account, filter, window).await
+        audit::list(&mut *self.read().await?, account, filter, order, window).await
     }
 
     async fn verify_audit_chain(&self, account: &str) -> StoreResult<AuditChainReport> {
@@ -1166,8 +1177,19 @@ impl crate::Store for SqlStore {
         .await?)
     }
 
-    async fn list_jobs(&self, account: &str, page: &PageRequest) -> StoreResult<Page<Job>> {
-        jobs::list(&mut *self.read().await?, account, PageWindow::new(page)).await
+    async fn list_jobs(
+        &self,
+        account: &str,
+        order: ListOrder,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Job>> {
+        jobs::list(
+            &mut *self.read().await?,
+            account,
+            order,
+            PageWindow::new(page),
+        )
+        .await
     }
 
     async fn get_job(&self, account: &str, id: &str) -> StoreResult<Job> {

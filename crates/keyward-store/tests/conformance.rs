@@ -1941,9 +1941,23 @@ async fn audit_events(
     account: &str,
     filter: AuditFilter,
 ) -> Vec<AuditEvent> {
+    audit_events_in(store, account, filter, ListOrder::OldestFirst).await
+}
+
+/// Every page, two events at a time, so that each cursor is followed.
+async fn audit_events_in(
+    store: &Arc<dyn Store>,
+    account: &str,
+    filter: AuditFilter,
+    order: ListOrder,
+) -> Vec<AuditEvent> {
     all_pages(2, |page| {
         let (store, filter) = (store.clone(), filter.clone());
-        async move { store.list_audit_events(account, &filter, &page).await }
+        async move {
+            store
+                .list_audit_events(account, &filter, order, &page)
+                .await
+        }
     })
     .await
     .concat()
@@ -2057,7 +2071,28 @@ async fn every_change_is_audited_in_its_account(backend: Backend) {
         action: Some("key.created".into()),
         ..AuditFilter::default()
     };
-    assert_eq!(audit_events(s, &t.account, by_action).await.len(), 2);
+    assert_eq!(
+        audit_events(s, &t.account, by_action.clone()).await.len(),
+        2
+    );
+
+    // Newest first: the same events backwards, page after page, filtered
+    // the same way.
+    let newest_first = audit_events_in(
+        s,
+        &t.account,
+        AuditFilter::default(),
+        ListOrder::NewestFirst,
+    )
+    .await;
+    let mut backwards = events.clone();
+    backwards.reverse();
+    assert_eq!(newest_first, backwards);
+    let keys_created = audit_events_in(s, &t.account, by_action, ListOrder::NewestFirst).await;
+    assert_eq!(
+        keys_created.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [6, 3]
+    );
     let by_actor = AuditFilter {
         actor_member_id: Some(t.boot.owner.id.clone()),
         ..AuditFilter::default()

@@ -5,7 +5,7 @@ use keyward_core::{KeyKind, KeyStatus};
 use keyward_store::testing::{Backend, TestDatabase};
 use keyward_store::{
     Actor, AuditFilter, JobKeyReplacement, JobOutcome, JobRotation, JobStatus, KeyReplacement,
-    NewAccount, NewJob, NewKey, PageRequest, Store, StoreError,
+    ListOrder, NewAccount, NewJob, NewKey, PageRequest, Store, StoreError,
 };
 use std::sync::Arc;
 
@@ -168,6 +168,31 @@ async fn jobs_are_claimed_once_and_recovered_when_stale(backend: Backend) {
         (JobStatus::Succeeded, Some(result))
     );
     assert!(!s.job_pending("disable_keys").await.unwrap());
+
+    // The account's jobs (never the system's), either way round, a page
+    // of one at a time so that every cursor is followed.
+    assert_eq!(
+        job_ids(s, &f.account, ListOrder::OldestFirst).await,
+        [first.id.clone(), done.id.clone()]
+    );
+    assert_eq!(
+        job_ids(s, &f.account, ListOrder::NewestFirst).await,
+        [done.id, first.id]
+    );
+}
+
+async fn job_ids(s: &Arc<dyn Store>, account: &str, order: ListOrder) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut after = None;
+    loop {
+        let page = PageRequest { limit: 1, after };
+        let page = s.list_jobs(account, order, &page).await.unwrap();
+        ids.extend(page.items.into_iter().map(|job| job.id));
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => return ids,
+        }
+    }
 }
 
 /// A bulk rotation of one key as the worker hands it over: the new secret
@@ -275,7 +300,7 @@ async fn a_resumed_rotation_job_never_rotates_a_key_twice(backend: Backend) {
         ..AuditFilter::default()
     };
     let events = s
-        .list_audit_events(&f.account, &filter, &page)
+        .list_audit_events(&f.account, &filter, ListOrder::OldestFirst, &page)
         .await
         .unwrap();
     assert_eq!(events.items.len(), 1, "one rotation, one event");

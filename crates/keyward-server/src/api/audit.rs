@@ -4,7 +4,7 @@ use super::views::{AuditEventView, List};
 use crate::AppState;
 use crate::auth::{Authorized, ManageMembers};
 use crate::clock::to_ms;
-use crate::extract::{Pagination, serde_urlencoded_query};
+use crate::extract::{Ordering, Pagination, serde_urlencoded_query};
 use crate::problem::{ApiResult, Problem, ProblemDocument};
 use axum::Json;
 use axum::extract::State;
@@ -30,10 +30,12 @@ struct AuditQuery {
     _limit: Option<String>,
     #[serde(rename = "cursor")]
     _cursor: Option<String>,
+    #[serde(rename = "order")]
+    _order: Option<String>,
 }
 
-/// The account's audit events, oldest first (the order of the hash chain).
-/// Requires `manage_members`: the log shows every member's actions, so it is
+/// The account's audit events, oldest first (the order of the hash chain),
+/// or newest first with `order=desc`. Requires `manage_members`: the log shows every member's actions, so it is
 /// an account administrator's view. Each event's `hash` chains it to the
 /// previous one; `keyward audit verify` checks the chain.
 #[utoipa::path(get, path = "/v1/audit-events", tag = "audit",
@@ -43,6 +45,7 @@ struct AuditQuery {
         ("actor" = Option<String>, Query, description = "the id of the member who acted"),
         ("from" = Option<String>, Query, format = DateTime, description = "events at or after (RFC 3339)"),
         ("to" = Option<String>, Query, format = DateTime, description = "events before (RFC 3339)"),
+        ("order" = Option<String>, Query, description = "`asc` (the default: oldest first, the chain's order) or `desc` (newest first)"),
         ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = List<AuditEventView>), (status = 400, body = ProblemDocument),
               (status = 403, body = ProblemDocument)))]
@@ -50,6 +53,7 @@ pub async fn list(
     State(state): State<AppState>,
     Authorized(who, _): Auth,
     uri: Uri,
+    Ordering(order): Ordering,
     page: Pagination,
 ) -> ApiResult<Json<List<AuditEventView>>> {
     let query: AuditQuery = serde_urlencoded_query(uri.query())?;
@@ -66,7 +70,7 @@ pub async fn list(
     };
     let events = state
         .store
-        .list_audit_events(&who.account_id, &filter, &page.request())
+        .list_audit_events(&who.account_id, &filter, order, &page.request())
         .await?;
     Ok(Json(List::from_page(events, AuditEventView::from)))
 }

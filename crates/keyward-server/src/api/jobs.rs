@@ -9,7 +9,7 @@ use super::views::List;
 use crate::AppState;
 use crate::auth::{Authorized, ManageCredentials};
 use crate::clock::{from_ms, from_ms_opt};
-use crate::extract::{Body, Pagination};
+use crate::extract::{Body, Ordering, Pagination};
 use crate::jobs::{DEFAULT_ROTATION_GRACE_SECONDS, DISABLE_KEYS, REVOKE_KEYS, ROTATE_KEYS};
 use crate::problem::{ApiResult, Problem, ProblemDocument};
 use axum::Json;
@@ -232,18 +232,20 @@ pub async fn create(
     Ok((StatusCode::ACCEPTED, Json(job.into())))
 }
 
-/// The account's jobs, oldest first.
+/// The account's jobs, oldest first, or newest first with `order=desc`.
 #[utoipa::path(get, path = "/v1/jobs", tag = "jobs",
-    params(("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
-    responses((status = 200, body = List<JobView>)))]
+    params(("order" = Option<String>, Query, description = "`asc` (the default: oldest first) or `desc` (newest first)"),
+        ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = List<JobView>), (status = 400, body = ProblemDocument)))]
 pub async fn list(
     State(state): State<AppState>,
     Authorized(who, _): Auth,
+    Ordering(order): Ordering,
     page: Pagination,
 ) -> ApiResult<Json<List<JobView>>> {
     let jobs = state
         .store
-        .list_jobs(&who.account_id, &page.request())
+        .list_jobs(&who.account_id, order, &page.request())
         .await?;
     Ok(Json(List::from_page(jobs, JobView::from)))
 }

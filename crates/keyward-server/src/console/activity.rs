@@ -10,7 +10,7 @@ use super::{PageResult, authorized, redirect_after};
 use crate::AppState;
 use crate::api::{audit, jobs, logs};
 use crate::auth::{ManageCredentials, ManageMembers};
-use crate::extract::Body;
+use crate::extract::{Body, Ordering};
 use crate::problem::Problem;
 use askama::Template;
 use axum::Json;
@@ -19,6 +19,7 @@ use axum::http::Uri;
 use axum::routing::get;
 use keyward_core::KeyStatus;
 use keyward_core::verify::Code;
+use keyward_store::ListOrder;
 use serde::Deserialize;
 
 pub fn routes() -> axum::Router<AppState> {
@@ -129,12 +130,19 @@ async fn audit_log(
 ) -> PageResult {
     let auth = authorized::<ManageMembers>(&user)?;
     let uri = query_uri(&[("action", &filter.action), ("object_id", &filter.object_id)])?;
-    let Json(list) = audit::list(State(state.clone()), auth, uri, first_page(200)).await?;
+    let newest_first = Ordering(ListOrder::NewestFirst);
+    let Json(list) = audit::list(
+        State(state.clone()),
+        auth,
+        uri,
+        newest_first,
+        first_page(100),
+    )
+    .await?;
     let compact = |v: &Option<serde_json::Value>| v.as_ref().map(|v| v.to_string());
     let events = list
         .data
         .into_iter()
-        .rev() // newest first on screen; the chain itself runs oldest first
         .map(|e| AuditRow {
             seq: e.seq,
             at: when(Some(e.at)),
@@ -186,7 +194,8 @@ struct JobsPage {
 
 async fn job_list(State(state): State<AppState>, user: ConsoleUser) -> PageResult {
     let auth = authorized::<ManageCredentials>(&user)?;
-    let Json(list) = jobs::list(State(state.clone()), auth, first_page(50)).await?;
+    let newest_first = Ordering(ListOrder::NewestFirst);
+    let Json(list) = jobs::list(State(state.clone()), auth, newest_first, first_page(50)).await?;
     let rows: Vec<JobRow> = list
         .data
         .into_iter()

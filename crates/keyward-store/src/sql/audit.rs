@@ -7,8 +7,8 @@
 //! row's `prev_hash` and leaves a gap in `seq`. [`ChainChecker`] is the one
 //! place that recomputes hashes, for [`verify`] and the tests alike.
 
-use super::PageWindow;
 use super::decode::column;
+use super::{PageWindow, ordering};
 use crate::error::{StoreError, StoreResult};
 use crate::ids::{new_id, now_ms};
 use crate::records::*;
@@ -109,17 +109,20 @@ pub(super) async fn list(
     conn: &mut AnyConnection,
     account: &str,
     filter: &AuditFilter,
+    order: ListOrder,
     window: PageWindow<'_>,
 ) -> StoreResult<Page<AuditEvent>> {
-    // The cursor is an event id; pages follow the chain order (`seq`).
+    // The cursor is an event id; pages follow the chain order (`seq`),
+    // forwards or backwards.
+    let (past, direction) = ordering(order);
     let rows = sqlx::query(&format!(
         "SELECT {EVENT_COLUMNS} FROM audit_events WHERE account_id = $1 \
          AND ($2 IS NULL OR action = $2) AND ($3 IS NULL OR object_id = $3) \
          AND ($4 IS NULL OR actor_member_id = $4) AND ($5 IS NULL OR at >= $5) \
          AND ($6 IS NULL OR at < $6) \
-         AND ($7 IS NULL OR seq > (SELECT c.seq FROM audit_events c \
+         AND ($7 IS NULL OR seq {past} (SELECT c.seq FROM audit_events c \
                                    WHERE c.account_id = $1 AND c.id = $7)) \
-         ORDER BY seq LIMIT $8"
+         ORDER BY seq {direction} LIMIT $8"
     ))
     .bind(account)
     .bind(filter.action.as_deref())

@@ -4,7 +4,7 @@
 //! — never lost silently.
 
 use super::decode::{column, json, narrowed, narrowed_opt, parsed, to_json};
-use super::{Dialect, PageWindow, audit, keys, lifecycle};
+use super::{Dialect, PageWindow, audit, keys, lifecycle, ordering};
 use crate::error::{StoreError, StoreResult};
 use crate::ids::new_id;
 use crate::records::*;
@@ -84,10 +84,14 @@ pub(super) async fn enqueue(
 pub(super) async fn list(
     conn: &mut AnyConnection,
     account: &str,
+    order: ListOrder,
     window: PageWindow<'_>,
 ) -> StoreResult<Page<Job>> {
+    // Ids are ULIDs: their order is the order jobs were started in.
+    let (past, direction) = ordering(order);
     let rows = sqlx::query(&format!(
-        "{SELECT} WHERE account_id = $1 AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3"
+        "{SELECT} WHERE account_id = $1 AND ($2 IS NULL OR id {past} $2) \
+         ORDER BY id {direction} LIMIT $3"
     ))
     .bind(account)
     .bind(window.after)
