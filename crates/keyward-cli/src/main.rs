@@ -19,6 +19,8 @@ use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 use zeroize::Zeroizing;
 
+mod audit;
+mod jobs;
 mod keys;
 mod output;
 mod permissions;
@@ -85,9 +87,13 @@ enum Command {
     Account(AccountCommand),
     /// Apply database migrations and exit (serve also applies them at start).
     Migrate,
-    /// Check the audit log.
+    /// Read the account's audit log, or check every account's hash chain.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Start bulk disable, revoke and rotate jobs, watch them, and save a
+    /// rotation's encrypted new secrets, through a running server's admin
+    /// API.
+    Jobs(jobs::JobsArgs),
     /// Issue, list, rotate, disable, revoke and delete API keys through a
     /// running server's admin API.
     Keys(keys::KeysArgs),
@@ -108,6 +114,9 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
+    /// The account's audit events, newest first, through a running
+    /// server's admin API (needs the manage_members permission).
+    Events(Box<audit::EventsArgs>),
     /// Recompute every account's audit hash chain and name the first broken
     /// link; exits non-zero if any chain is broken.
     Verify {
@@ -273,6 +282,8 @@ async fn main() -> Result<ExitCode> {
         Command::Workspaces(args) => workspaces::run(args).await?,
         Command::Permissions(args) => permissions::run(args).await?,
         Command::Tokens(args) => tokens::run(args).await?,
+        Command::Jobs(args) => return jobs::run(args).await,
+        Command::Audit(AuditCommand::Events(args)) => audit::events(*args).await?,
         Command::Serve(args) => serve(database_url, format, args).await?,
         Command::Proxy(args) => proxy(database_url, format, args).await?,
         Command::Init(args) => {

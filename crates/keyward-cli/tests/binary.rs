@@ -222,7 +222,21 @@ async fn a_private_verify_listener_needs_no_token_and_a_real_account() {
 fn help_names_every_command() {
     let output = Command::new(BIN).arg("--help").output().unwrap();
     let help = String::from_utf8(output.stdout).unwrap();
-    for command in ["serve", "proxy", "init", "account", "migrate", "audit"] {
+    let commands = [
+        "serve",
+        "proxy",
+        "init",
+        "account",
+        "migrate",
+        "audit",
+        "keys",
+        "workspaces",
+        "permissions",
+        "tokens",
+        "jobs",
+        "scan",
+    ];
+    for command in commands {
         assert!(help.contains(command), "{command} missing from --help");
     }
 }

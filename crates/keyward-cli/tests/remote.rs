@@ -1,6 +1,7 @@
-//! The `keys`, `workspaces` and `tokens` commands of the real binary
-//! against a real `keyward serve`: a key's whole life from the command
-//! line, a service's own token from creation to revocation, the API's
+//! The `keys`, `workspaces`, `tokens`, `jobs` and `audit events` commands
+//! of the real binary against a real `keyward serve`: a key's whole life
+//! from the command line, a service's own token from creation to
+//! revocation, bulk jobs and the audit log newest first, the API's
 //! refusals read back as sentences naming the field, another account's
 //! objects out of reach, and no secret where it should not be.
 
@@ -502,4 +503,167 @@ async fn a_service_gets_a_token_of_its_own_and_loses_it_at_once() {
     let after = service.run_with_stdin(&["keys", "verify"], &format!("{key_secret}\n"));
     assert!(!after.status.success());
     assert!(String::from_utf8_lossy(&after.stderr).contains("401"));
+}
+
+/// A key's id and secret, as `keys create --json` answered.
+fn issued(cli: &Cli, workspace: &str, name: &str, environment: &str) -> (String, String) {
+    let created = cli.json(&[
+        "keys",
+        "create",
+        "--workspace",
+        workspace,
+        "--name",
+        name,
+        "--environment",
+        environment,
+    ]);
+    let text = |v: &Value| v.as_str().unwrap().to_owned();
+    (text(&created["key"]["id"]), text(&created["secret"]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_jobs_and_the_audit_log_from_the_command_line() {
+    let deployment = Deployment::start();
+    let owner = deployment.owner();
+    let workspace = deployment.account["workspace_id"].as_str().unwrap();
+    let (web, web_secret) = issued(&owner, workspace, "Web", "production");
+    let batch = [
+        issued(&owner, workspace, "Batch 1", "staging"),
+        issued(&owner, workspace, "Batch 2", "staging"),
+    ];
+    let identity = age::x25519::Identity::generate();
+    let recipient = identity.to_public().to_string();
+
+    // Refused by the API, naming the field; nothing is started.
+    let rotate = ["jobs", "start", "rotate-keys", "--workspace", workspace];
+    let no_recipient = owner.fails(&rotate);
+    assert!(
+        no_recipient.contains("[field: recipient]"),
+        "{no_recipient}"
+    );
+    let too_long =
+        owner.fails(&[&rotate[..], &["--recipient", &recipient, "--grace", "8d"]].concat());
+    assert!(too_long.contains("[field: grace_seconds]"), "{too_long}");
+    let disable = ["jobs", "start", "disable-keys", "--workspace", workspace];
+    let stray = owner.fails(&[&disable[..], &["--recipient", &recipient]].concat());
+    assert!(stray.contains("[field: recipient]"), "{stray}");
+    assert_eq!(owner.json(&["jobs", "list"]), json!([]));
+
+    // A rotation of the staging keys, seen through to the end.
+    let rotation = owner.json(
+        &[
+            &rotate[..],
+            &[
+                "--environment",
+                "staging",
+                "--recipient",
+                &recipient,
+                "--grace",
+                "1h",
+                "--wait",
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(rotation["status"], "succeeded", "{rotation}");
+    assert_eq!(rotation["result"]["rotated"], 2, "{rotation}");
+    let rotation_id = rotation["id"].as_str().unwrap();
+    let shown = owner.ok(&["jobs", "get", rotation_id]);
+    assert!(
+        shown.contains("succeeded, 2/2 keys") && shown.contains("jobs secrets"),
+        "{shown}"
+    );
+
+    // The new secrets come only encrypted: saved as files, opened with the
+    // identity, each verifies; the replaced ones still work in the grace.
+    let out_dir = deployment.dir.path().join("secrets");
+    let out = out_dir.to_str().unwrap();
+    let listed = owner.ok(&["jobs", "secrets", rotation_id, "--out-dir", out]);
+    assert!(
+        listed.contains("Batch 1") && listed.contains("Batch 2"),
+        "{listed}"
+    );
+    for (id, old_secret) in &batch {
+        let sealed = std::fs::read(out_dir.join(format!("{id}.age"))).unwrap();
+        let new_secret = String::from_utf8(age::decrypt(&identity, &sealed).unwrap()).unwrap();
+        assert!(!listed.contains(&new_secret), "printed in the clear");
+        for secret in [&new_secret, old_secret] {
+            let (valid, said) = owner.verify(secret, &[]);
+            assert!(valid, "{said}");
+        }
+    }
+    let again = owner.fails(&["jobs", "secrets", rotation_id, "--out-dir", out]);
+    assert!(again.contains("--out-dir"), "never overwritten: {again}");
+
+    // A bulk disable of production, and the list newest first.
+    let disabled = owner.ok(&[&disable[..], &["--environment", "production", "--wait"]].concat());
+    assert!(
+        disabled.contains("succeeded") && disabled.contains("changed"),
+        "{disabled}"
+    );
+    let (valid, _) = owner.verify(&web_secret, &[]);
+    assert!(!valid, "disabled by the job");
+    let jobs = owner.ok(&["jobs", "list"]);
+    let kinds: Vec<&str> = jobs
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(kinds, ["disable_keys", "rotate_keys"], "{jobs}");
+    let first = owner.json(&["jobs", "list", "--oldest-first", "--limit", "1"]);
+    assert_eq!(first[0]["id"], rotation_id);
+
+    // The audit log, newest first, filtered; every secret stays out of it.
+    let events = owner.json(&["audit", "events"]);
+    let seqs: Vec<i64> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_i64().unwrap())
+        .collect();
+    assert!(
+        seqs.len() > 5 && seqs.windows(2).all(|w| w[0] == w[1] + 1),
+        "{seqs:?}"
+    );
+    let oldest = owner.json(&["audit", "events", "--oldest-first", "--limit", "1"]);
+    assert_eq!(oldest[0]["action"], "account.created");
+    let rotated = owner.json(&["audit", "events", "--action", "key.rotated"]);
+    assert_eq!(rotated.as_array().unwrap().len(), 2);
+    assert!(
+        rotated
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["after"]["job_id"] == rotation_id)
+    );
+    let history = owner.ok(&["audit", "events", "--object", &web]);
+    let (disabled_at, created_at) = (history.find("key.disabled"), history.find("key.created"));
+    assert!(
+        disabled_at.is_some() && disabled_at < created_at,
+        "{history}"
+    );
+    assert!(!history.contains(&web_secret));
+    let future = owner.ok(&["audit", "events", "--since", "2999-01-01T00:00:00Z"]);
+    assert_eq!(future.trim(), "No audit events match.");
+    let recent = owner.json(&[
+        "audit",
+        "events",
+        "--since",
+        "1h",
+        "--action",
+        "key.disabled",
+    ]);
+    assert!(!recent.as_array().unwrap().is_empty());
+    let vague = owner.fails(&["audit", "events", "--since", "yesterday"]);
+    assert!(vague.contains("--since"), "{vague}");
+
+    // Another account reaches none of it.
+    let theirs = deployment.other_account();
+    let hidden = theirs.fails(&["jobs", "get", rotation_id]);
+    assert!(hidden.contains("not_found (404)"), "{hidden}");
+    let sealed = theirs.fails(&["jobs", "secrets", rotation_id]);
+    assert!(sealed.contains("not_found (404)"), "{sealed}");
+    assert_eq!(theirs.json(&["jobs", "list"]), json!([]));
+    let foreign = theirs.json(&["audit", "events", "--object", &web]);
+    assert_eq!(foreign, json!([]));
 }
