@@ -524,4 +524,32 @@ pub trait Store: Send + Sync + 'static {
     /// Marks up to `limit` keys past their expiry `expired` (audited as the
     /// system); returns how many.
     async fn expire_due_keys(&self, limit: u32) -> StoreResult<u64>;
+
+    // ── Log exports ──────────────────────────────────────────────────────
+
+    /// Deletes the parts an export job wrote so far: a resumed job starts
+    /// its file over.
+    async fn clear_job_export(&self, account: &str, job_id: &str) -> StoreResult<()>;
+
+    /// Stores part `part` (0, 1, …) of the file an export job writes.
+    async fn add_job_export_part(
+        &self,
+        account: &str,
+        job_id: &str,
+        part: u32,
+        data: &[u8],
+    ) -> StoreResult<()>;
+
+    /// Part `part` of the account's export job's file; `None` past its last
+    /// part, once purged, and for another account's job.
+    async fn job_export_part(
+        &self,
+        account: &str,
+        job_id: &str,
+        part: u32,
+    ) -> StoreResult<Option<Vec<u8>>>;
+
+    /// Deletes export parts written before `before` (Unix ms), in every
+    /// account; returns how many.
+    async fn purge_job_exports(&self, before: i64) -> StoreResult<u64>;
 }

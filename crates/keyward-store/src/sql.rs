@@ -17,6 +17,7 @@ pub(crate) mod audit;
 mod catalog;
 mod console;
 mod decode;
+mod exports;
 mod idempotency;
 mod integrations;
 mod jobs;
@@ -1264,5 +1265,40 @@ impl crate::Store for SqlStore {
     async fn expire_due_keys(&self, limit: u32) -> StoreResult<u64> {
         in_write_tx!(self, |conn| jobs::expire_due_keys(conn, now_ms(), limit)
             .await?)
+    }
+
+    async fn clear_job_export(&self, account: &str, job_id: &str) -> StoreResult<()> {
+        in_write_tx!(self, |conn| exports::clear(conn, account, job_id).await?)
+    }
+
+    async fn add_job_export_part(
+        &self,
+        account: &str,
+        job_id: &str,
+        part: u32,
+        data: &[u8],
+    ) -> StoreResult<()> {
+        in_write_tx!(self, |conn| exports::add_part(
+            conn,
+            account,
+            job_id,
+            part,
+            data,
+            now_ms()
+        )
+        .await?)
+    }
+
+    async fn job_export_part(
+        &self,
+        account: &str,
+        job_id: &str,
+        part: u32,
+    ) -> StoreResult<Option<Vec<u8>>> {
+        exports::part(&mut *self.read().await?, account, job_id, part).await
+    }
+
+    async fn purge_job_exports(&self, before: i64) -> StoreResult<u64> {
+        in_write_tx!(self, |conn| exports::purge(conn, before).await?)
     }
 }

@@ -427,6 +427,53 @@ async fn a_rotation_job_skips_revoked_and_expired_keys(backend: Backend) {
     ));
 }
 
+async fn an_export_is_stored_in_parts_for_its_account_only(backend: Backend) {
+    let Some(f) = fixture(backend).await else {
+        return;
+    };
+    let s = &f.store;
+    let export = s
+        .enqueue_job(Some(&f.account), &Actor::system(), job("export_logs"))
+        .await
+        .unwrap();
+    // Every byte value, and an empty part: stored and read back exactly.
+    let first: Vec<u8> = (0..=255).cycle().take(70_000).collect();
+    s.add_job_export_part(&f.account, &export.id, 0, &first)
+        .await
+        .unwrap();
+    s.add_job_export_part(&f.account, &export.id, 1, &[])
+        .await
+        .unwrap();
+    let read = |part: u32, account: String| {
+        let (s, id) = (s.clone(), export.id.clone());
+        async move { s.job_export_part(&account, &id, part).await.unwrap() }
+    };
+    assert_eq!(read(0, f.account.clone()).await, Some(first.clone()));
+    assert_eq!(read(1, f.account.clone()).await, Some(vec![]));
+    assert_eq!(read(2, f.account.clone()).await, None, "past the last part");
+    assert_eq!(read(0, "acc_other".into()).await, None, "another account's");
+    assert!(
+        s.add_job_export_part(&f.account, &export.id, 1, b"again")
+            .await
+            .is_err(),
+        "a part is written once"
+    );
+
+    // Another account cannot clear it; the job itself starts over.
+    s.clear_job_export("acc_other", &export.id).await.unwrap();
+    assert_eq!(read(0, f.account.clone()).await, Some(first));
+    s.clear_job_export(&f.account, &export.id).await.unwrap();
+    assert_eq!(read(0, f.account.clone()).await, None);
+
+    // The purge takes parts written before its moment, not after.
+    s.add_job_export_part(&f.account, &export.id, 0, b"part")
+        .await
+        .unwrap();
+    assert_eq!(s.purge_job_exports(0).await.unwrap(), 0);
+    assert_eq!(s.purge_job_exports(i64::MAX).await.unwrap(), 1);
+    assert_eq!(read(0, f.account.clone()).await, None);
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite { $( #[tokio::test] async fn $name() { super::$name(keyward_store::testing::Backend::Sqlite).await } )* }
@@ -439,4 +486,5 @@ on_both_backends!(
     jobs_are_claimed_once_and_recovered_when_stale,
     a_resumed_rotation_job_never_rotates_a_key_twice,
     a_rotation_job_skips_revoked_and_expired_keys,
+    an_export_is_stored_in_parts_for_its_account_only,
 );
