@@ -14,6 +14,7 @@
 
 use crate::cache::VerifyCache;
 use crate::clock::now_ms;
+use crate::export::{ExportFormat, ExportWriter, PART_BYTES};
 use crate::secrets;
 use keyward_core::{EnvTag, KeyFormat, KeyKind, KeyStatus, validate_environment_name};
 use keyward_store::{
@@ -32,6 +33,7 @@ pub const PURGE_REQUEST_LOGS: &str = "purge_request_logs";
 pub const DISABLE_KEYS: &str = "disable_keys";
 pub const REVOKE_KEYS: &str = "revoke_keys";
 pub const ROTATE_KEYS: &str = "rotate_keys";
+pub const EXPORT_LOGS: &str = "export_logs";
 
 /// How often the worker looks for work.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -45,6 +47,8 @@ const SCHEDULE: [(&str, i64); 2] = [(EXPIRE_KEYS, 60_000), (PURGE_REQUEST_LOGS, 
 const SWEEP_BATCH: u32 = 500;
 const PROGRESS_EVERY: u64 = 50;
 const DAY_MS: i64 = 86_400_000;
+/// How long a log export's file can be downloaded.
+const EXPORT_RETENTION_MS: i64 = 7 * DAY_MS;
 
 pub struct Worker {
     store: Arc<dyn Store>,
@@ -132,6 +136,12 @@ impl Worker {
                 Ok(params) => self.rotate(job, account, &params).await,
                 Err(reason) => return JobOutcome::Failed(reason),
             },
+            (EXPORT_LOGS, Some(account)) => {
+                return match self.export_logs(job, account).await {
+                    Ok(summary) => JobOutcome::Succeeded(summary),
+                    Err(reason) => JobOutcome::Failed(reason),
+                };
+            }
             (kind, _) => return JobOutcome::Failed(format!("unknown job kind {kind:?}")),
         };
         match result {
@@ -155,13 +165,89 @@ impl Worker {
         Ok(summary(json!({"expired": expired})))
     }
 
+    /// Enforces log retention, and deletes log exports a week old.
     async fn purge_request_logs(&self) -> Result<Map<String, Value>, StoreError> {
-        let before = now_ms() - i64::from(self.log_retention_days) * DAY_MS;
+        let now = now_ms();
+        let before = now - i64::from(self.log_retention_days) * DAY_MS;
         let purged = self.store.purge_request_logs(before).await?;
         metrics::counter!(crate::telemetry::LOGS_PURGED).increment(purged);
-        Ok(summary(
-            json!({"purged": purged, "retention_days": self.log_retention_days}),
-        ))
+        let export_parts = self
+            .store
+            .purge_job_exports(now - EXPORT_RETENTION_MS)
+            .await?;
+        Ok(summary(json!({
+            "purged": purged,
+            "retention_days": self.log_retention_days,
+            "export_parts_purged": export_parts,
+        })))
+    }
+
+    /// Writes the account's request logs matching the job's filter, newest
+    /// first, into gzip parts in the store. A resumed job starts its file
+    /// over: the parts an earlier attempt wrote are deleted first.
+    async fn export_logs(&self, job: &Job, account: &str) -> Result<Map<String, Value>, String> {
+        let filter = crate::api::logs::filter_from_params(&job.params)
+            .map_err(|problem| format!("the job's filter is invalid: {}", problem.detail))?;
+        let format = job
+            .params
+            .get("format")
+            .and_then(Value::as_str)
+            .map_or(Some(ExportFormat::default()), ExportFormat::parse)
+            .ok_or("the job's format is neither csv nor ndjson")?;
+        let store_failed = |error: StoreError| error.to_string();
+        self.store
+            .clear_job_export(account, &job.id)
+            .await
+            .map_err(store_failed)?;
+        let mut writer = ExportWriter::new(format, PART_BYTES);
+        let (mut rows, mut parts, mut bytes) = (0u64, 0u32, 0u64);
+        let mut page = PageRequest {
+            limit: 100,
+            after: None,
+        };
+        let mut store_part = async |data: Vec<u8>| {
+            self.store
+                .add_job_export_part(account, &job.id, parts, &data)
+                .await
+                .map_err(store_failed)?;
+            parts += 1;
+            bytes += data.len() as u64;
+            Ok::<_, String>(())
+        };
+        loop {
+            let logs = self
+                .store
+                .list_request_logs(account, &filter, &page)
+                .await
+                .map_err(store_failed)?;
+            for log in logs.items {
+                rows += 1;
+                let rendered = writer.push(&log.into()).map_err(|e| e.to_string())?;
+                if let Some(data) = rendered {
+                    store_part(data).await?;
+                }
+            }
+            if rows.is_multiple_of(PROGRESS_EVERY * 20) || logs.next_after.is_none() {
+                self.store
+                    .report_job_progress(&job.id, rows, None)
+                    .await
+                    .map_err(store_failed)?;
+            }
+            match logs.next_after {
+                Some(after) => page.after = Some(after),
+                None => break,
+            }
+        }
+        if let Some(data) = writer.finish().map_err(|e| e.to_string())? {
+            store_part(data).await?;
+        }
+        Ok(summary(json!({
+            "rows": rows,
+            "format": format.as_str(),
+            "parts": parts,
+            "bytes": bytes,
+            "download": format!("/v1/jobs/{}/export", job.id),
+        })))
     }
 
     /// Disables or revokes every key matching the job's filter. Keys a

@@ -13,6 +13,7 @@ pub mod cache;
 mod clock;
 mod console;
 pub mod embed;
+mod export;
 mod extract;
 pub mod gateway;
 mod idempotency;

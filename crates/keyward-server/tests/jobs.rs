@@ -9,6 +9,7 @@ use common::{TestServer, eventually};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::time::Duration;
 
 on_both_stores!(
@@ -20,6 +21,8 @@ on_both_stores!(
     bulk_rotate_without_grace_cuts_old_secrets_off,
     bulk_rotate_checks_its_input,
     an_interrupted_rotation_never_rotates_a_key_twice,
+    logs_export_to_a_file_to_download,
+    log_exports_check_their_input,
 );
 
 /// Polls a job until it has finished; returns it.
@@ -555,4 +558,226 @@ async fn an_interrupted_rotation_never_rotates_a_key_twice(s: TestServer) {
         assert_eq!(s.code(json!({"key": secret})).await, "valid", "{key_id}");
     }
     assert_eq!(s.code(json!({"key": bystander_old})).await, "valid");
+}
+
+/// Downloads a finished export as its owner: the status, the headers that
+/// matter, and the file decompressed.
+async fn download(s: &TestServer, token: &str, id: &str) -> (StatusCode, String, String) {
+    let response = s
+        .send(
+            token,
+            Method::GET,
+            &format!("/v1/jobs/{id}/export"),
+            None,
+            &[],
+        )
+        .await;
+    let status = response.status();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    let described = format!(
+        "{}; {}",
+        header("content-type"),
+        header("content-disposition")
+    );
+    let bytes = response.bytes().await.unwrap();
+    if status != StatusCode::OK {
+        return (
+            status,
+            described,
+            String::from_utf8_lossy(&bytes).into_owned(),
+        );
+    }
+    let mut text = String::new();
+    flate2::read::MultiGzDecoder::new(bytes.as_ref())
+        .read_to_string(&mut text)
+        .expect("one gzip file");
+    (status, described, text)
+}
+
+async fn logs_export_to_a_file_to_download(s: TestServer) {
+    let (key, secret) = s
+        .issue(json!({"name": "exported", "environment": "production"}))
+        .await;
+    assert_eq!(s.code(json!({"key": secret})).await, "valid");
+    assert_eq!(
+        s.code(json!({"key": secret, "environment": "staging"}))
+            .await,
+        "wrong_environment"
+    );
+    // Enough rows of another key for a file of several parts.
+    let now_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    let bulk: Vec<_> = (0..8_000)
+        .map(|n| keyward_store::NewRequestLog {
+            account_id: s.owner.account_id.clone(),
+            at: now_ms - 60_000 - n,
+            key_id: Some("key_elsewhere".into()),
+            workspace_id: Some(s.owner.workspace_id.clone()),
+            environment: Some("production".into()),
+            client_ip: Some("198.51.100.9".into()),
+            permissions: vec!["orders:read".into(), "orders:write".into()],
+            code: "rate_limited".into(),
+            latency_us: 7,
+            method: Some("GET".into()),
+            path: Some("/orders/\"a,b\"".into()),
+        })
+        .collect();
+    s.store.insert_request_logs(&bulk).await.unwrap();
+    let key_id = key["id"].as_str().unwrap();
+    let listed = eventually(Duration::from_secs(15), || async {
+        let (_, page) = s.get(&format!("/v1/keys/{key_id}/logs")).await;
+        let data = page["data"].as_array().unwrap().clone();
+        (data.len() == 2).then_some(data)
+    })
+    .await;
+
+    // The whole account as NDJSON: every row, newest first, in parts.
+    let (status, job) = s
+        .post(
+            "/v1/jobs",
+            json!({"kind": "export_logs", "format": "ndjson"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let id = job["id"].as_str().unwrap();
+    let job = finished(&s, id).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["result"]["rows"], 8_002, "{job}");
+    assert!(job["result"]["parts"].as_u64().unwrap() >= 2, "{job}");
+    let (status, described, file) = download(&s, &s.owner.token, id).await;
+    assert_eq!(status, StatusCode::OK, "{file}");
+    assert_eq!(
+        described,
+        format!("application/gzip; attachment; filename=\"keyward-logs-{id}.ndjson.gz\"")
+    );
+    let rows: Vec<Value> = file
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 8_002);
+    assert_eq!(
+        rows[..2],
+        listed[..],
+        "the same rows as the list, newest first"
+    );
+    assert_eq!(rows[2]["path"], "/orders/\"a,b\"");
+    assert!(
+        rows.windows(2)
+            .all(|w| w[0]["id"].as_str() > w[1]["id"].as_str())
+    );
+    assert!(!file.contains(&secret));
+
+    // One key's, one outcome, as CSV: the list's filters, the same rows.
+    let (_, job) = s
+        .post(
+            "/v1/jobs",
+            json!({"kind": "export_logs", "key_id": key_id, "code": "wrong_environment"}),
+        )
+        .await;
+    let csv_id = job["id"].as_str().unwrap();
+    assert_eq!(finished(&s, csv_id).await["result"]["rows"], 1);
+    let (_, described, file) = download(&s, &s.owner.token, csv_id).await;
+    assert!(described.ends_with(".csv.gz\""), "{described}");
+    let lines: Vec<&str> = file.lines().collect();
+    assert_eq!(
+        lines[0],
+        "id,at,key_id,workspace_id,environment,client_ip,permissions,code,status,latency_us,method,path"
+    );
+    assert_eq!(lines.len(), 2, "{file}");
+    assert!(
+        lines[1].starts_with(listed[0]["id"].as_str().unwrap()),
+        "{file}"
+    );
+    assert!(lines[1].contains(",wrong_environment,401,"), "{file}");
+
+    // Another account cannot reach either; other jobs have no file.
+    let other = s.new_tenant().await;
+    let (status, _, _) = download(&s, &other.token, id).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, theirs) = s
+        .call(
+            &other.token,
+            Method::POST,
+            "/v1/jobs",
+            Some(json!({"kind": "export_logs"})),
+        )
+        .await;
+    let theirs = theirs["id"].as_str().unwrap();
+    let (status, _) = s.get(&format!("/v1/jobs/{theirs}/export")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, disable) = s
+        .post("/v1/jobs", json!({"kind": "disable_keys", "workspace_id": s.owner.workspace_id, "environment": "staging"}))
+        .await;
+    let disable = disable["id"].as_str().unwrap();
+    finished(&s, disable).await;
+    let (status, problem) = s.get(&format!("/v1/jobs/{disable}/export")).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (StatusCode::CONFLICT, Some("not_an_export"))
+    );
+
+    // A week on, the purge deletes the file; the download says so.
+    s.store.purge_job_exports(i64::MAX).await.unwrap();
+    let (status, problem) = s.get(&format!("/v1/jobs/{id}/export")).await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (StatusCode::GONE, Some("export_expired"))
+    );
+}
+
+async fn log_exports_check_their_input(s: TestServer) {
+    let refused = [
+        (json!({"kind": "export_logs", "format": "xml"}), "format"),
+        (json!({"kind": "export_logs", "from": "yesterday"}), "from"),
+        (json!({"kind": "export_logs", "code": "fine"}), "code"),
+        (
+            json!({"kind": "export_logs", "environment": "Prod uction"}),
+            "environment",
+        ),
+        (json!({"kind": "export_logs", "status": "active"}), "status"),
+        (
+            json!({"kind": "export_logs", "recipient": "age1x"}),
+            "recipient",
+        ),
+        (json!({"kind": "disable_keys"}), "workspace_id"),
+        (
+            json!({"kind": "revoke_keys", "workspace_id": s.owner.workspace_id, "format": "csv"}),
+            "format",
+        ),
+        (
+            json!({"kind": "disable_keys", "workspace_id": s.owner.workspace_id, "key_id": "key_1"}),
+            "key_id",
+        ),
+    ];
+    for (body, field) in refused {
+        let (status, problem) = s.post("/v1/jobs", body.clone()).await;
+        assert_eq!(
+            (status, problem["field"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(field)),
+            "{body}: {problem}"
+        );
+    }
+    let (status, problem) = s
+        .post(
+            "/v1/jobs",
+            json!({"kind": "export_logs", "workspace_id": "ws_nope"}),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["field"].as_str()),
+        (StatusCode::NOT_FOUND, Some("workspace_id"))
+    );
+    let (_, jobs) = s.get("/v1/jobs").await;
+    assert_eq!(jobs["data"], json!([]), "nothing was started");
 }

@@ -2,34 +2,41 @@
 //! status, progress and result. A bulk rotation's new secrets come back
 //! through `GET /v1/jobs/{id}/secrets`, each encrypted to the age public key
 //! the caller started the job with: the server never stores them readable.
+//! A log export's file comes back from `GET /v1/jobs/{id}/export`.
 
-use super::field;
 use super::keys::MAX_GRACE_SECONDS;
 use super::views::List;
+use super::{field, logs};
 use crate::AppState;
 use crate::auth::{Authorized, ManageCredentials};
 use crate::clock::{from_ms, from_ms_opt};
+use crate::export::ExportFormat;
 use crate::extract::{Body, Ordering, Pagination};
-use crate::jobs::{DEFAULT_ROTATION_GRACE_SECONDS, DISABLE_KEYS, REVOKE_KEYS, ROTATE_KEYS};
+use crate::jobs::{
+    DEFAULT_ROTATION_GRACE_SECONDS, DISABLE_KEYS, EXPORT_LOGS, REVOKE_KEYS, ROTATE_KEYS,
+};
 use crate::problem::{ApiResult, Problem, ProblemDocument};
 use axum::Json;
+use axum::body::{Body as ResponseBody, Bytes};
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use keyward_core::{KeyStatus, validate_environment_name};
-use keyward_store::{Job, JobSecret, NewJob};
+use keyward_store::{Job, JobSecret, JobStatus, NewJob, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::str::FromStr;
+use std::sync::Arc;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 type Auth = Authorized<ManageCredentials>;
 
-/// The bulk operations a job can run.
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+/// The work a job can be started for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-#[allow(clippy::enum_variant_names)] // the names are the wire values: `*_keys`
-pub enum BulkOperation {
+pub enum JobKind {
     DisableKeys,
     RevokeKeys,
     /// Issues a new secret for every matching active or inactive key (revoked
@@ -37,17 +44,43 @@ pub enum BulkOperation {
     /// for one. The new secrets are encrypted to `recipient` and listed by
     /// `GET /v1/jobs/{id}/secrets`.
     RotateKeys,
+    /// Writes the request logs matching the filters (the workspace's, or
+    /// the whole account's) to a gzip-compressed CSV or NDJSON file, newest
+    /// first, downloaded from `GET /v1/jobs/{id}/export` for 7 days.
+    ExportLogs,
 }
 
-/// Applies the operation to every key of a workspace matching the filters.
+impl JobKind {
+    const ALL: [Self; 4] = [
+        Self::DisableKeys,
+        Self::RevokeKeys,
+        Self::RotateKeys,
+        Self::ExportLogs,
+    ];
+    const BULK: [Self; 3] = [Self::DisableKeys, Self::RevokeKeys, Self::RotateKeys];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::DisableKeys => DISABLE_KEYS,
+            Self::RevokeKeys => REVOKE_KEYS,
+            Self::RotateKeys => ROTATE_KEYS,
+            Self::ExportLogs => EXPORT_LOGS,
+        }
+    }
+}
+
+/// Starts a job on the keys of a workspace matching the filters, or on the
+/// request logs matching them. Each kind takes the fields listed with it
+/// and refuses the others.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartJob {
-    pub kind: BulkOperation,
-    pub workspace_id: String,
-    /// Only keys of this environment.
+    pub kind: JobKind,
+    /// Key jobs: required. `export_logs`: only this workspace's logs.
+    pub workspace_id: Option<String>,
+    /// Only keys (or logs) of this environment.
     pub environment: Option<String>,
-    /// Only keys with this status.
+    /// Key jobs only: only keys with this status.
     pub status: Option<KeyStatus>,
     /// `rotate_keys` only: how long each replaced secret keeps working, from
     /// 0 (stops at once) to 604800 (7 days). Default 86400 (a day).
@@ -56,6 +89,61 @@ pub struct StartJob {
     /// (`age1…`, as `age-keygen` prints it). Each new secret is encrypted to
     /// it; only the holder of the matching identity can read them.
     pub recipient: Option<String>,
+    /// `export_logs` only: only this key's logs.
+    pub key_id: Option<String>,
+    /// `export_logs` only: only this outcome (`valid`, `rate_limited`…).
+    pub code: Option<String>,
+    /// `export_logs` only: logs at or after this time (RFC 3339).
+    pub from: Option<String>,
+    /// `export_logs` only: logs before this time (RFC 3339).
+    pub to: Option<String>,
+    /// `export_logs` only: `csv` (the default) or `ndjson`.
+    pub format: Option<ExportFormat>,
+}
+
+impl StartJob {
+    /// A job of `kind` with no field set, to fill in.
+    pub fn of(kind: JobKind) -> Self {
+        Self {
+            kind,
+            workspace_id: None,
+            environment: None,
+            status: None,
+            grace_seconds: None,
+            recipient: None,
+            key_id: None,
+            code: None,
+            from: None,
+            to: None,
+            format: None,
+        }
+    }
+
+    /// Refuses each field the kind does not take, rather than ignoring it.
+    fn check_fields_apply(&self) -> ApiResult<()> {
+        use JobKind::{ExportLogs, RotateKeys};
+        let fields: [(&str, bool, &[JobKind]); 10] = [
+            ("workspace_id", self.workspace_id.is_some(), &JobKind::ALL),
+            ("environment", self.environment.is_some(), &JobKind::ALL),
+            ("status", self.status.is_some(), &JobKind::BULK),
+            ("grace_seconds", self.grace_seconds.is_some(), &[RotateKeys]),
+            ("recipient", self.recipient.is_some(), &[RotateKeys]),
+            ("key_id", self.key_id.is_some(), &[ExportLogs]),
+            ("code", self.code.is_some(), &[ExportLogs]),
+            ("from", self.from.is_some(), &[ExportLogs]),
+            ("to", self.to.is_some(), &[ExportLogs]),
+            ("format", self.format.is_some(), &[ExportLogs]),
+        ];
+        for (name, given, kinds) in fields {
+            if given && !kinds.contains(&self.kind) {
+                return Err(Problem::invalid(
+                    name,
+                    format!("{} does not take this field", self.kind.name()),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One key a bulk rotation rotated, and its new secret — encrypted.
@@ -90,25 +178,12 @@ impl From<JobSecret> for JobSecretView {
     }
 }
 
-/// The parameters only `rotate_keys` takes, checked; refused for the other
-/// kinds rather than silently ignored.
+/// `rotate_keys`' own parameters, checked.
 fn rotation_params(
-    kind: BulkOperation,
     recipient: Option<&str>,
     grace_seconds: Option<u32>,
     params: &mut Map<String, Value>,
 ) -> ApiResult<()> {
-    if !matches!(kind, BulkOperation::RotateKeys) {
-        for (name, given) in [
-            ("recipient", recipient.is_some()),
-            ("grace_seconds", grace_seconds.is_some()),
-        ] {
-            if given {
-                return Err(Problem::invalid(name, "only rotate_keys takes this field"));
-            }
-        }
-        return Ok(());
-    }
     let recipient = recipient.ok_or_else(|| {
         Problem::invalid(
             "recipient",
@@ -130,6 +205,29 @@ fn rotation_params(
     }
     params.insert("recipient".into(), Value::String(recipient.to_string()));
     params.insert("grace_seconds".into(), Value::from(grace_seconds));
+    Ok(())
+}
+
+/// `export_logs`' parameters: the filters of `GET /v1/logs`, checked the
+/// same way (the worker reads them back with the same function), and the
+/// file's format.
+fn export_params(request: &StartJob, params: &mut Map<String, Value>) -> ApiResult<()> {
+    let filters = [
+        ("key_id", &request.key_id),
+        ("workspace_id", &request.workspace_id),
+        ("code", &request.code),
+        ("environment", &request.environment),
+        ("from", &request.from),
+        ("to", &request.to),
+    ];
+    for (name, value) in filters {
+        if let Some(value) = value {
+            params.insert(name.into(), Value::String(value.clone()));
+        }
+    }
+    logs::filter_from_params(params)?;
+    let format = request.format.unwrap_or_default();
+    params.insert("format".into(), Value::String(format.as_str().into()));
     Ok(())
 }
 
@@ -195,31 +293,39 @@ pub async fn create(
     Authorized(who, _): Auth,
     Body(request): Body<StartJob>,
 ) -> ApiResult<(StatusCode, Json<JobView>)> {
-    state
-        .store
-        .get_workspace(&who.account_id, &request.workspace_id)
-        .await
-        .map_err(|e| crate::problem::Problem::from(e).with_field("workspace_id"))?;
+    request.check_fields_apply()?;
+    if let Some(workspace) = &request.workspace_id {
+        state
+            .store
+            .get_workspace(&who.account_id, workspace)
+            .await
+            .map_err(|e| Problem::from(e).with_field("workspace_id"))?;
+    }
     let mut params = Map::new();
-    params.insert("workspace_id".into(), Value::String(request.workspace_id));
-    if let Some(environment) = request.environment {
-        validate_environment_name(&environment).map_err(field("environment"))?;
-        params.insert("environment".into(), Value::String(environment));
+    match request.kind {
+        JobKind::ExportLogs => export_params(&request, &mut params)?,
+        kind => {
+            let workspace = request.workspace_id.as_ref().ok_or_else(|| {
+                Problem::invalid("workspace_id", "key jobs work on one workspace's keys")
+            })?;
+            params.insert("workspace_id".into(), Value::String(workspace.clone()));
+            if let Some(environment) = &request.environment {
+                validate_environment_name(environment).map_err(field("environment"))?;
+                params.insert("environment".into(), Value::String(environment.clone()));
+            }
+            if let Some(status) = request.status {
+                params.insert("status".into(), Value::String(status.as_str().into()));
+            }
+            if kind == JobKind::RotateKeys {
+                rotation_params(
+                    request.recipient.as_deref(),
+                    request.grace_seconds,
+                    &mut params,
+                )?;
+            }
+        }
     }
-    if let Some(status) = request.status {
-        params.insert("status".into(), Value::String(status.as_str().into()));
-    }
-    rotation_params(
-        request.kind,
-        request.recipient.as_deref(),
-        request.grace_seconds,
-        &mut params,
-    )?;
-    let kind = match request.kind {
-        BulkOperation::DisableKeys => DISABLE_KEYS,
-        BulkOperation::RevokeKeys => REVOKE_KEYS,
-        BulkOperation::RotateKeys => ROTATE_KEYS,
-    };
+    let kind = request.kind.name();
     let new = NewJob {
         kind: kind.into(),
         params,
@@ -281,4 +387,96 @@ pub async fn secrets(
         .list_job_secrets(&who.account_id, &id, &page.request())
         .await?;
     Ok(Json(List::from_page(secrets, JobSecretView::from)))
+}
+
+/// The file an `export_logs` job wrote: its request logs, newest first, as
+/// gzip-compressed CSV or NDJSON (`Content-Disposition` names it). Streamed
+/// part by part as the job stored it. Kept 7 days after the job ran.
+#[utoipa::path(get, path = "/v1/jobs/{id}/export", tag = "jobs",
+    responses(
+        (status = 200, description = "The export, gzip-compressed", content_type = "application/gzip", body = Vec<u8>),
+        (status = 404, body = ProblemDocument),
+        (status = 409, description = "Not an export job, or it has not succeeded (yet)", body = ProblemDocument),
+        (status = 410, description = "Deleted after 7 days: start a new export", body = ProblemDocument)))]
+pub async fn export(
+    State(state): State<AppState>,
+    Authorized(who, _): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let job = state.store.get_job(&who.account_id, &id).await?;
+    if job.kind != EXPORT_LOGS {
+        return Err(Problem::conflict(
+            "not_an_export",
+            format!("a {} job has no file to download", job.kind),
+        ));
+    }
+    if job.status != JobStatus::Succeeded {
+        return Err(Problem::conflict(
+            "export_not_ready",
+            format!(
+                "the job is {}: its file can be downloaded once it has succeeded",
+                job.status.as_str()
+            ),
+        ));
+    }
+    let parts = job
+        .result
+        .as_ref()
+        .and_then(|result| result.get("parts"))
+        .and_then(Value::as_u64)
+        .and_then(|parts| u32::try_from(parts).ok())
+        .unwrap_or(0);
+    let first = state
+        .store
+        .job_export_part(&who.account_id, &id, 0)
+        .await?
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::GONE,
+                "export_expired",
+                "exports are deleted 7 days after they are written: start a new one",
+            )
+        })?;
+    let format = job
+        .params
+        .get("format")
+        .and_then(Value::as_str)
+        .and_then(ExportFormat::parse)
+        .unwrap_or_default();
+    let file_name = format!("keyward-logs-{id}.{}", format.file_extension());
+    let rest = remaining_parts(state.store.clone(), who.account_id.clone(), id, parts);
+    let body = futures_util::stream::once(async { Ok(Bytes::from(first)) }).chain(rest);
+    let headers = [
+        (header::CONTENT_TYPE, "application/gzip".to_owned()),
+        (
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{file_name}\""),
+        ),
+        (header::CACHE_CONTROL, "private, no-store".to_owned()),
+    ];
+    Ok((headers, ResponseBody::from_stream(body)).into_response())
+}
+
+/// Parts 1 to `parts - 1`, read one at a time as the client takes them. A
+/// part gone missing (purged meanwhile) ends the body with an error, so the
+/// client sees a broken transfer rather than a shorter file.
+fn remaining_parts(
+    store: Arc<dyn Store>,
+    account: String,
+    job_id: String,
+    parts: u32,
+) -> impl futures_util::Stream<Item = Result<Bytes, StoreError>> {
+    futures_util::stream::try_unfold(1, move |part| {
+        let (store, account, job_id) = (store.clone(), account.clone(), job_id.clone());
+        async move {
+            if part >= parts {
+                return Ok(None);
+            }
+            let data = store
+                .job_export_part(&account, &job_id, part)
+                .await?
+                .ok_or_else(|| StoreError::not_found("export part"))?;
+            Ok(Some((Bytes::from(data), part + 1)))
+        }
+    })
 }

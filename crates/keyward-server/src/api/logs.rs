@@ -14,6 +14,7 @@ use keyward_core::validate_environment_name;
 use keyward_core::verify::Code;
 use keyward_store::{RequestLog, RequestLogFilter};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
@@ -107,6 +108,24 @@ fn filter(query: LogQuery, key_id: Option<String>) -> ApiResult<RequestLogFilter
         from: time("from", query.from)?,
         to: time("to", query.to)?,
     })
+}
+
+/// The filter an `export_logs` job was started with: its params hold the
+/// query parameters of `GET /v1/logs` (as strings), checked by the same
+/// rules, so that an export holds exactly what the list would show.
+pub(crate) fn filter_from_params(params: &Map<String, Value>) -> ApiResult<RequestLogFilter> {
+    let text = |name: &str| params.get(name).and_then(Value::as_str).map(str::to_owned);
+    let query = LogQuery {
+        key_id: text("key_id"),
+        workspace_id: text("workspace_id"),
+        code: text("code"),
+        environment: text("environment"),
+        from: text("from"),
+        to: text("to"),
+        _limit: None,
+        _cursor: None,
+    };
+    filter(query, None)
 }
 
 /// Lists the account's request logs, newest first.

@@ -111,6 +111,7 @@ fn management_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::list, jobs::create))
         .routes(routes!(jobs::get))
         .routes(routes!(jobs::secrets))
+        .routes(routes!(jobs::export))
         .routes(routes!(permissions::list, permissions::create))
         .routes(routes!(permissions::delete))
         .routes(routes!(allowlist::list, allowlist::create))

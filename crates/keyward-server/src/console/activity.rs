@@ -10,13 +10,16 @@ use super::{PageResult, authorized, redirect_after};
 use crate::AppState;
 use crate::api::{audit, jobs, logs};
 use crate::auth::{ManageCredentials, ManageMembers};
+use crate::export::ExportFormat;
 use crate::extract::{Body, Ordering};
+use crate::jobs::EXPORT_LOGS;
 use crate::problem::Problem;
 use askama::Template;
 use axum::Json;
+use axum::extract::Path;
 use axum::extract::{Query, State};
 use axum::http::Uri;
-use axum::routing::get;
+use axum::routing::{get, post};
 use keyward_core::KeyStatus;
 use keyward_core::verify::Code;
 use keyward_store::ListOrder;
@@ -27,24 +30,34 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/logs", get(request_logs))
         .route("/audit", get(audit_log))
         .route("/jobs", get(job_list).post(start_job))
+        .route("/jobs/export", post(start_export))
+        .route("/jobs/{id}/export", get(download_export))
 }
 
 /// A filter form's fields as the API's query string; empty fields are left
 /// out, and a `datetime-local` value is read as UTC.
 pub fn query_uri(pairs: &[(&str, &str)]) -> Result<Uri, Problem> {
     let mut query = form_urlencoded::Serializer::new(String::new());
-    for (name, value) in pairs.iter().filter(|(_, v)| !v.trim().is_empty()) {
-        let value = value.trim();
-        let value = match (*name, value.len()) {
-            ("from" | "to", 16) => format!("{value}:00Z"),
-            ("from" | "to", 19) => format!("{value}Z"),
-            _ => value.to_owned(),
-        };
-        query.append_pair(name, &value);
+    for (name, value) in pairs {
+        if let Some(value) = form_value(name, value) {
+            query.append_pair(name, &value);
+        }
     }
     format!("/?{}", query.finish())
         .parse()
         .map_err(|_| Problem::invalid("filter", "not a valid filter"))
+}
+
+/// A filter form's field as the API takes it: `None` when left empty, and
+/// a `datetime-local` time (`2026-11-23T10:00`) as a UTC instant.
+fn form_value(name: &str, value: &str) -> Option<String> {
+    let value = value.trim();
+    Some(match (name, value.len()) {
+        (_, 0) => return None,
+        ("from" | "to", 16) => format!("{value}:00Z"),
+        ("from" | "to", 19) => format!("{value}Z"),
+        _ => value.to_owned(),
+    })
 }
 
 #[derive(Deserialize, Default)]
@@ -174,6 +187,8 @@ async fn audit_log(
 pub struct JobRow {
     pub id: String,
     pub kind: String,
+    /// A log export that succeeded: its file can be downloaded.
+    pub downloadable: bool,
     pub status: String,
     pub done: u64,
     pub total: Option<u64>,
@@ -200,6 +215,7 @@ async fn job_list(State(state): State<AppState>, user: ConsoleUser) -> PageResul
         .data
         .into_iter()
         .map(|j| JobRow {
+            downloadable: j.kind == EXPORT_LOGS && j.status == "succeeded",
             id: j.id,
             kind: j.kind,
             done: j.progress.done,
@@ -238,8 +254,8 @@ async fn start_job(
     ConsoleForm { user, form }: ConsoleForm<JobForm>,
 ) -> PageResult {
     let kind = match form.kind.as_str() {
-        "disable_keys" => Ok(jobs::BulkOperation::DisableKeys),
-        "revoke_keys" => Ok(jobs::BulkOperation::RevokeKeys),
+        "disable_keys" => Ok(jobs::JobKind::DisableKeys),
+        "revoke_keys" => Ok(jobs::JobKind::RevokeKeys),
         _ => Err(Problem::invalid("kind", "choose disable or revoke")),
     };
     let status = Some(form.status.as_str())
@@ -250,12 +266,10 @@ async fn start_job(
     let started = match (kind, status) {
         (Ok(kind), Ok(status)) => {
             let request = jobs::StartJob {
-                kind,
-                workspace_id: form.workspace_id,
-                environment: Some(form.environment).filter(|e| !e.is_empty()),
+                workspace_id: Some(form.workspace_id),
+                environment: form_value("environment", &form.environment),
                 status,
-                grace_seconds: None,
-                recipient: None,
+                ..jobs::StartJob::of(kind)
             };
             jobs::create(State(state.clone()), authorized(&user)?, Body(request))
                 .await
@@ -264,6 +278,57 @@ async fn start_job(
         (Err(problem), _) | (_, Err(problem)) => Err(problem),
     };
     redirect_after(&state, "/jobs", started)
+}
+
+/// The request-log page's filter, and the file's format.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ExportForm {
+    key_id: String,
+    outcome: String,
+    environment: String,
+    from: String,
+    to: String,
+    format: String,
+}
+
+/// Starts an export of the logs the request-log page's filter shows.
+async fn start_export(
+    State(state): State<AppState>,
+    ConsoleForm { user, form }: ConsoleForm<ExportForm>,
+) -> PageResult {
+    let format = match form.format.as_str() {
+        "" => Ok(ExportFormat::default()),
+        text => ExportFormat::parse(text)
+            .ok_or_else(|| Problem::invalid("format", "choose CSV or NDJSON")),
+    };
+    let started = match format {
+        Ok(format) => {
+            let request = jobs::StartJob {
+                key_id: form_value("key_id", &form.key_id),
+                code: form_value("code", &form.outcome),
+                environment: form_value("environment", &form.environment),
+                from: form_value("from", &form.from),
+                to: form_value("to", &form.to),
+                format: Some(format),
+                ..jobs::StartJob::of(jobs::JobKind::ExportLogs)
+            };
+            jobs::create(State(state.clone()), authorized(&user)?, Body(request))
+                .await
+                .map(|_| "Export started: download it below once it has finished.".to_owned())
+        }
+        Err(problem) => Err(problem),
+    };
+    redirect_after(&state, "/jobs", started)
+}
+
+async fn download_export(
+    State(state): State<AppState>,
+    user: ConsoleUser,
+    Path(id): Path<String>,
+) -> PageResult {
+    let auth = authorized::<ManageCredentials>(&user)?;
+    Ok(jobs::export(State(state), auth, Path(id)).await?)
 }
 
 #[cfg(test)]
