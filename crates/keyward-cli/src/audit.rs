@@ -2,14 +2,12 @@
 //! newest first: who changed what, when and from where. (`keyward audit
 //! verify` reads the database itself; it lives with the operator commands.)
 
+use crate::moment::parse_moment;
 use crate::output::{json_if_asked, table, text_or};
 use crate::remote::ApiArgs;
 use anyhow::{Context, Result};
 use clap::Args;
-use keyward_core::parse_duration_seconds;
 use serde_json::Value;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 #[derive(Args)]
 pub struct EventsArgs {
@@ -37,21 +35,6 @@ pub struct EventsArgs {
     /// instead of its latest.
     #[arg(long)]
     oldest_first: bool,
-}
-
-/// A moment as the API takes it: RFC 3339 as given, or `now - duration`.
-fn parse_moment(text: &str) -> Result<String, String> {
-    if OffsetDateTime::parse(text, &Rfc3339).is_ok() {
-        return Ok(text.to_owned());
-    }
-    let seconds = parse_duration_seconds(text).map_err(|_| {
-        format!("{text:?} is neither a time ago (`90m`, `7d`) nor an RFC 3339 time")
-    })?;
-    let ago = i64::try_from(seconds)
-        .ok()
-        .and_then(|s| OffsetDateTime::now_utc().checked_sub(time::Duration::seconds(s)))
-        .ok_or_else(|| format!("{text:?} reaches back too far"))?;
-    ago.format(&Rfc3339).map_err(|e| e.to_string())
 }
 
 pub async fn events(args: EventsArgs) -> Result<()> {
@@ -124,20 +107,6 @@ fn change(before: &Value, after: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn moments_are_times_or_durations_ago() {
-        assert_eq!(
-            parse_moment("2026-01-31T12:00:00Z").unwrap(),
-            "2026-01-31T12:00:00Z"
-        );
-        let hour_ago = OffsetDateTime::parse(&parse_moment("1h").unwrap(), &Rfc3339).unwrap();
-        let minutes = (OffsetDateTime::now_utc() - hour_ago).whole_minutes();
-        assert!((59..=61).contains(&minutes), "{minutes}");
-        for bad in ["yesterday", "", "-1h", "2026-01-31"] {
-            assert!(parse_moment(bad).is_err(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn a_change_reads_as_before_and_after() {

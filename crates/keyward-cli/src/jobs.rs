@@ -1,8 +1,10 @@
 //! `keyward jobs …`: background jobs through the admin API: start a bulk
-//! disable, revoke or rotation of a workspace's keys, watch it, and save a
-//! rotation's new secrets — which the server hands out only encrypted to
-//! the age public key the job was started with.
+//! disable, revoke or rotation of a workspace's keys, or an export of
+//! request logs; watch it; save a rotation's new secrets — which the server
+//! hands out only encrypted to the age public key the job was started with
+//! — or an export's file.
 
+use crate::moment::parse_moment;
 use crate::output::{fields, json_if_asked, table, text_or};
 use crate::remote::{ApiArgs, ApiClient};
 use anyhow::{Context, Result, bail};
@@ -43,6 +45,15 @@ enum JobsCommand {
     /// Start a bulk operation on every key of a workspace matching the
     /// filters. It runs in the background: pass `--wait` to see it through.
     Start(StartArgs),
+    /// Save the file an `export-logs` job wrote: gzip-compressed CSV or
+    /// NDJSON, as the server sends it.
+    Download {
+        id: String,
+        /// Where to write it (never over an existing file); `-` for
+        /// standard output.
+        #[arg(long, short)]
+        output: PathBuf,
+    },
     /// The keys a `rotate-keys` job rotated and their new secrets, each
     /// encrypted to the job's age recipient.
     Secrets {
@@ -56,8 +67,7 @@ enum JobsCommand {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-#[allow(clippy::enum_variant_names)] // the names are what users type: `disable-keys`…
-enum BulkOperation {
+enum JobKind {
     /// Disable the keys; `keyward keys enable` undoes it, key by key.
     DisableKeys,
     /// Revoke the keys for good. A workspace's last active ingest key is
@@ -66,28 +76,54 @@ enum BulkOperation {
     /// Give each active or inactive key a new secret, encrypted to
     /// `--recipient`; the old secret keeps working for `--grace`.
     RotateKeys,
+    /// Write the request logs matching the filters (the workspace's, or the
+    /// account's) to a file, newest first; `jobs download` saves it.
+    ExportLogs,
 }
 
-impl BulkOperation {
+impl JobKind {
     /// The API's name for it.
-    fn kind(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             Self::DisableKeys => "disable_keys",
             Self::RevokeKeys => "revoke_keys",
             Self::RotateKeys => "rotate_keys",
+            Self::ExportLogs => "export_logs",
         }
     }
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum ExportFormat {
+    Csv,
+    Ndjson,
+}
+
 #[derive(Args)]
 struct StartArgs {
-    operation: BulkOperation,
-    /// The workspace whose keys it applies to.
+    kind: JobKind,
+    /// The workspace whose keys it applies to (key jobs need one); for an
+    /// export, only this workspace's logs.
     #[arg(long, env = "KEYWARD_WORKSPACE")]
-    workspace: String,
-    /// Only keys of this environment.
+    workspace: Option<String>,
+    /// Only keys (or logs) of this environment.
     #[arg(long)]
     environment: Option<String>,
+    /// export-logs: only this key's logs.
+    #[arg(long)]
+    key: Option<String>,
+    /// export-logs: only this outcome (`valid`, `rate_limited`…).
+    #[arg(long)]
+    code: Option<String>,
+    /// export-logs: only logs since then: a time ago (`7d`) or an RFC 3339 time.
+    #[arg(long, value_parser = parse_moment)]
+    since: Option<String>,
+    /// export-logs: only logs before then.
+    #[arg(long, value_parser = parse_moment)]
+    until: Option<String>,
+    /// export-logs: the file's format (gzip-compressed either way).
+    #[arg(long, value_enum)]
+    format: Option<ExportFormat>,
     /// Only keys in this status: active, inactive, expired or revoked.
     #[arg(long)]
     status: Option<String>,
@@ -110,13 +146,22 @@ impl StartArgs {
     /// decide: a flag it does not take comes back as a problem naming it.
     fn body(&self) -> Value {
         let mut body = Map::new();
-        body.insert("kind".into(), json!(self.operation.kind()));
-        body.insert("workspace_id".into(), json!(self.workspace));
+        body.insert("kind".into(), json!(self.kind.name()));
+        let format = self.format.map(|format| match format {
+            ExportFormat::Csv => json!("csv"),
+            ExportFormat::Ndjson => json!("ndjson"),
+        });
         let optional = [
+            ("workspace_id", self.workspace.as_ref().map(|w| json!(w))),
             ("environment", self.environment.as_ref().map(|e| json!(e))),
             ("status", self.status.as_ref().map(|s| json!(s))),
             ("grace_seconds", self.grace.map(|g| json!(g))),
             ("recipient", self.recipient.as_ref().map(|r| json!(r))),
+            ("key_id", self.key.as_ref().map(|k| json!(k))),
+            ("code", self.code.as_ref().map(|c| json!(c))),
+            ("from", self.since.as_ref().map(|t| json!(t))),
+            ("to", self.until.as_ref().map(|t| json!(t))),
+            ("format", format),
         ];
         for (name, value) in optional {
             if let Some(value) = value {
@@ -153,6 +198,28 @@ pub async fn run(args: JobsArgs) -> Result<ExitCode> {
             }
             if !json_if_asked(json, &Value::Array(secrets.clone())) {
                 print_secret_table(&secrets);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        JobsCommand::Download { id, output } => {
+            let url = api.url(&["jobs", &id, "export"])?;
+            let written = if output.as_os_str() == "-" {
+                api.download(url, &mut std::io::stdout().lock()).await?
+            } else {
+                let mut file = new_file(&output, "--output")?;
+                let written = api.download(url, &mut file).await;
+                if written.is_err() {
+                    // Half a file would pass for the whole export.
+                    drop(file);
+                    let _ = std::fs::remove_file(&output);
+                }
+                written?
+            };
+            if output.as_os_str() != "-" {
+                eprintln!(
+                    "Wrote {written} bytes to {} (gzip: zcat it, or gunzip it once renamed *.gz)",
+                    output.display()
+                );
             }
             return Ok(ExitCode::SUCCESS);
         }
@@ -330,11 +397,7 @@ fn save_secrets(dir: &Path, secrets: &[Value]) -> Result<()> {
             .as_str()
             .with_context(|| format!("the API answered no ciphertext for {key_id}"))?;
         let path = dir.join(format!("{key_id}.age"));
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .with_context(|| format!("--out-dir: creating {}", path.display()))?;
+        let mut file = new_file(&path, "--out-dir")?;
         file.write_all(ciphertext.as_bytes())
             .with_context(|| format!("--out-dir: writing {}", path.display()))?;
     }
@@ -344,4 +407,14 @@ fn save_secrets(dir: &Path, secrets: &[Value]) -> Result<()> {
         dir.display()
     );
     Ok(())
+}
+
+/// Creates `path`, refusing to replace a file already there: a download or
+/// a secret must not overwrite what the user kept.
+fn new_file(path: &Path, flag: &str) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("{flag}: creating {}", path.display()))
 }

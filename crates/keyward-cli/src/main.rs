@@ -22,6 +22,7 @@ use zeroize::Zeroizing;
 mod audit;
 mod jobs;
 mod keys;
+mod moment;
 mod output;
 mod permissions;
 mod remote;

@@ -154,6 +154,37 @@ impl ApiClient {
         Ok(items)
     }
 
+    /// Streams the body of `GET url` into `out` as it arrives; returns how
+    /// many bytes were written. A refusal is the API's problem, as ever.
+    pub async fn download(&self, url: Url, out: &mut impl std::io::Write) -> Result<u64> {
+        let mut response = self
+            .http
+            .get(url.clone())
+            .bearer_auth(self.token.as_str())
+            // A large export takes longer than an API call may.
+            .timeout(std::time::Duration::from_secs(3600))
+            .send()
+            .await
+            .with_context(|| format!("reaching the Keyward API at {}", self.base))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.bytes().await.unwrap_or_default();
+            let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            return Err(problem(status, &value).into());
+        }
+        let mut written = 0;
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .with_context(|| format!("reading {url}"))?
+        {
+            out.write_all(&chunk).context("writing the download")?;
+            written += chunk.len() as u64;
+        }
+        out.flush().context("writing the download")?;
+        Ok(written)
+    }
+
     async fn send(&self, method: Method, url: Url, body: Option<&Value>) -> Result<Value> {
         let mut request = self
             .http

@@ -522,7 +522,7 @@ fn issued(cli: &Cli, workspace: &str, name: &str, environment: &str) -> (String,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bulk_jobs_and_the_audit_log_from_the_command_line() {
+async fn bulk_jobs_log_exports_and_the_audit_log_from_the_command_line() {
     let deployment = Deployment::start();
     let owner = deployment.owner();
     let workspace = deployment.account["workspace_id"].as_str().unwrap();
@@ -612,6 +612,65 @@ async fn bulk_jobs_and_the_audit_log_from_the_command_line() {
     assert_eq!(kinds, ["disable_keys", "rotate_keys"], "{jobs}");
     let first = owner.json(&["jobs", "list", "--oldest-first", "--limit", "1"]);
     assert_eq!(first[0]["id"], rotation_id);
+
+    // The rotated keys' verifications, exported and downloaded.
+    let (batch_key, _) = &batch[0];
+    let logged = || {
+        owner
+            .json(&["keys", "logs", batch_key])
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while logged() < 2 {
+        assert!(std::time::Instant::now() < deadline, "logs never flushed");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let export = owner.json(&[
+        "jobs",
+        "start",
+        "export-logs",
+        "--key",
+        batch_key,
+        "--format",
+        "ndjson",
+        "--since",
+        "1h",
+        "--wait",
+    ]);
+    assert_eq!(export["result"]["rows"], 2, "{export}");
+    let export_id = export["id"].as_str().unwrap();
+    let file = deployment.dir.path().join("logs.ndjson.gz");
+    let file_arg = file.to_str().unwrap();
+    owner.ok(&["jobs", "download", export_id, "--output", file_arg]);
+    let mut text = String::new();
+    let compressed = std::fs::read(&file).unwrap();
+    std::io::Read::read_to_string(
+        &mut flate2::read::MultiGzDecoder::new(compressed.as_slice()),
+        &mut text,
+    )
+    .unwrap();
+    let rows: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    assert!(
+        rows.iter()
+            .all(|r| r["key_id"] == batch_key.as_str() && r["code"] == "valid")
+    );
+    let again = owner.fails(&["jobs", "download", export_id, "--output", file_arg]);
+    assert!(again.contains("--output"), "never overwritten: {again}");
+    let no_file = owner.fails(&["jobs", "download", rotation_id, "-o", "-"]);
+    assert!(no_file.contains("not_an_export (409)"), "{no_file}");
+    let stray = owner.fails(&["jobs", "start", "export-logs", "--status", "active"]);
+    assert!(stray.contains("[field: status]"), "{stray}");
+    let to_stdout = owner
+        .command(&["jobs", "download", export_id, "-o", "-"])
+        .output()
+        .unwrap();
+    assert_eq!(to_stdout.stdout, compressed);
 
     // The audit log, newest first, filtered; every secret stays out of it.
     let events = owner.json(&["audit", "events"]);

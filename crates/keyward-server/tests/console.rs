@@ -5,10 +5,12 @@
 
 mod common;
 
-use common::{OWNER_PASSWORD, TestServer};
+use common::{OWNER_PASSWORD, TestServer, eventually};
 use reqwest::StatusCode;
 use reqwest::header::{CACHE_CONTROL, COOKIE, LOCATION, SET_COOKIE};
 use serde_json::json;
+use std::io::Read;
+use std::time::Duration;
 
 /// A browser stand-in: keeps cookies, follows no redirect.
 struct Console {
@@ -47,6 +49,20 @@ impl Console {
     }
 
     async fn send(&mut self, request: reqwest::RequestBuilder) -> Page {
+        let response = self.fetch(request).await;
+        Page {
+            status: response.status(),
+            location: response
+                .headers()
+                .get(LOCATION)
+                .map(|l| l.to_str().unwrap().to_owned()),
+            headers: response.headers().clone(),
+            body: response.text().await.unwrap(),
+        }
+    }
+
+    /// Sends with the cookies kept, and keeps those the answer sets.
+    async fn fetch(&mut self, request: reqwest::RequestBuilder) -> reqwest::Response {
         let header: Vec<String> = self
             .cookies
             .iter()
@@ -65,15 +81,7 @@ impl Console {
                 _ => self.cookies.insert(name.to_owned(), value.to_owned()),
             };
         }
-        Page {
-            status: response.status(),
-            location: response
-                .headers()
-                .get(LOCATION)
-                .map(|l| l.to_str().unwrap().to_owned()),
-            headers: response.headers().clone(),
-            body: response.text().await.unwrap(),
-        }
+        response
     }
 
     async fn get(&mut self, path: &str) -> Page {
@@ -460,6 +468,84 @@ async fn activity_pages_show_the_latest_first(server: TestServer) {
     assert_eq!(shown(&started[0]), None, "the first is past the page");
 }
 
+async fn the_log_page_exports_what_its_filter_shows(server: TestServer) {
+    let (_, secret) = server
+        .issue(json!({"name": "exported", "environment": "production"}))
+        .await;
+    assert_eq!(server.code(json!({"key": secret})).await, "valid");
+    assert_eq!(
+        server.code(json!({"key": "kw_live_nope"})).await,
+        "malformed_key"
+    );
+    eventually(Duration::from_secs(15), || async {
+        let (_, page) = server.get("/v1/logs").await;
+        (page["data"].as_array().unwrap().len() == 2).then_some(())
+    })
+    .await;
+
+    let mut console = signed_in_owner(&server).await;
+    let logs = console.get("/logs?outcome=valid").await;
+    assert!(
+        logs.body
+            .contains(r#"<input type="hidden" name="outcome" value="valid">"#),
+        "the export carries the filter"
+    );
+    let started = console
+        .submit(
+            "/logs",
+            "/jobs/export",
+            &[
+                ("outcome", "valid"),
+                ("format", "csv"),
+                ("from", ""),
+                ("key_id", ""),
+            ],
+        )
+        .await;
+    let said = flash_after(&mut console, &started).await;
+    assert!(said.contains("Export started"), "{said}");
+    let (_, jobs) = server.get("/v1/jobs").await;
+    let id = jobs["data"][0]["id"].as_str().unwrap().to_owned();
+    let link = format!("/jobs/{id}/export");
+    let mut shown = String::new();
+    for _ in 0..100 {
+        shown = console.get("/jobs").await.body;
+        if shown.contains(&link) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(shown.contains(&link), "a download link once done: {shown}");
+
+    let request = console.client.get(format!("{}{link}", console.base));
+    let file = console.fetch(request).await;
+    assert_eq!(file.status(), StatusCode::OK);
+    assert_eq!(file.headers()["content-type"], "application/gzip");
+    let bytes = file.bytes().await.unwrap();
+    let mut csv = String::new();
+    flate2::read::MultiGzDecoder::new(bytes.as_ref())
+        .read_to_string(&mut csv)
+        .unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "the header and the one valid verification: {csv}"
+    );
+    assert!(lines[1].contains(",valid,200,"), "{csv}");
+
+    // A bad format is the person's mistake, shown on the page.
+    let refused = console
+        .submit("/logs", "/jobs/export", &[("format", "xml")])
+        .await;
+    assert!(flash_after(&mut console, &refused).await.contains("format"));
+    // Another account's console does not reach the file.
+    let other = server.new_tenant().await;
+    let mut theirs = Console::new(&server);
+    theirs.sign_in(&other.email, OWNER_PASSWORD).await;
+    assert_eq!(theirs.get(&link).await.status, StatusCode::NOT_FOUND);
+}
+
 /// The one `data-testid="secret"` value of a secret page.
 fn shown_secret(page: &Page) -> String {
     let marker = "data-testid=\"secret\">";
@@ -635,4 +721,5 @@ on_both_stores!(
     create_shows_the_secret_once_and_errors_readably,
     management_tokens_are_shown_once_and_revoked_at_once,
     activity_pages_show_the_latest_first,
+    the_log_page_exports_what_its_filter_shows,
 );
