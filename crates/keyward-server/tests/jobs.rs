@@ -611,13 +611,7 @@ async fn logs_export_to_a_file_to_download(s: TestServer) {
         "wrong_environment"
     );
     // Enough rows of another key for a file of several parts.
-    let now_ms = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap();
+    let now_ms = common::now_ms();
     let bulk: Vec<_> = (0..8_000)
         .map(|n| keyward_store::NewRequestLog {
             account_id: s.owner.account_id.clone(),

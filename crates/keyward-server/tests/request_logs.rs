@@ -174,13 +174,7 @@ async fn the_retention_purge_deletes_only_older_logs(s: TestServer) {
 /// splits at 512 rows, PostgreSQL at 1,000) lands whole, and pages cover it.
 async fn large_batches_are_written_whole(s: TestServer) {
     // Recent times: the server's retention purge would delete old ones.
-    let now_ms = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap();
+    let now_ms = common::now_ms();
     let batch: Vec<_> = (0..1_100)
         .map(|n| keyward_store::NewRequestLog {
             account_id: s.owner.account_id.clone(),

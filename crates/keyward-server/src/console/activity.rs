@@ -284,11 +284,8 @@ async fn start_job(
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct ExportForm {
-    key_id: String,
-    outcome: String,
-    environment: String,
-    from: String,
-    to: String,
+    #[serde(flatten)]
+    filter: LogFilter,
     format: String,
 }
 
@@ -304,12 +301,13 @@ async fn start_export(
     };
     let started = match format {
         Ok(format) => {
+            let filter = &form.filter;
             let request = jobs::StartJob {
-                key_id: form_value("key_id", &form.key_id),
-                code: form_value("code", &form.outcome),
-                environment: form_value("environment", &form.environment),
-                from: form_value("from", &form.from),
-                to: form_value("to", &form.to),
+                key_id: form_value("key_id", &filter.key_id),
+                code: form_value("code", &filter.outcome),
+                environment: form_value("environment", &filter.environment),
+                from: form_value("from", &filter.from),
+                to: form_value("to", &filter.to),
                 format: Some(format),
                 ..jobs::StartJob::of(jobs::JobKind::ExportLogs)
             };

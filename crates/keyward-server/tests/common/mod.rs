@@ -434,3 +434,11 @@ macro_rules! on_both_stores {
         }
     };
 }
+
+/// Now, in Unix milliseconds, as the store records times.
+pub fn now_ms() -> i64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i64::try_from(since_epoch.as_millis()).unwrap()
+}
