@@ -9,7 +9,7 @@ use keyward_server::accounts::{AccountSetup, CreatedAccount, create_account};
 use keyward_server::gateway::{GatewayConfig, Upstream, UpstreamTls};
 use keyward_server::shared_limit::SharedLimits;
 use keyward_server::{Server, ServerConfig};
-use keyward_store::Store;
+use keyward_store::{AuditChainReport, ChainLink, Store};
 use std::io::{BufRead, IsTerminal};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -119,11 +119,18 @@ enum AuditCommand {
     /// server's admin API (needs the manage_members permission).
     Events(Box<audit::EventsArgs>),
     /// Recompute every account's audit hash chain and name the first broken
-    /// link; exits non-zero if any chain is broken.
+    /// link; exits non-zero if any chain is broken. Prints each chain's
+    /// head (`SEQ:HASH`): kept outside Keyward and passed back with
+    /// `--expect-head`, it also shows the newest events being removed,
+    /// which the chain alone cannot.
     Verify {
         /// Check only this account.
         #[arg(long)]
         account: Option<String>,
+        /// A head printed by an earlier run (`SEQ:HASH`): the chain must
+        /// still hold that event, unchanged. Needs --account.
+        #[arg(long, requires = "account", value_parser = parse_chain_link)]
+        expect_head: Option<ChainLink>,
     },
 }
 
@@ -300,9 +307,12 @@ async fn main() -> Result<ExitCode> {
             let store = open_store(database_url).await?;
             new_account(store.as_ref(), &format, args).await?;
         }
-        Command::Audit(AuditCommand::Verify { account }) => {
+        Command::Audit(AuditCommand::Verify {
+            account,
+            expect_head,
+        }) => {
             let store = open_store(database_url).await?;
-            verify_audit(store.as_ref(), account).await?;
+            verify_audit(store.as_ref(), account, expect_head).await?;
         }
         Command::Migrate => {
             let store = open_store(database_url).await?;
@@ -329,8 +339,13 @@ async fn open_store(url: &str) -> Result<Arc<dyn Store>> {
         .with_context(|| format!("opening the store at {}", redact_url(url)))
 }
 
-/// Prints one line per account checked; fails if any chain is broken.
-async fn verify_audit(store: &dyn Store, only: Option<String>) -> Result<()> {
+/// Prints one line per account checked; fails if any chain is broken, or
+/// no longer holds the expected head.
+async fn verify_audit(
+    store: &dyn Store,
+    only: Option<String>,
+    expected: Option<ChainLink>,
+) -> Result<()> {
     let accounts = store.list_account_ids().await?;
     let accounts = match only {
         Some(account) if accounts.contains(&account) => vec![account],
@@ -339,9 +354,22 @@ async fn verify_audit(store: &dyn Store, only: Option<String>) -> Result<()> {
     };
     let mut broken = 0;
     for account in &accounts {
-        let report = store.verify_audit_chain(account).await?;
+        let checkpoint = expected.as_ref().map(|link| link.seq);
+        let report = store.verify_audit_chain(account, checkpoint).await?;
         match report.broken {
-            None => println!("{account}: {} events, chain intact", report.events),
+            None => {
+                let head = report
+                    .head
+                    .as_ref()
+                    .map_or("none".to_owned(), |h| format!("{}:{}", h.seq, h.hash));
+                println!(
+                    "{account}: {} events, chain intact; head {head}",
+                    report.events
+                );
+                if let Some(expected) = &expected {
+                    holds_expected_head(&report, expected)?;
+                }
+            }
             Some(link) => {
                 broken += 1;
                 println!(
@@ -358,6 +386,51 @@ async fn verify_audit(store: &dyn Store, only: Option<String>) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Whether an intact chain still holds the head recorded earlier: the
+/// event is there (the newest events were not cut off) with the same hash
+/// (nothing up to it was rewritten, the whole chain with it).
+fn holds_expected_head(report: &AuditChainReport, expected: &ChainLink) -> Result<()> {
+    let last = report.head.as_ref().map_or(0, |head| head.seq);
+    match &report.checkpoint {
+        None => bail!(
+            "event #{} is gone: the chain now ends at #{last}, so its newest events were removed outside Keyward",
+            expected.seq
+        ),
+        Some(found) if found.hash != expected.hash => bail!(
+            "event #{} now has hash {}, not the recorded {}: the chain was rewritten up to it outside Keyward",
+            expected.seq,
+            found.hash,
+            expected.hash
+        ),
+        Some(_) => {
+            println!(
+                "event #{} is still the recorded head's, unchanged",
+                expected.seq
+            );
+            Ok(())
+        }
+    }
+}
+
+/// `SEQ:HASH` as `keyward audit verify` prints a head.
+fn parse_chain_link(text: &str) -> Result<ChainLink, String> {
+    let malformed = || format!("{text:?} is not SEQ:HASH as `keyward audit verify` prints a head");
+    let (seq, hash) = text.split_once(':').ok_or_else(malformed)?;
+    let seq = seq
+        .parse::<i64>()
+        .ok()
+        .filter(|s| *s > 0)
+        .ok_or_else(malformed)?;
+    let is_hash = hash.len() == 64 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if !is_hash {
+        return Err(malformed());
+    }
+    Ok(ChainLink {
+        seq,
+        hash: hash.to_owned(),
+    })
 }
 
 /// Database URLs may carry a password; never print it.

@@ -157,6 +157,89 @@ async fn audit_verify_names_the_first_broken_link() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_head_shows_the_newest_events_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("keyward.db").display());
+    let created: Value =
+        serde_json::from_slice(&init(&db, &["init"], "owner@example.com").stdout).unwrap();
+    let account = created["account_id"].as_str().unwrap();
+    let verify = |extra: &[&str]| {
+        keyward(&db)
+            .args(["audit", "verify", "--account", account])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+
+    // The head, as printed: `SEQ:HASH`.
+    let first = verify(&[]);
+    let stdout = text(&first.stdout);
+    let head = stdout
+        .split("head ")
+        .nth(1)
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no head in {stdout}"))
+        .to_owned();
+    let (seq, hash) = head.split_once(':').unwrap();
+    assert!(
+        seq.parse::<i64>().unwrap() >= 2 && hash.len() == 64,
+        "{head}"
+    );
+    let held = verify(&["--expect-head", &head]);
+    assert!(held.status.success(), "{}", text(&held.stderr));
+    assert!(text(&held.stdout).contains("unchanged"));
+
+    // A head with another hash is a rewritten chain.
+    let other_hash = format!("{seq}:{}", "0".repeat(64));
+    let rewritten = verify(&["--expect-head", &other_hash]);
+    assert!(!rewritten.status.success());
+    assert!(
+        text(&rewritten.stderr).contains("rewritten"),
+        "{}",
+        text(&rewritten.stderr)
+    );
+
+    // Remove the newest event behind Keyward's back: the chain still holds,
+    // the recorded head does not.
+    sqlx::any::install_default_drivers();
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&db)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM audit_events WHERE account_id = $1 AND seq = $2")
+        .bind(account)
+        .bind(seq.parse::<i64>().unwrap())
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::Connection::close(conn).await.unwrap();
+    let plain = verify(&[]);
+    assert!(plain.status.success(), "the chain alone cannot tell");
+    let cut = verify(&["--expect-head", &head]);
+    assert!(!cut.status.success());
+    let said = text(&cut.stderr);
+    assert!(said.contains(&format!("event #{seq} is gone")), "{said}");
+
+    // Malformed heads and a head without an account are refused up front.
+    for bad in [
+        "3",
+        "x:abc",
+        &format!("0:{hash}"),
+        &format!("{seq}:{}", "G".repeat(64)),
+    ] {
+        let refused = verify(&["--expect-head", bad]);
+        assert!(!refused.status.success());
+        assert!(text(&refused.stderr).contains("--expect-head"), "{bad}");
+    }
+    let unscoped = keyward(&db)
+        .args(["audit", "verify", "--expect-head", &head])
+        .output()
+        .unwrap();
+    assert!(!unscoped.status.success());
+    assert!(text(&unscoped.stderr).contains("--account"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_private_verify_listener_needs_no_token_and_a_real_account() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("keyward.db").display());

@@ -324,7 +324,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Walks the account's audit chain, recomputing every hash, and reports
     /// the first event that was changed, removed or re-linked.
-    async fn verify_audit_chain(&self, account: &str) -> StoreResult<AuditChainReport>;
+    /// `checkpoint`: a `seq` whose event the report should name, to compare
+    /// with a link recorded earlier.
+    async fn verify_audit_chain(
+        &self,
+        account: &str,
+        checkpoint: Option<i64>,
+    ) -> StoreResult<AuditChainReport>;
 
     /// Every account's id, for operator tools that walk all tenants (such as
     /// `keyward audit verify`). Not scoped: no request may reach it.

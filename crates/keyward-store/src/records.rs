@@ -428,6 +428,22 @@ pub struct AuditChainReport {
     pub events: u64,
     /// The first event that does not chain, if any.
     pub broken: Option<BrokenLink>,
+    /// The last event checked while the chain held: its head when intact.
+    pub head: Option<ChainLink>,
+    /// The event at the `seq` the check was asked about, if the chain
+    /// reached it intact.
+    pub checkpoint: Option<ChainLink>,
+}
+
+/// An event's place in its account's chain. Its `hash` covers every event
+/// before it, so a link recorded outside Keyward (the head, say, printed by
+/// `keyward audit verify`) lets a later check prove that nothing up to it
+/// was changed or removed — the one tampering the chain alone cannot show
+/// is the removal of its newest events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainLink {
+    pub seq: i64,
+    pub hash: String,
 }
 
 /// Where an audit chain breaks and why.

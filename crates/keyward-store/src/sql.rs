@@ -971,8 +971,12 @@ impl crate::Store for SqlStore {
         audit::list(&mut *self.read().await?, account, filter, order, window).await
     }
 
-    async fn verify_audit_chain(&self, account: &str) -> StoreResult<AuditChainReport> {
-        audit::verify(&mut *self.read().await?, account).await
+    async fn verify_audit_chain(
+        &self,
+        account: &str,
+        checkpoint: Option<i64>,
+    ) -> StoreResult<AuditChainReport> {
+        audit::verify(&mut *self.read().await?, account, checkpoint).await
     }
 
     async fn list_account_ids(&self) -> StoreResult<Vec<String>> {

@@ -676,7 +676,10 @@ async fn members_change_and_leave_but_an_owner_stays(backend: Backend) {
             json!({"email": "leaver@acme.example", "role": "member", "permissions": ["keys:verify"]})
         )
     );
-    assert_eq!(s.verify_audit_chain(&t.account).await.unwrap().broken, None);
+    assert_eq!(
+        s.verify_audit_chain(&t.account, None).await.unwrap().broken,
+        None
+    );
 }
 
 async fn accounts_cannot_reach_each_other(backend: Backend) {
@@ -2146,8 +2149,14 @@ async fn audit_chain_detects_tampering(backend: Backend) {
     }
     let events = audit_events(s, &t.account, AuditFilter::default()).await;
     assert_eq!(events.len(), 5);
-    let intact = s.verify_audit_chain(&t.account).await.unwrap();
+    let intact = s.verify_audit_chain(&t.account, Some(3)).await.unwrap();
     assert_eq!((intact.events, intact.broken), (5, None));
+    let link = |event: &AuditEvent| ChainLink {
+        seq: event.seq,
+        hash: event.hash.clone(),
+    };
+    assert_eq!(intact.head, Some(link(&events[4])));
+    assert_eq!(intact.checkpoint, Some(link(&events[2])));
 
     // An edited row is named, with the reason.
     let edited = &events[2];
@@ -2156,7 +2165,7 @@ async fn audit_chain_detects_tampering(backend: Backend) {
         edited.id
     ))
     .await;
-    let report = s.verify_audit_chain(&t.account).await.unwrap();
+    let report = s.verify_audit_chain(&t.account, None).await.unwrap();
     let broken = report.broken.expect("edit detected");
     assert_eq!(
         (broken.seq, broken.event_id.as_str()),
@@ -2164,9 +2173,17 @@ async fn audit_chain_detects_tampering(backend: Backend) {
     );
     assert!(broken.reason.contains("changed"), "{}", broken.reason);
     assert_eq!(report.events, 3);
+    assert_eq!(
+        report.head,
+        Some(link(&events[1])),
+        "the last event that held"
+    );
     // Another account's chain is unaffected.
     assert_eq!(
-        s.verify_audit_chain(&other.account).await.unwrap().broken,
+        s.verify_audit_chain(&other.account, None)
+            .await
+            .unwrap()
+            .broken,
         None
     );
 
@@ -2177,7 +2194,21 @@ async fn audit_chain_detects_tampering(backend: Backend) {
         edited.id
     ))
     .await;
-    assert_eq!(s.verify_audit_chain(&t.account).await.unwrap().broken, None);
+    assert_eq!(
+        s.verify_audit_chain(&t.account, None).await.unwrap().broken,
+        None
+    );
+
+    // Removing the newest event leaves a chain that holds: only a link
+    // recorded earlier shows it, by a head short of it.
+    f.raw_sql(&format!(
+        "DELETE FROM audit_events WHERE id = '{}'",
+        events[4].id
+    ))
+    .await;
+    let cut = s.verify_audit_chain(&t.account, Some(5)).await.unwrap();
+    assert_eq!((cut.broken, cut.checkpoint), (None, None));
+    assert_eq!(cut.head, Some(link(&events[3])));
 
     // A deleted middle row breaks the link at the next event.
     f.raw_sql(&format!(
@@ -2186,7 +2217,7 @@ async fn audit_chain_detects_tampering(backend: Backend) {
     ))
     .await;
     let broken = s
-        .verify_audit_chain(&t.account)
+        .verify_audit_chain(&t.account, None)
         .await
         .unwrap()
         .broken
@@ -2280,7 +2311,7 @@ async fn concurrent_writers_all_succeed(backend: Backend) {
 
     // Every committed change appended one event, none forked the chain:
     // account, permission, 20 keys, the contested key.
-    let report = f.store.verify_audit_chain(&t.account).await.unwrap();
+    let report = f.store.verify_audit_chain(&t.account, None).await.unwrap();
     assert_eq!((report.events, report.broken), (23, None));
 }
 

@@ -394,7 +394,7 @@ pub async fn secrets(
 /// part by part as the job stored it. Kept 7 days after the job ran.
 #[utoipa::path(get, path = "/v1/jobs/{id}/export", tag = "jobs",
     responses(
-        (status = 200, description = "The export, gzip-compressed", content_type = "application/gzip", body = Vec<u8>),
+        (status = 200, description = "The export, gzip-compressed", content_type = "application/gzip", body = String),
         (status = 404, body = ProblemDocument),
         (status = 409, description = "Not an export job, or it has not succeeded (yet)", body = ProblemDocument),
         (status = 410, description = "Deleted after 7 days: start a new export", body = ProblemDocument)))]

@@ -146,8 +146,9 @@ pub(super) async fn list(
 pub(super) async fn verify(
     conn: &mut AnyConnection,
     account: &str,
+    checkpoint: Option<i64>,
 ) -> StoreResult<AuditChainReport> {
-    let mut checker = ChainChecker::new();
+    let mut checker = ChainChecker::new(checkpoint);
     let mut after_seq = 0_i64;
     loop {
         let rows = sqlx::query(&format!(
@@ -186,15 +187,20 @@ struct ChainChecker {
     expected_prev: String,
     events: u64,
     broken: Option<BrokenLink>,
+    /// The `seq` to report the link of, and that link once reached.
+    checkpoint_seq: Option<i64>,
+    checkpoint: Option<ChainLink>,
 }
 
 impl ChainChecker {
-    fn new() -> Self {
+    fn new(checkpoint_seq: Option<i64>) -> Self {
         Self {
             expected_seq: 1,
             expected_prev: GENESIS_HASH.to_owned(),
             events: 0,
             broken: None,
+            checkpoint_seq,
+            checkpoint: None,
         }
     }
 
@@ -215,6 +221,12 @@ impl ChainChecker {
         match reason {
             Some(reason) => self.fail(event.seq, event.id.clone(), reason),
             None => {
+                if self.checkpoint_seq == Some(event.seq) {
+                    self.checkpoint = Some(ChainLink {
+                        seq: event.seq,
+                        hash: event.hash.clone(),
+                    });
+                }
                 self.events += 1;
                 self.expected_seq += 1;
                 self.expected_prev.clone_from(&event.hash);
@@ -234,10 +246,17 @@ impl ChainChecker {
     }
 
     fn report(self, account: &str) -> AuditChainReport {
+        // `expected_prev` is the hash of the last event that chained.
+        let head = (self.expected_seq > 1).then(|| ChainLink {
+            seq: self.expected_seq - 1,
+            hash: self.expected_prev,
+        });
         AuditChainReport {
             account_id: account.to_owned(),
             events: self.events,
             broken: self.broken,
+            head,
+            checkpoint: self.checkpoint,
         }
     }
 }
@@ -409,7 +428,7 @@ mod tests {
         account: &str,
         events: impl IntoIterator<Item = &'e AuditEvent>,
     ) -> AuditChainReport {
-        let mut checker = ChainChecker::new();
+        let mut checker = ChainChecker::new(None);
         for event in events {
             if !checker.push(event) {
                 break;
