@@ -19,9 +19,11 @@ use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 use zeroize::Zeroizing;
 
+mod allowlist;
 mod audit;
 mod jobs;
 mod keys;
+mod members;
 mod moment;
 mod output;
 mod permissions;
@@ -107,6 +109,12 @@ enum Command {
     /// List, create and revoke management tokens (for scripts and services
     /// calling the API) through a running server's admin API.
     Tokens(tokens::TokensArgs),
+    /// List, add and remove IP allowlist entries (which addresses may reach
+    /// which workspaces) through a running server's admin API.
+    Allowlist(allowlist::AllowlistArgs),
+    /// List, add, update and remove the account's members and their
+    /// permissions through a running server's admin API.
+    Members(members::MembersArgs),
     /// Find this deployment's keys (by `--key-prefix`, checksum-confirmed)
     /// in files, standard input or a git repository's history. Prints each
     /// key's hint and place, never the key; exits 1 if any is found.
@@ -290,6 +298,8 @@ async fn main() -> Result<ExitCode> {
         Command::Workspaces(args) => workspaces::run(args).await?,
         Command::Permissions(args) => permissions::run(args).await?,
         Command::Tokens(args) => tokens::run(args).await?,
+        Command::Allowlist(args) => allowlist::run(args).await?,
+        Command::Members(args) => members::run(args).await?,
         Command::Jobs(args) => return jobs::run(args).await,
         Command::Audit(AuditCommand::Events(args)) => audit::events(*args).await?,
         Command::Serve(args) => serve(database_url, format, args).await?,

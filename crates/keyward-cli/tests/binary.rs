@@ -316,6 +316,8 @@ fn help_names_every_command() {
         "workspaces",
         "permissions",
         "tokens",
+        "allowlist",
+        "members",
         "jobs",
         "scan",
     ];

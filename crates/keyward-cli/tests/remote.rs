@@ -726,3 +726,86 @@ async fn bulk_jobs_log_exports_and_the_audit_log_from_the_command_line() {
     let foreign = theirs.json(&["audit", "events", "--object", &web]);
     assert_eq!(foreign, json!([]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_allowlist_and_members_from_the_command_line() {
+    let deployment = Deployment::start();
+    let owner = deployment.owner();
+    let theirs = deployment.other_account();
+    let workspace = deployment.account["workspace_id"].as_str().unwrap();
+    let (_, secret) = issued(&owner, workspace, "Office sync", "production");
+    let verdict_from = |ip: &str| owner.verify(&secret, &["--ip", ip]);
+
+    // Seed 001: an allowlisted workspace refuses every other address.
+    let none = owner.ok(&["allowlist", "list"]);
+    assert!(none.contains("No entries"), "{none}");
+    assert!(verdict_from("203.0.113.7").0);
+    let added = owner.json(&[
+        "allowlist",
+        "add",
+        "198.51.100.0/24",
+        "--workspace",
+        workspace,
+        "--description",
+        "Office",
+    ]);
+    let entry = added["id"].as_str().unwrap();
+    let listed = owner.ok(&["allowlist", "list"]);
+    assert!(
+        listed.contains("198.51.100.0/24") && listed.contains("Office"),
+        "{listed}"
+    );
+    let (valid, said) = verdict_from("203.0.113.7");
+    assert!(!valid && said.contains("ip_not_allowed"), "{said}");
+    assert!(verdict_from("198.51.100.20").0);
+    let bad = owner.fails(&["allowlist", "add", "300.1.1.1", "--workspace", workspace]);
+    assert!(bad.contains("[field: address]"), "{bad}");
+    let foreign = theirs.fails(&["allowlist", "remove", entry]);
+    assert!(foreign.contains("not_found (404)"), "{foreign}");
+    assert!(
+        owner
+            .ok(&["allowlist", "remove", entry])
+            .contains("Removed")
+    );
+    assert!(verdict_from("203.0.113.7").0, "open again");
+
+    // Members: added with a grant and an invitation, changed, removed.
+    let dev = owner.json(&[
+        "members",
+        "add",
+        "dev@example.com",
+        "--permission",
+        "manage_api_credentials",
+    ]);
+    let dev_id = dev["id"].as_str().unwrap();
+    assert!(
+        dev["invitation"]["path"]
+            .as_str()
+            .unwrap()
+            .starts_with("/invitations/")
+    );
+    let members = owner.ok(&["members", "list"]);
+    let row = members
+        .lines()
+        .find(|l| l.contains("dev@example.com"))
+        .unwrap();
+    assert!(
+        row.contains("member") && row.contains("manage_api_credentials"),
+        "{row}"
+    );
+    let printed = owner.ok(&["members", "add", "ops@example.com"]);
+    assert!(
+        printed.contains("choose a password at https://"),
+        "{printed}"
+    );
+    let demoted = owner.ok(&["members", "update", dev_id, "--no-permissions"]);
+    assert!(demoted.contains("may do: nothing"), "{demoted}");
+    let idle = owner.fails(&["members", "update", dev_id]);
+    assert!(idle.contains("nothing to change"), "{idle}");
+    let role = owner.fails(&["members", "add", "x@example.com", "--role", "overlord"]);
+    assert!(role.contains("400") && role.contains("role"), "{role}");
+    let foreign = theirs.fails(&["members", "update", dev_id, "--role", "admin"]);
+    assert!(foreign.contains("not_found (404)"), "{foreign}");
+    owner.ok(&["members", "remove", dev_id]);
+    assert!(!owner.ok(&["members", "list"]).contains("dev@example.com"));
+}
