@@ -181,6 +181,15 @@ pub fn encode_cursor(after: &str) -> String {
     URL_SAFE_NO_PAD.encode(after)
 }
 
+/// The position a `next_cursor` of this API stands for.
+pub fn decode_cursor(cursor: &str) -> Result<String, Problem> {
+    URL_SAFE_NO_PAD
+        .decode(cursor.as_bytes())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| Problem::invalid("cursor", "not a cursor returned by this API"))
+}
+
 #[derive(Deserialize)]
 struct RawPagination {
     limit: Option<String>,
@@ -205,16 +214,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Pagination {
                     )
                 })?,
         };
-        let after = raw
-            .cursor
-            .map(|c| {
-                URL_SAFE_NO_PAD
-                    .decode(c.as_bytes())
-                    .ok()
-                    .and_then(|b| String::from_utf8(b).ok())
-                    .ok_or_else(|| Problem::invalid("cursor", "not a cursor returned by this API"))
-            })
-            .transpose()?;
+        let after = raw.cursor.as_deref().map(decode_cursor).transpose()?;
         Ok(Self { limit, after })
     }
 }

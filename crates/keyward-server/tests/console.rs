@@ -546,6 +546,32 @@ async fn the_log_page_exports_what_its_filter_shows(server: TestServer) {
     assert_eq!(theirs.get(&link).await.status, StatusCode::NOT_FOUND);
 }
 
+/// Workspaces and tokens past the API's 100 a page all show (the console
+/// once read one page of each and stopped there without a word).
+async fn whole_lists_are_shown_past_one_page(server: TestServer) {
+    for i in 0..101 {
+        let (status, body) = server
+            .post("/v1/workspaces", json!({"name": format!("Project {i:03}")}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let (status, body) = server
+            .post(
+                "/v1/management-tokens",
+                json!({"name": format!("Script {i:03}"), "permissions": ["keys:verify"]}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let mut console = signed_in_owner(&server).await;
+    let workspaces = console.get("/workspaces").await.body;
+    assert!(workspaces.contains("Project 000") && workspaces.contains("Project 100"));
+    let tokens = console.get("/tokens").await.body;
+    assert!(tokens.contains("Script 000") && tokens.contains("Script 100"));
+    // The workspace choices of other pages too.
+    let jobs = console.get("/jobs").await.body;
+    assert!(jobs.contains("Project 100"));
+}
+
 /// The one `data-testid="secret"` value of a secret page.
 fn shown_secret(page: &Page) -> String {
     let marker = "data-testid=\"secret\">";
@@ -722,4 +748,5 @@ on_both_stores!(
     management_tokens_are_shown_once_and_revoked_at_once,
     activity_pages_show_the_latest_first,
     the_log_page_exports_what_its_filter_shows,
+    whole_lists_are_shown_past_one_page,
 );

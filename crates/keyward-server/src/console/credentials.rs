@@ -11,7 +11,7 @@ use crate::AppState;
 use crate::api::views::{CreatedKey, KeyView, List};
 use crate::api::{allowlist, integrations, keys, logs, permissions, workspaces};
 use crate::auth::{Authorized, ManageCredentials};
-use crate::extract::{Body, OptionalBody, Pagination, Timestamp};
+use crate::extract::{Body, OptionalBody, Pagination, Timestamp, decode_cursor};
 use crate::problem::{ApiResult, Problem};
 use askama::Template;
 use axum::Json;
@@ -44,6 +44,26 @@ pub fn routes() -> axum::Router<AppState> {
 
 pub fn first_page(limit: u32) -> Pagination {
     Pagination { limit, after: None }
+}
+
+/// Every item of a list, page after page, for the pages that show a whole
+/// list (workspaces, members, tokens: a few hundred at most) — a single
+/// page would silently stop at the API's 100.
+pub async fn every_page<T, F, Fut>(mut fetch: F) -> ApiResult<Vec<T>>
+where
+    F: FnMut(Pagination) -> Fut,
+    Fut: std::future::Future<Output = ApiResult<Json<List<T>>>>,
+{
+    let mut items = Vec::new();
+    let mut page = first_page(Pagination::MAX_LIMIT);
+    loop {
+        let Json(list) = fetch(page.clone()).await?;
+        items.extend(list.data);
+        match list.next_cursor {
+            Some(cursor) => page.after = Some(decode_cursor(&cursor)?),
+            None => return Ok(items),
+        }
+    }
 }
 
 /// A key as one row of a table.

@@ -2,13 +2,13 @@
 //! permission, change them, remove them; and the signed-in member's own
 //! account page.
 
-use super::credentials::first_page;
+use super::credentials::every_page;
 use super::page::{Chrome, html, page, readable, when};
 use super::session::{ConsoleForm, ConsoleUser, Flash, NoFields, redirect_with};
 use super::{PageResult, authorized, redirect_after};
 use crate::AppState;
 use crate::api::members;
-use crate::auth::ManageMembers;
+use crate::auth::{Authorized, ManageMembers};
 use crate::extract::Body;
 use askama::Template;
 use axum::Json;
@@ -46,14 +46,13 @@ struct MembersPage {
 }
 
 async fn list(State(state): State<AppState>, user: ConsoleUser) -> PageResult {
-    let Json(all) = members::list(
-        State(state.clone()),
-        authorized::<ManageMembers>(&user)?,
-        first_page(200),
-    )
+    authorized::<ManageMembers>(&user)?;
+    let all = every_page(|page| async {
+        let auth = Authorized::<ManageMembers>::check(user.principal.clone())?;
+        members::list(State(state.clone()), auth, page).await
+    })
     .await?;
     let rows = all
-        .data
         .into_iter()
         .map(|m| MemberRow {
             is_me: m.id == user.principal.member_id,

@@ -4,17 +4,16 @@
 //! once, revoked at once. Without this page a person who signed up in the
 //! console had no way to the API but a shell on the server.
 
-use super::credentials::{SecretPage, Shown, first_page};
+use super::credentials::{SecretPage, Shown, every_page};
 use super::page::{Chrome, page, when};
 use super::session::{ConsoleForm, ConsoleUser, NoFields};
 use super::{PageResult, authorized, redirect_after};
 use crate::AppState;
 use crate::api::{Created, members, tokens};
-use crate::auth::ManageMembers;
+use crate::auth::{Authorized, ManageMembers};
 use crate::extract::{Body, Timestamp};
 use crate::problem::{ApiResult, Problem};
 use askama::Template;
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use keyward_core::AccountPermission;
@@ -92,26 +91,20 @@ struct TokensPage {
 }
 
 async fn list(State(state): State<AppState>, user: ConsoleUser) -> PageResult {
-    let Json(all_members) = members::list(
-        State(state.clone()),
-        authorized::<ManageMembers>(&user)?,
-        first_page(200),
-    )
-    .await?;
-    let Json(all_tokens) = tokens::list(
-        State(state.clone()),
-        authorized::<ManageMembers>(&user)?,
-        first_page(200),
-    )
-    .await?;
+    authorized::<ManageMembers>(&user)?;
+    let auth = || Authorized::<ManageMembers>::check(user.principal.clone());
+    let all_members =
+        every_page(|page| async { members::list(State(state.clone()), auth()?, page).await })
+            .await?;
+    let all_tokens =
+        every_page(|page| async { tokens::list(State(state.clone()), auth()?, page).await })
+            .await?;
     let emails: HashMap<&str, &str> = all_members
-        .data
         .iter()
         .map(|m| (m.id.as_str(), m.email.as_str()))
         .collect();
     let now = OffsetDateTime::now_utc();
     let rows = all_tokens
-        .data
         .into_iter()
         .map(|t| TokenRow {
             acts_for: emails
@@ -131,7 +124,6 @@ async fn list(State(state): State<AppState>, user: ConsoleUser) -> PageResult {
         chrome: Chrome::new(&user, "tokens"),
         tokens: rows,
         members: all_members
-            .data
             .into_iter()
             .map(|m| MemberChoice {
                 is_me: m.id == user.principal.member_id,

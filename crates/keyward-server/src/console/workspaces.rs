@@ -3,7 +3,7 @@
 //! credentials available in it, and which credentials the JavaScript
 //! snippet, a Segment connection or a server uses.
 
-use super::credentials::{KeyRow, first_page, keys_of, secret_page};
+use super::credentials::{KeyRow, every_page, keys_of, secret_page};
 use super::page::{Chrome, page, readable, when};
 use super::session::{ConsoleForm, ConsoleUser, Flash, redirect_with};
 use super::{PageResult, authorized, redirect_after};
@@ -43,14 +43,13 @@ pub async fn workspace_options(
     state: &AppState,
     user: &ConsoleUser,
 ) -> ApiResult<Vec<WorkspaceOption>> {
-    let Json(list) = workspaces::list(
-        State(state.clone()),
-        Authorized::<ManageCredentials>::check(user.principal.clone())?,
-        first_page(200),
-    )
+    let all = every_page(|page| async {
+        let auth = Authorized::<ManageCredentials>::check(user.principal.clone())?;
+        workspaces::list(State(state.clone()), auth, page).await
+    })
     .await?;
-    let mut options = Vec::with_capacity(list.data.len());
-    for workspace in list.data {
+    let mut options = Vec::with_capacity(all.len());
+    for workspace in all {
         let Json(environments) = workspaces::list_environments(
             State(state.clone()),
             Authorized::check(user.principal.clone())?,
