@@ -175,70 +175,25 @@ impl StartArgs {
 pub async fn run(args: JobsArgs) -> Result<ExitCode> {
     let api = args.api.client()?;
     let json = args.api.json;
-    let job = match args.command {
+    let (job, wait) = match args.command {
         JobsCommand::List {
             limit,
             oldest_first,
-        } => {
-            let mut url = api.url(&["jobs"])?;
-            let order = if oldest_first { "asc" } else { "desc" };
-            url.query_pairs_mut().append_pair("order", order);
-            let jobs = api.list(url, limit).await?;
-            if !json_if_asked(json, &Value::Array(jobs.clone())) {
-                print_job_table(&jobs);
-            }
-            return Ok(ExitCode::SUCCESS);
-        }
+        } => return list(&api, json, limit, oldest_first).await,
         JobsCommand::Secrets { id, out_dir } => {
-            let secrets = api
-                .list(api.url(&["jobs", &id, "secrets"])?, usize::MAX)
-                .await?;
-            if let Some(dir) = out_dir {
-                save_secrets(&dir, &secrets)?;
-            }
-            if !json_if_asked(json, &Value::Array(secrets.clone())) {
-                print_secret_table(&secrets);
-            }
-            return Ok(ExitCode::SUCCESS);
+            return secrets(&api, json, &id, out_dir.as_deref()).await;
         }
-        JobsCommand::Download { id, output } => {
-            let url = api.url(&["jobs", &id, "export"])?;
-            let written = if output.as_os_str() == "-" {
-                api.download(url, &mut std::io::stdout().lock()).await?
-            } else {
-                let mut file = new_file(&output, "--output")?;
-                let written = api.download(url, &mut file).await;
-                if written.is_err() {
-                    // Half a file would pass for the whole export.
-                    drop(file);
-                    let _ = std::fs::remove_file(&output);
-                }
-                written?
-            };
-            if output.as_os_str() != "-" {
-                eprintln!(
-                    "Wrote {written} bytes to {} (gzip: zcat it, or gunzip it once renamed *.gz)",
-                    output.display()
-                );
-            }
-            return Ok(ExitCode::SUCCESS);
-        }
-        JobsCommand::Get { id, wait } => {
-            let job = api.get(api.url(&["jobs", &id])?).await?;
-            if wait {
-                until_finished(&api, job).await?
-            } else {
-                job
-            }
-        }
-        JobsCommand::Start(start) => {
-            let job = api.post(api.url(&["jobs"])?, &start.body()).await?;
-            if start.wait {
-                until_finished(&api, job).await?
-            } else {
-                job
-            }
-        }
+        JobsCommand::Download { id, output } => return download(&api, &id, &output).await,
+        JobsCommand::Get { id, wait } => (api.get(api.url(&["jobs", &id])?).await?, wait),
+        JobsCommand::Start(start) => (
+            api.post(api.url(&["jobs"])?, &start.body()).await?,
+            start.wait,
+        ),
+    };
+    let job = if wait {
+        until_finished(&api, job).await?
+    } else {
+        job
     };
     if !json_if_asked(json, &job) {
         print_job(&job);
@@ -247,6 +202,57 @@ pub async fn run(args: JobsArgs) -> Result<ExitCode> {
         Some("failed") => ExitCode::FAILURE,
         _ => ExitCode::SUCCESS,
     })
+}
+
+async fn list(api: &ApiClient, json: bool, limit: usize, oldest_first: bool) -> Result<ExitCode> {
+    let mut url = api.url(&["jobs"])?;
+    let order = if oldest_first { "asc" } else { "desc" };
+    url.query_pairs_mut().append_pair("order", order);
+    let jobs = api.list(url, limit).await?;
+    if !json_if_asked(json, &Value::Array(jobs.clone())) {
+        print_job_table(&jobs);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn secrets(
+    api: &ApiClient,
+    json: bool,
+    id: &str,
+    out_dir: Option<&Path>,
+) -> Result<ExitCode> {
+    let secrets = api
+        .list(api.url(&["jobs", id, "secrets"])?, usize::MAX)
+        .await?;
+    if let Some(dir) = out_dir {
+        save_secrets(dir, &secrets)?;
+    }
+    if !json_if_asked(json, &Value::Array(secrets.clone())) {
+        print_secret_table(&secrets);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Saves an export's file to `output` (`-`: standard output). A transfer
+/// that breaks off leaves no file: half of one would pass for the whole.
+async fn download(api: &ApiClient, id: &str, output: &Path) -> Result<ExitCode> {
+    let url = api.url(&["jobs", id, "export"])?;
+    if output.as_os_str() == "-" {
+        api.download(url, &mut std::io::stdout().lock()).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut file = new_file(output, "--output")?;
+    let written = api.download(url, &mut file).await;
+    if written.is_err() {
+        drop(file);
+        let _ = std::fs::remove_file(output);
+    }
+    eprintln!(
+        "Wrote {} bytes to {} (gzip: zcat it, or gunzip it once named *.gz)",
+        written?,
+        output.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn is_finished(job: &Value) -> bool {

@@ -8,6 +8,10 @@
 //! recorded in the same store transaction as the rotation, which is also
 //! what keeps a resumed job from rotating a key twice.
 //!
+//! A log export renders the logs a filter matches into gzip parts stored
+//! as it goes (`export.rs`), so that any node can serve the file and none
+//! holds it whole; a resumed export starts its file over.
+//!
 //! Jobs live in the store, not in memory, so a restart loses none: a job
 //! that was running when its process died stops sending heartbeats and is
 //! queued again by the next worker to look (or failed after a few tries).
@@ -19,7 +23,7 @@ use crate::secrets;
 use keyward_core::{EnvTag, KeyFormat, KeyKind, KeyStatus, validate_environment_name};
 use keyward_store::{
     Actor, ApiKey, Job, JobKeyReplacement, JobOutcome, KeyFilter, KeyReplacement, NewJob,
-    PageRequest, Store, StoreError,
+    PageRequest, RequestLogFilter, Store, StoreError,
 };
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
@@ -186,14 +190,7 @@ impl Worker {
     /// first, into gzip parts in the store. A resumed job starts its file
     /// over: the parts an earlier attempt wrote are deleted first.
     async fn export_logs(&self, job: &Job, account: &str) -> Result<Map<String, Value>, String> {
-        let filter = crate::api::logs::filter_from_params(&job.params)
-            .map_err(|problem| format!("the job's filter is invalid: {}", problem.detail))?;
-        let format = job
-            .params
-            .get("format")
-            .and_then(Value::as_str)
-            .map_or(Some(ExportFormat::default()), ExportFormat::parse)
-            .ok_or("the job's format is neither csv nor ndjson")?;
+        let (filter, format) = export_request(&job.params)?;
         let store_failed = |error: StoreError| error.to_string();
         self.store
             .clear_job_export(account, &job.id)
@@ -486,6 +483,20 @@ impl RotationParams {
             grace_seconds,
         })
     }
+}
+
+/// What an `export_logs` job was queued with: the filter of `GET /v1/logs`
+/// and the format (validated by the API; checked again, like a rotation's).
+fn export_request(params: &Map<String, Value>) -> Result<(RequestLogFilter, ExportFormat), String> {
+    let filter = crate::api::logs::filter_from_params(params)
+        .map_err(|problem| format!("the job's filter is invalid: {}", problem.detail))?;
+    let format = match params.get("format").and_then(Value::as_str) {
+        None => ExportFormat::default(),
+        Some(text) => {
+            ExportFormat::parse(text).ok_or("the job's format is neither csv nor ndjson")?
+        }
+    };
+    Ok((filter, format))
 }
 
 /// The filter a bulk job was queued with (validated by the API).

@@ -178,6 +178,32 @@ impl From<JobSecret> for JobSecretView {
     }
 }
 
+/// A key job's parameters: its workspace (required), filters and, for a
+/// rotation, its own.
+fn key_job_params(request: &StartJob) -> ApiResult<Map<String, Value>> {
+    let workspace = request
+        .workspace_id
+        .as_ref()
+        .ok_or_else(|| Problem::invalid("workspace_id", "key jobs work on one workspace's keys"))?;
+    let mut params = Map::new();
+    params.insert("workspace_id".into(), Value::String(workspace.clone()));
+    if let Some(environment) = &request.environment {
+        validate_environment_name(environment).map_err(field("environment"))?;
+        params.insert("environment".into(), Value::String(environment.clone()));
+    }
+    if let Some(status) = request.status {
+        params.insert("status".into(), Value::String(status.as_str().into()));
+    }
+    if request.kind == JobKind::RotateKeys {
+        rotation_params(
+            request.recipient.as_deref(),
+            request.grace_seconds,
+            &mut params,
+        )?;
+    }
+    Ok(params)
+}
+
 /// `rotate_keys`' own parameters, checked.
 fn rotation_params(
     recipient: Option<&str>,
@@ -211,7 +237,8 @@ fn rotation_params(
 /// `export_logs`' parameters: the filters of `GET /v1/logs`, checked the
 /// same way (the worker reads them back with the same function), and the
 /// file's format.
-fn export_params(request: &StartJob, params: &mut Map<String, Value>) -> ApiResult<()> {
+fn export_params(request: &StartJob) -> ApiResult<Map<String, Value>> {
+    let mut params = Map::new();
     let filters = [
         ("key_id", &request.key_id),
         ("workspace_id", &request.workspace_id),
@@ -225,10 +252,10 @@ fn export_params(request: &StartJob, params: &mut Map<String, Value>) -> ApiResu
             params.insert(name.into(), Value::String(value.clone()));
         }
     }
-    logs::filter_from_params(params)?;
+    logs::filter_from_params(&params)?;
     let format = request.format.unwrap_or_default();
     params.insert("format".into(), Value::String(format.as_str().into()));
-    Ok(())
+    Ok(params)
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -301,33 +328,12 @@ pub async fn create(
             .await
             .map_err(|e| Problem::from(e).with_field("workspace_id"))?;
     }
-    let mut params = Map::new();
-    match request.kind {
-        JobKind::ExportLogs => export_params(&request, &mut params)?,
-        kind => {
-            let workspace = request.workspace_id.as_ref().ok_or_else(|| {
-                Problem::invalid("workspace_id", "key jobs work on one workspace's keys")
-            })?;
-            params.insert("workspace_id".into(), Value::String(workspace.clone()));
-            if let Some(environment) = &request.environment {
-                validate_environment_name(environment).map_err(field("environment"))?;
-                params.insert("environment".into(), Value::String(environment.clone()));
-            }
-            if let Some(status) = request.status {
-                params.insert("status".into(), Value::String(status.as_str().into()));
-            }
-            if kind == JobKind::RotateKeys {
-                rotation_params(
-                    request.recipient.as_deref(),
-                    request.grace_seconds,
-                    &mut params,
-                )?;
-            }
-        }
-    }
-    let kind = request.kind.name();
+    let params = match request.kind {
+        JobKind::ExportLogs => export_params(&request)?,
+        _ => key_job_params(&request)?,
+    };
     let new = NewJob {
-        kind: kind.into(),
+        kind: request.kind.name().into(),
         params,
         created_by: Some(who.member_id.clone()),
     };
