@@ -452,6 +452,16 @@ async fn activity_pages_show_the_latest_first(server: TestServer) {
         !audit.body.contains("account.created"),
         "the oldest is past the page"
     );
+    // The next page carries on from there, back to the account's start.
+    let older = console.get(&link_to(&audit.body, "Older →")).await;
+    assert!(older.body.contains("account.created"), "{}", older.body);
+    assert!(!older.body.contains("scope109:read"));
+    assert!(!older.body.contains("Older →"), "the last page");
+    assert_eq!(
+        link_to(&older.body, "← Newest"),
+        "/audit?",
+        "back to the first page"
+    );
 
     let workspace = &server.owner.workspace_id;
     let mut started = Vec::new();
@@ -570,6 +580,70 @@ async fn whole_lists_are_shown_past_one_page(server: TestServer) {
     // The workspace choices of other pages too.
     let jobs = console.get("/jobs").await.body;
     assert!(jobs.contains("Project 100"));
+}
+
+/// The `href` of the page's link whose text is `text`, its `&` unescaped
+/// (askama writes `&#38;`).
+fn link_to(body: &str, text: &str) -> String {
+    let end = body
+        .find(&format!("\">{text}</a>"))
+        .unwrap_or_else(|| panic!("no {text:?} link in {body}"));
+    let start = body[..end].rfind("href=\"").unwrap() + "href=\"".len();
+    let href = &body[start..end];
+    href[..href.find('"').unwrap_or(href.len())].replace("&#38;", "&")
+}
+
+/// The request-log page past its first 100, with its filter kept.
+async fn the_log_page_pages_through_its_filter(server: TestServer) {
+    let now_ms = common::now_ms();
+    let logs: Vec<_> = (0..250)
+        .map(|n| keyward_store::NewRequestLog {
+            account_id: server.owner.account_id.clone(),
+            at: now_ms - n,
+            key_id: None,
+            workspace_id: None,
+            environment: Some("production".into()),
+            client_ip: Some(format!("198.51.100.{}", n % 200)),
+            permissions: vec![],
+            code: if n % 2 == 0 {
+                "unknown_key"
+            } else {
+                "malformed_key"
+            }
+            .into(),
+            latency_us: 3,
+            method: None,
+            path: None,
+        })
+        .collect();
+    server.store.insert_request_logs(&logs).await.unwrap();
+    let mut console = signed_in_owner(&server).await;
+    let rows = |body: &str| body.matches("<td class=\"small\">3 µs</td>").count();
+
+    let first = console.get("/logs").await;
+    assert_eq!(rows(&first.body), 100);
+    assert!(!first.body.contains("← Newest"));
+    let second = console.get(&link_to(&first.body, "Older →")).await;
+    assert_eq!(rows(&second.body), 100);
+    let third = console.get(&link_to(&second.body, "Older →")).await;
+    assert_eq!(rows(&third.body), 50);
+    assert!(!third.body.contains("Older →"), "the last page");
+    assert_eq!(link_to(&third.body, "← Newest"), "/logs?");
+
+    // A filtered page keeps its filter on the next one.
+    let unknown = console.get("/logs?outcome=unknown_key").await;
+    assert_eq!(rows(&unknown.body), 100);
+    let next = link_to(&unknown.body, "Older →");
+    assert!(
+        next.starts_with("/logs?outcome=unknown_key&cursor="),
+        "{next}"
+    );
+    let rest = console.get(&next).await;
+    assert_eq!(rows(&rest.body), 25);
+    assert!(!rest.body.contains("malformed_key</span>"), "{}", rest.body);
+    let bad = console.get("/logs?cursor=%%%").await;
+    assert_eq!(bad.status, StatusCode::OK, "a readable mistake");
+    assert!(bad.body.contains("cursor"), "{}", bad.body);
 }
 
 /// The one `data-testid="secret"` value of a secret page.
@@ -749,4 +823,5 @@ on_both_stores!(
     activity_pages_show_the_latest_first,
     the_log_page_exports_what_its_filter_shows,
     whole_lists_are_shown_past_one_page,
+    the_log_page_pages_through_its_filter,
 );

@@ -11,7 +11,7 @@ use crate::AppState;
 use crate::api::{audit, jobs, logs};
 use crate::auth::{ManageCredentials, ManageMembers};
 use crate::export::ExportFormat;
-use crate::extract::{Body, Ordering};
+use crate::extract::{Body, Ordering, Pagination, decode_cursor};
 use crate::jobs::EXPORT_LOGS;
 use crate::problem::Problem;
 use askama::Template;
@@ -60,6 +60,44 @@ fn form_value(name: &str, value: &str) -> Option<String> {
     })
 }
 
+/// Where a newest-first page of a console list goes on to: the page's own
+/// filter with the API's `next_cursor` (`older`), and back to the start
+/// (`newest`) once past it.
+struct Paging {
+    older: Option<String>,
+    newest: Option<String>,
+}
+
+impl Paging {
+    /// `path` with the filter's non-empty fields, and `cursor` if given.
+    fn link(path: &str, filter: &[(&str, &str)], cursor: Option<&str>) -> String {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for (name, value) in filter.iter().filter(|(_, v)| !v.is_empty()) {
+            query.append_pair(name, value);
+        }
+        if let Some(cursor) = cursor {
+            query.append_pair("cursor", cursor);
+        }
+        format!("{path}?{}", query.finish())
+    }
+
+    fn new(path: &str, filter: &[(&str, &str)], at: &str, next: Option<&str>) -> Self {
+        Self {
+            older: next.map(|cursor| Self::link(path, filter, Some(cursor))),
+            newest: (!at.is_empty()).then(|| Self::link(path, filter, None)),
+        }
+    }
+}
+
+/// The page a console list's `cursor` field asks for (the first when empty).
+fn page_at(limit: u32, cursor: &str) -> Result<Pagination, Problem> {
+    let after = match cursor {
+        "" => None,
+        cursor => Some(decode_cursor(cursor)?),
+    };
+    Ok(Pagination { limit, after })
+}
+
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct LogFilter {
@@ -68,6 +106,20 @@ struct LogFilter {
     environment: String,
     from: String,
     to: String,
+    /// Where the page starts: a `next_cursor` of the API.
+    cursor: String,
+}
+
+impl LogFilter {
+    fn fields(&self) -> [(&'static str, &str); 5] {
+        [
+            ("key_id", &self.key_id),
+            ("outcome", &self.outcome),
+            ("environment", &self.environment),
+            ("from", &self.from),
+            ("to", &self.to),
+        ]
+    }
 }
 
 #[derive(Template)]
@@ -78,6 +130,7 @@ struct LogsPage {
     filter: LogFilter,
     logs: Vec<LogRow>,
     error: Option<String>,
+    paging: Paging,
 }
 
 async fn request_logs(
@@ -94,16 +147,24 @@ async fn request_logs(
         ("to", &filter.to),
     ])?;
     // A bad filter is the person's mistake: show it above an empty table.
-    let (logs, error) = match logs::list(State(state.clone()), auth, uri, first_page(100)).await {
-        Ok(Json(list)) => (list.data.into_iter().map(LogRow::from).collect(), None),
+    let listed = match page_at(100, &filter.cursor) {
+        Ok(page) => logs::list(State(state.clone()), auth, uri, page).await,
+        Err(problem) => Err(problem),
+    };
+    let (logs, next, error) = match listed {
+        Ok(Json(list)) => {
+            let rows = list.data.into_iter().map(LogRow::from).collect();
+            (rows, list.next_cursor, None)
+        }
         Err(problem) if problem.status_code().is_client_error() => {
-            (Vec::new(), Some(readable(&problem)))
+            (Vec::new(), None, Some(readable(&problem)))
         }
         Err(problem) => return Err(problem.into()),
     };
     let view = LogsPage {
         chrome: Chrome::new(&user, "logs"),
         outcomes: Code::ALL.iter().map(|c| c.as_str()).collect(),
+        paging: Paging::new("/logs", &filter.fields(), &filter.cursor, next.as_deref()),
         filter,
         logs,
         error,
@@ -116,6 +177,7 @@ async fn request_logs(
 struct AuditFilter {
     action: String,
     object_id: String,
+    cursor: String,
 }
 
 pub struct AuditRow {
@@ -134,6 +196,7 @@ struct AuditPage {
     chrome: Chrome,
     filter: AuditFilter,
     events: Vec<AuditRow>,
+    paging: Paging,
 }
 
 async fn audit_log(
@@ -142,16 +205,20 @@ async fn audit_log(
     Query(filter): Query<AuditFilter>,
 ) -> PageResult {
     let auth = authorized::<ManageMembers>(&user)?;
-    let uri = query_uri(&[("action", &filter.action), ("object_id", &filter.object_id)])?;
+    let fields = [
+        ("action", filter.action.as_str()),
+        ("object_id", &filter.object_id),
+    ];
+    let uri = query_uri(&fields)?;
     let newest_first = Ordering(ListOrder::NewestFirst);
-    let Json(list) = audit::list(
-        State(state.clone()),
-        auth,
-        uri,
-        newest_first,
-        first_page(100),
-    )
-    .await?;
+    let at = page_at(100, &filter.cursor)?;
+    let Json(list) = audit::list(State(state.clone()), auth, uri, newest_first, at).await?;
+    let paging = Paging::new(
+        "/audit",
+        &fields,
+        &filter.cursor,
+        list.next_cursor.as_deref(),
+    );
     let compact = |v: &Option<serde_json::Value>| v.as_ref().map(|v| v.to_string());
     let events = list
         .data
@@ -180,6 +247,7 @@ async fn audit_log(
         chrome: Chrome::new(&user, "audit"),
         filter,
         events,
+        paging,
     };
     Ok(page(&state, &user, &view))
 }
