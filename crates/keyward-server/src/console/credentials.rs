@@ -166,7 +166,8 @@ struct Filter {
     status: String,
 }
 
-const PAGE: u32 = 200;
+/// Keys shown per workspace: one page of the API (the template says 100).
+const PAGE: u32 = Pagination::MAX_LIMIT;
 
 /// Lists a workspace's keys through the API handler (its filters included).
 pub async fn keys_of(
