@@ -695,6 +695,16 @@ async fn logs_export_to_a_file_to_download(s: TestServer) {
     );
     assert!(lines[1].contains(",wrong_environment,401,"), "{file}");
 
+    // Each download is audited, with who fetched it.
+    let (_, audited) = s
+        .get("/v1/audit-events?action=job.export_downloaded&order=desc")
+        .await;
+    let audited = audited["data"].as_array().unwrap();
+    assert_eq!(audited.len(), 2, "{audited:?}");
+    assert_eq!(audited[0]["object_id"], csv_id);
+    assert_eq!(audited[1]["object_id"], id);
+    assert!(audited[0]["actor"]["token_id"].is_string());
+
     // Another account cannot reach either; other jobs have no file.
     let other = s.new_tenant().await;
     let (status, _, _) = download(&s, &other.token, id).await;

@@ -546,6 +546,17 @@ pub trait Store: Send + Sync + 'static {
         data: &[u8],
     ) -> StoreResult<()>;
 
+    /// The first part of the account's export job's file, for a download
+    /// that starts: audited (`job.export_downloaded`, by `actor`) in the
+    /// same transaction, since the file holds the account's request logs.
+    /// `None` (and no event) once purged and for another account's job.
+    async fn open_job_export(
+        &self,
+        account: &str,
+        actor: &Actor,
+        job_id: &str,
+    ) -> StoreResult<Option<Vec<u8>>>;
+
     /// Part `part` of the account's export job's file; `None` past its last
     /// part, once purged, and for another account's job.
     async fn job_export_part(

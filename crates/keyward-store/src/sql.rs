@@ -1293,6 +1293,31 @@ impl crate::Store for SqlStore {
         .await?)
     }
 
+    async fn open_job_export(
+        &self,
+        account: &str,
+        actor: &Actor,
+        job_id: &str,
+    ) -> StoreResult<Option<Vec<u8>>> {
+        in_write_tx!(self, |conn| {
+            let first = exports::part(conn, account, job_id, 0).await?;
+            if first.is_some() {
+                audit::append(
+                    conn,
+                    account,
+                    actor,
+                    "job.export_downloaded",
+                    "job",
+                    job_id,
+                    None,
+                    None,
+                )
+                .await?;
+            }
+            first
+        })
+    }
+
     async fn job_export_part(
         &self,
         account: &str,

@@ -459,6 +459,38 @@ async fn an_export_is_stored_in_parts_for_its_account_only(backend: Backend) {
         "a part is written once"
     );
 
+    // Opening it for a download is audited; another account opens nothing
+    // and leaves no event.
+    let downloads = |account: String| {
+        let s = s.clone();
+        async move {
+            let filter = AuditFilter {
+                action: Some("job.export_downloaded".into()),
+                ..AuditFilter::default()
+            };
+            let page = PageRequest::default();
+            s.list_audit_events(&account, &filter, ListOrder::OldestFirst, &page)
+                .await
+                .unwrap()
+                .items
+        }
+    };
+    let actor = Actor {
+        member_id: Some("mem_reader".into()),
+        ..Actor::system()
+    };
+    let opened = s.open_job_export(&f.account, &actor, &export.id).await;
+    assert_eq!(opened.unwrap(), Some(first.clone()));
+    let events = downloads(f.account.clone()).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        (events[0].object_id.as_str(), &events[0].actor),
+        (export.id.as_str(), &actor)
+    );
+    let theirs = s.open_job_export("acc_other", &actor, &export.id).await;
+    assert_eq!(theirs.unwrap(), None);
+    assert!(downloads("acc_other".into()).await.is_empty());
+
     // Another account cannot clear it; the job itself starts over.
     s.clear_job_export("acc_other", &export.id).await.unwrap();
     assert_eq!(read(0, f.account.clone()).await, Some(first));
@@ -472,6 +504,13 @@ async fn an_export_is_stored_in_parts_for_its_account_only(backend: Backend) {
     assert_eq!(s.purge_job_exports(0).await.unwrap(), 0);
     assert_eq!(s.purge_job_exports(i64::MAX).await.unwrap(), 1);
     assert_eq!(read(0, f.account.clone()).await, None);
+    let gone = s.open_job_export(&f.account, &actor, &export.id).await;
+    assert_eq!(gone.unwrap(), None);
+    assert_eq!(
+        downloads(f.account.clone()).await.len(),
+        1,
+        "no event without a file"
+    );
 }
 
 macro_rules! on_both_backends {

@@ -397,7 +397,8 @@ pub async fn secrets(
 
 /// The file an `export_logs` job wrote: its request logs, newest first, as
 /// gzip-compressed CSV or NDJSON (`Content-Disposition` names it). Streamed
-/// part by part as the job stored it. Kept 7 days after the job ran.
+/// part by part as the job stored it. Kept 7 days after the job ran. Each
+/// download is audited (`job.export_downloaded`).
 #[utoipa::path(get, path = "/v1/jobs/{id}/export", tag = "jobs",
     responses(
         (status = 200, description = "The export, gzip-compressed", content_type = "application/gzip", body = String),
@@ -434,7 +435,7 @@ pub async fn export(
         .unwrap_or(0);
     let first = state
         .store
-        .job_export_part(&who.account_id, &id, 0)
+        .open_job_export(&who.account_id, &who.actor(), &id)
         .await?
         .ok_or_else(|| {
             Problem::new(

@@ -337,7 +337,7 @@ pub struct AuditEventView {
     /// `key.created|updated|enabled|disabled|expired|revoked|rotated|grace_ended|deleted`,
     /// `ip_allowlist.created|deleted`, `integration.created|updated|deleted`,
     /// `member.created|updated|deleted`, `management_token.created|deleted`,
-    /// `job.created`.
+    /// `job.created`, `job.export_downloaded`.
     #[schema(example = "key.updated")]
     pub action: String,
     #[schema(example = "key")]
