@@ -476,6 +476,8 @@ async fn activity_pages_show_the_latest_first(server: TestServer) {
     let (newest, next) = (shown(&started[50]), shown(&started[49]));
     assert!(newest.is_some() && newest < next, "newest first");
     assert_eq!(shown(&started[0]), None, "the first is past the page");
+    let older = console.get(&link_to(&jobs.body, "Older →")).await;
+    assert!(older.body.contains(&started[0]), "the next page reaches it");
 }
 
 async fn the_log_page_exports_what_its_filter_shows(server: TestServer) {

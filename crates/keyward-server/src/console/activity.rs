@@ -2,7 +2,7 @@
 //! environment and time; the audit log; background jobs with progress, and
 //! starting a bulk disable or revoke.
 
-use super::credentials::{LogRow, first_page};
+use super::credentials::LogRow;
 use super::page::{Chrome, page, readable, when};
 use super::session::{ConsoleForm, ConsoleUser};
 use super::workspaces::{WorkspaceOption, workspace_options};
@@ -273,12 +273,26 @@ struct JobsPage {
     workspaces: Vec<WorkspaceOption>,
     /// Some job is still queued or running: the page refreshes itself.
     busy: bool,
+    paging: Paging,
 }
 
-async fn job_list(State(state): State<AppState>, user: ConsoleUser) -> PageResult {
+/// Where the jobs page starts: a `next_cursor` of the API.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct JobsAt {
+    cursor: String,
+}
+
+async fn job_list(
+    State(state): State<AppState>,
+    user: ConsoleUser,
+    Query(at): Query<JobsAt>,
+) -> PageResult {
     let auth = authorized::<ManageCredentials>(&user)?;
     let newest_first = Ordering(ListOrder::NewestFirst);
-    let Json(list) = jobs::list(State(state.clone()), auth, newest_first, first_page(50)).await?;
+    let page_size = page_at(50, &at.cursor)?;
+    let Json(list) = jobs::list(State(state.clone()), auth, newest_first, page_size).await?;
+    let paging = Paging::new("/jobs", &[], &at.cursor, list.next_cursor.as_deref());
     let rows: Vec<JobRow> = list
         .data
         .into_iter()
@@ -304,6 +318,7 @@ async fn job_list(State(state): State<AppState>, user: ConsoleUser) -> PageResul
             .any(|j| j.status == "queued" || j.status == "running"),
         jobs: rows,
         workspaces: workspace_options(&state, &user).await?,
+        paging,
     };
     Ok(page(&state, &user, &view))
 }
