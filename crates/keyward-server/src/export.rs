@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 /// small enough to hold in memory while writing and serving.
 pub const PART_BYTES: usize = 1 << 20;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ExportFormat {
     /// RFC 4180 CSV with a header row; `permissions` space-separated.
@@ -40,6 +40,15 @@ impl ExportFormat {
         [Self::Csv, Self::Ndjson]
             .into_iter()
             .find(|format| format.as_str() == text)
+    }
+
+    /// A format as a form or a job's params give it: none (or empty) is the
+    /// default; anything else must name a format.
+    pub fn parse_or_default(text: Option<&str>) -> Option<Self> {
+        match text {
+            None | Some("") => Some(Self::default()),
+            Some(text) => Self::parse(text),
+        }
     }
 
     /// What a download of this format is called and sent as.

@@ -490,12 +490,8 @@ impl RotationParams {
 fn export_request(params: &Map<String, Value>) -> Result<(RequestLogFilter, ExportFormat), String> {
     let filter = crate::api::logs::filter_from_params(params)
         .map_err(|problem| format!("the job's filter is invalid: {}", problem.detail))?;
-    let format = match params.get("format").and_then(Value::as_str) {
-        None => ExportFormat::default(),
-        Some(text) => {
-            ExportFormat::parse(text).ok_or("the job's format is neither csv nor ndjson")?
-        }
-    };
+    let format = ExportFormat::parse_or_default(params.get("format").and_then(Value::as_str))
+        .ok_or("the job's format is neither csv nor ndjson")?;
     Ok((filter, format))
 }
 

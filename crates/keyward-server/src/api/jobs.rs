@@ -444,11 +444,7 @@ pub async fn export(
                 "exports are deleted 7 days after they are written: start a new one",
             )
         })?;
-    let format = job
-        .params
-        .get("format")
-        .and_then(Value::as_str)
-        .and_then(ExportFormat::parse)
+    let format = ExportFormat::parse_or_default(job.params.get("format").and_then(Value::as_str))
         .unwrap_or_default();
     let file_name = format!("keyward-logs-{id}.{}", format.file_extension());
     let rest = remaining_parts(state.store.clone(), who.account_id.clone(), id, parts);

@@ -290,8 +290,8 @@ async fn job_list(
 ) -> PageResult {
     let auth = authorized::<ManageCredentials>(&user)?;
     let newest_first = Ordering(ListOrder::NewestFirst);
-    let page_size = page_at(50, &at.cursor)?;
-    let Json(list) = jobs::list(State(state.clone()), auth, newest_first, page_size).await?;
+    let at_page = page_at(50, &at.cursor)?;
+    let Json(list) = jobs::list(State(state.clone()), auth, newest_first, at_page).await?;
     let paging = Paging::new("/jobs", &[], &at.cursor, list.next_cursor.as_deref());
     let rows: Vec<JobRow> = list
         .data
@@ -377,30 +377,25 @@ async fn start_export(
     State(state): State<AppState>,
     ConsoleForm { user, form }: ConsoleForm<ExportForm>,
 ) -> PageResult {
-    let format = match form.format.as_str() {
-        "" => Ok(ExportFormat::default()),
-        text => ExportFormat::parse(text)
-            .ok_or_else(|| Problem::invalid("format", "choose CSV or NDJSON")),
+    let auth = authorized(&user)?;
+    let started = async {
+        let format = ExportFormat::parse_or_default(Some(&form.format))
+            .ok_or_else(|| Problem::invalid("format", "choose CSV or NDJSON"))?;
+        let filter = &form.filter;
+        let request = jobs::StartJob {
+            key_id: form_value("key_id", &filter.key_id),
+            code: form_value("code", &filter.outcome),
+            environment: form_value("environment", &filter.environment),
+            from: form_value("from", &filter.from),
+            to: form_value("to", &filter.to),
+            format: Some(format),
+            ..jobs::StartJob::of(jobs::JobKind::ExportLogs)
+        };
+        jobs::create(State(state.clone()), auth, Body(request))
+            .await
+            .map(|_| "Export started: download it below once it has finished.".to_owned())
     };
-    let started = match format {
-        Ok(format) => {
-            let filter = &form.filter;
-            let request = jobs::StartJob {
-                key_id: form_value("key_id", &filter.key_id),
-                code: form_value("code", &filter.outcome),
-                environment: form_value("environment", &filter.environment),
-                from: form_value("from", &filter.from),
-                to: form_value("to", &filter.to),
-                format: Some(format),
-                ..jobs::StartJob::of(jobs::JobKind::ExportLogs)
-            };
-            jobs::create(State(state.clone()), authorized(&user)?, Body(request))
-                .await
-                .map(|_| "Export started: download it below once it has finished.".to_owned())
-        }
-        Err(problem) => Err(problem),
-    };
-    redirect_after(&state, "/jobs", started)
+    redirect_after(&state, "/jobs", started.await)
 }
 
 async fn download_export(
