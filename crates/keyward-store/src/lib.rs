@@ -291,6 +291,24 @@ pub trait Store: Send + Sync + 'static {
     /// Keys that no longer exist are skipped.
     async fn record_key_usage(&self, usages: &[KeyUsage]) -> StoreResult<()>;
 
+    /// A secret found in public (GitHub secret scanning): finds the key
+    /// whose current or rotation-replaced secret has `report.hash_hex`, in
+    /// any account (the reporter cannot know which). A current secret's key
+    /// is revoked — integrations using it or not —, except a workspace's
+    /// last active ingest key, which is flagged with the reason; a replaced
+    /// secret's grace period is ended. Marks the key `leaked_at` (for a
+    /// current secret), keeps the report and audits `key.leaked`, all in
+    /// one transaction. `None`, changing nothing, when no key has it.
+    async fn report_leaked_key(
+        &self,
+        actor: &Actor,
+        report: LeakReport,
+    ) -> StoreResult<Option<KeyLeak>>;
+
+    /// The key's leak reports, newest first. NotFound for another
+    /// account's key.
+    async fn list_key_leaks(&self, account: &str, key_id: &str) -> StoreResult<Vec<KeyLeak>>;
+
     // ── IP allowlist ─────────────────────────────────────────────────────
 
     async fn list_allowlist(&self, account: &str) -> StoreResult<Vec<AllowlistEntry>>;

@@ -210,6 +210,9 @@ pub struct ApiKey {
     pub public_value: Option<String>,
     /// Set from a rotation until the next one: the replaced secret.
     pub rotation: Option<KeyRotation>,
+    /// When the current secret was last reported found in public; a
+    /// rotation clears it. See [`KeyLeak`].
+    pub leaked_at: Option<i64>,
 }
 
 /// The secret a rotation replaced. It verifies until `expires_at`; after
@@ -452,6 +455,76 @@ pub struct BrokenLink {
     pub seq: i64,
     pub event_id: String,
     pub reason: String,
+}
+
+/// A scanner's report that a secret was found in public, as GitHub's secret
+/// scanning sends it. Only the secret's hash reaches the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeakReport {
+    /// SHA-256 (hex) of the secret found.
+    pub hash_hex: String,
+    /// Who found it: `github`.
+    pub reporter: String,
+    /// The public URL it was found at, when the reporter gives one.
+    pub location: Option<String>,
+    /// The reporter's kind of place: `content`, `commit`, `npm`, ….
+    pub found_in: Option<String>,
+}
+
+/// What Keyward did about a leaked secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeakAction {
+    /// The key was revoked: the secret is anyone's now.
+    Revoked,
+    /// A rotation's replaced secret leaked: its grace period was ended.
+    GraceEnded,
+    /// Left working for a person to act on, for the reason given (the
+    /// workspace's last active ingest key: revoking it would stop all data).
+    Flagged,
+    /// Nothing to do: the secret no longer verifies.
+    None,
+}
+
+impl LeakAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeakAction::Revoked => "revoked",
+            LeakAction::GraceEnded => "grace_ended",
+            LeakAction::Flagged => "flagged",
+            LeakAction::None => "none",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, keyward_core::InvalidValue> {
+        [
+            LeakAction::Revoked,
+            LeakAction::GraceEnded,
+            LeakAction::Flagged,
+            LeakAction::None,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == s)
+        .ok_or_else(|| {
+            keyward_core::InvalidValue::new("must be one of revoked, grace_ended, flagged, none")
+        })
+    }
+}
+
+/// One report of a key's secret found in public, and what was done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyLeak {
+    pub id: String,
+    pub account_id: String,
+    pub key_id: String,
+    pub reported_at: i64,
+    pub reporter: String,
+    pub location: Option<String>,
+    pub found_in: Option<String>,
+    /// The secret a rotation replaced leaked, not the current one.
+    pub replaced_secret: bool,
+    pub action: LeakAction,
+    /// Why the key was only flagged.
+    pub reason: Option<String>,
 }
 
 /// The state of a background job.

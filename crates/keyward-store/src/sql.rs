@@ -22,6 +22,7 @@ mod idempotency;
 mod integrations;
 mod jobs;
 mod keys;
+mod leaks;
 mod lifecycle;
 mod request_logs;
 mod tokens;
@@ -902,6 +903,24 @@ impl crate::Store for SqlStore {
             return Ok(());
         }
         in_write_tx!(self, |conn| keys::record_usage(conn, usages).await?)
+    }
+
+    async fn report_leaked_key(
+        &self,
+        actor: &Actor,
+        report: LeakReport,
+    ) -> StoreResult<Option<KeyLeak>> {
+        in_write_tx!(self, |conn| leaks::report(
+            conn,
+            self.dialect,
+            actor,
+            report
+        )
+        .await?)
+    }
+
+    async fn list_key_leaks(&self, account: &str, key_id: &str) -> StoreResult<Vec<KeyLeak>> {
+        leaks::list(&mut *self.read().await?, account, key_id).await
     }
 
     async fn list_allowlist(&self, account: &str) -> StoreResult<Vec<AllowlistEntry>> {

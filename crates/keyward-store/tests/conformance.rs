@@ -1937,6 +1937,236 @@ async fn stale_idempotency_claims_are_reclaimed(backend: Backend) {
     );
 }
 
+// ── Leaked secrets ───────────────────────────────────────────────────────
+
+fn leak_report(hash_hex: &str) -> LeakReport {
+    LeakReport {
+        hash_hex: hash_hex.to_owned(),
+        reporter: "github".into(),
+        location: Some("https://github.com/octo/app/blob/abc/.env".into()),
+        found_in: Some("content".into()),
+    }
+}
+
+async fn leaked_secrets_revoke_or_flag_their_key(backend: Backend) {
+    let Some(f) = Fixture::new(backend).await else {
+        return;
+    };
+    let s = &f.store;
+    let t = f.tenant("acme").await;
+    let other = f.tenant("globex").await;
+    let github = Actor {
+        ip: Some("140.82.115.1".into()),
+        ..Actor::system()
+    };
+
+    // A secret key an integration uses is revoked all the same: the
+    // secret is anyone's now.
+    let used = f.key(&t, "used by an integration", |_| {}).await;
+    s.create_integration(
+        &t.account,
+        &actor(),
+        NewIntegration {
+            workspace_id: t.workspace.clone(),
+            name: "Shopify".into(),
+            kind: keyward_core::IntegrationKind::Server,
+            key_id: used.id.clone(),
+        },
+    )
+    .await
+    .expect("integration");
+    let leak = s
+        .report_leaked_key(
+            &github,
+            leak_report(&hash(&format!("{}-used by an integration", t.workspace))),
+        )
+        .await
+        .unwrap()
+        .expect("the key is found by its secret's hash");
+    assert_eq!(
+        (
+            leak.account_id.as_str(),
+            leak.key_id.as_str(),
+            leak.action,
+            leak.replaced_secret
+        ),
+        (
+            t.account.as_str(),
+            used.id.as_str(),
+            LeakAction::Revoked,
+            false
+        )
+    );
+    let revoked = s.get_key(&t.account, &used.id).await.unwrap();
+    assert_eq!(revoked.status, KeyStatus::Revoked);
+    assert_eq!(revoked.leaked_at, Some(leak.reported_at));
+
+    // The workspace's last active ingest key is flagged, not revoked.
+    let ingest = f.key(&t, "only ingest", |k| k.kind = KeyKind::Ingest).await;
+    let flagged = s
+        .report_leaked_key(
+            &github,
+            leak_report(&hash(&format!("{}-only ingest", t.workspace))),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(flagged.action, LeakAction::Flagged);
+    assert!(
+        flagged
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("last active ingest key")
+    );
+    let still = s.get_key(&t.account, &ingest.id).await.unwrap();
+    assert_eq!(still.status, KeyStatus::Active);
+    assert_eq!(still.leaked_at, Some(flagged.reported_at));
+
+    // Rotating it clears the mark, and the replaced secret's grace period
+    // is ended when that secret is the one reported.
+    let rotated = s
+        .rotate_key(
+            &t.account,
+            &actor(),
+            KeyReplacement {
+                key_id: ingest.id.clone(),
+                hash_hex: hash("rotated ingest"),
+                hint: "kw_live_…new".into(),
+                public_value: None,
+                grace_ms: 3_600_000,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(rotated.leaked_at, None, "the new secret was seen nowhere");
+    let replaced = s
+        .report_leaked_key(
+            &github,
+            leak_report(&hash(&format!("{}-only ingest", t.workspace))),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (replaced.action, replaced.replaced_secret),
+        (LeakAction::GraceEnded, true)
+    );
+    let ended = s.get_key(&t.account, &ingest.id).await.unwrap();
+    assert_eq!(ended.status, KeyStatus::Active);
+    assert_eq!(ended.leaked_at, None, "the current secret did not leak");
+    assert!(ended.rotation.unwrap().expires_at <= replaced.reported_at);
+    let again = s
+        .report_leaked_key(
+            &github,
+            leak_report(&hash(&format!("{}-only ingest", t.workspace))),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.action, LeakAction::None, "that secret works no more");
+
+    // A revoked key's secret reported again: recorded, nothing to do.
+    let twice = s
+        .report_leaked_key(
+            &github,
+            leak_report(&hash(&format!("{}-used by an integration", t.workspace))),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(twice.action, LeakAction::None);
+
+    // An unknown secret changes nothing.
+    let events_before = audit_events(s, &t.account, AuditFilter::default())
+        .await
+        .len();
+    assert_eq!(
+        s.report_leaked_key(&github, leak_report(&hash("nobody's")))
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Each report is kept, newest first, and audited with its reporter.
+    let reports = s.list_key_leaks(&t.account, &used.id).await.unwrap();
+    assert_eq!(reports, vec![twice.clone(), leak.clone()]);
+    assert_eq!(
+        s.list_key_leaks(&t.account, &ingest.id).await.unwrap(),
+        vec![again, replaced, flagged]
+    );
+    let leaked_events = audit_events(
+        s,
+        &t.account,
+        AuditFilter {
+            action: Some("key.leaked".into()),
+            ..AuditFilter::default()
+        },
+    )
+    .await;
+    assert_eq!(leaked_events.len(), 5);
+    assert_eq!(
+        audit_events(s, &t.account, AuditFilter::default())
+            .await
+            .len(),
+        events_before,
+        "an unknown secret is not audited"
+    );
+    let first = &leaked_events[0];
+    assert_eq!(
+        (first.object_id.as_str(), &first.actor),
+        (used.id.as_str(), &github)
+    );
+    assert_eq!(
+        first.after.as_ref().unwrap(),
+        &json!({
+            "reporter": "github",
+            "location": "https://github.com/octo/app/blob/abc/.env",
+            "found_in": "content",
+            "secret": "current",
+            "action": "revoked",
+            "reason": null,
+        })
+    );
+    let revocations = audit_events(
+        s,
+        &t.account,
+        AuditFilter {
+            action: Some("key.revoked".into()),
+            ..AuditFilter::default()
+        },
+    )
+    .await;
+    assert_eq!(revocations.len(), 1, "the revocation is audited as such");
+
+    // Another account sees neither the reports nor the key.
+    assert_not_found(
+        s.list_key_leaks(&other.account, &used.id).await,
+        "key",
+        None,
+    );
+    assert!(
+        audit_events(s, &other.account, AuditFilter::default())
+            .await
+            .iter()
+            .all(|e| e.action != "key.leaked")
+    );
+
+    // Deleting the key takes its reports with it.
+    s.delete_key(
+        &t.account,
+        &actor(),
+        KeyDeletion {
+            key_id: used.id.clone(),
+            confirm_name: used.name.clone(),
+            force: true,
+        },
+    )
+    .await
+    .unwrap();
+    assert_not_found(s.list_key_leaks(&t.account, &used.id).await, "key", None);
+}
+
 // ── Audit log ────────────────────────────────────────────────────────────
 
 async fn audit_events(
@@ -2748,6 +2978,7 @@ conformance_suite!(
     page_size_defaults_and_clamps,
     update_key_fields,
     key_status_and_revocation,
+    leaked_secrets_revoke_or_flag_their_key,
     verification_sees_its_workspace_allowlist,
     key_usage_moves_forward_only,
     token_usage_moves_forward_only,

@@ -25,7 +25,8 @@ const KEY_SELECT: &str = "SELECT k.id AS id, k.account_id AS account_id, \
      k.last_used_ip AS last_used_ip, k.allowed_origins AS allowed_origins, \
      k.public_value AS public_value, k.previous_hint AS previous_hint, \
      k.previous_expires_at AS previous_expires_at, \
-     k.previous_last_used_at AS previous_last_used_at, k.hash AS hash \
+     k.previous_last_used_at AS previous_last_used_at, k.leaked_at AS leaked_at, \
+     k.hash AS hash \
      FROM api_keys k JOIN environments e ON e.account_id = k.account_id AND e.id = k.environment_id";
 
 pub(super) async fn create(
@@ -67,6 +68,7 @@ pub(super) async fn create(
         allowed_origins: new.allowed_origins,
         public_value: new.public_value,
         rotation: None,
+        leaked_at: None,
     };
     let encoded = EncodedColumns::of(&key)?;
     sqlx::query(
@@ -447,6 +449,7 @@ fn key_from_row(row: &AnyRow) -> StoreResult<ApiKey> {
         allowed_origins: json(row, "allowed_origins")?,
         public_value: column(row, "public_value")?,
         rotation: rotation_from_row(row)?,
+        leaked_at: column(row, "leaked_at")?,
     })
 }
 

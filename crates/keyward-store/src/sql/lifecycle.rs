@@ -87,7 +87,7 @@ pub(super) async fn replace_secret(
     sqlx::query(
         "UPDATE api_keys SET previous_hash = hash, previous_hint = hint, previous_expires_at = $3, \
          previous_last_used_at = last_used_at, hash = $4, hint = $5, public_value = $6, \
-         last_used_at = NULL, last_used_ip = NULL, updated_at = $7 \
+         last_used_at = NULL, last_used_ip = NULL, leaked_at = NULL, updated_at = $7 \
          WHERE account_id = $1 AND id = $2",
     )
     .bind(account)
@@ -170,6 +170,48 @@ pub(super) async fn revoke(
     }
     check_removable(conn, dialect, account, &key, force, "revoke").await?;
     keys::set_status(conn, account, actor, id, KeyStatus::Revoked).await
+}
+
+/// Revokes a key whose secret was found in public. Integrations using it
+/// lose it: the secret is anyone's now. The one refusal kept is the
+/// workspace's last active ingest key — revoking it would stop all the
+/// workspace's data — which is flagged instead, with the reason, for a
+/// person to replace first.
+pub(super) async fn revoke_leaked(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    account: &str,
+    actor: &Actor,
+    id: &str,
+) -> StoreResult<(LeakAction, Option<String>)> {
+    let key = locked_key(conn, dialect, account, id).await?;
+    if key.status == KeyStatus::Revoked {
+        return Ok((LeakAction::None, None));
+    }
+    match check_removable(conn, dialect, account, &key, true, "revoke").await {
+        Ok(()) => {
+            keys::set_status(conn, account, actor, id, KeyStatus::Revoked).await?;
+            Ok((LeakAction::Revoked, None))
+        }
+        Err(StoreError::Refused { message, .. }) => Ok((LeakAction::Flagged, Some(message))),
+        Err(e) => Err(e),
+    }
+}
+
+/// Stops a rotation's replaced secret that was found in public, if it
+/// still works.
+pub(super) async fn stop_leaked_replaced_secret(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    account: &str,
+    actor: &Actor,
+    id: &str,
+) -> StoreResult<LeakAction> {
+    match end_grace(conn, dialect, account, actor, id).await {
+        Ok(_) => Ok(LeakAction::GraceEnded),
+        Err(StoreError::Conflict { .. }) => Ok(LeakAction::None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Deletes for good. The caller must repeat the key's name; request logs and
