@@ -305,6 +305,15 @@ pub trait Store: Send + Sync + 'static {
         report: LeakReport,
     ) -> StoreResult<Option<KeyLeak>>;
 
+    /// A management token's secret found in public: deletes the token, in
+    /// any account, auditing `management_token.leaked` with the report.
+    /// `None`, changing nothing, when no token has the secret.
+    async fn report_leaked_token(
+        &self,
+        actor: &Actor,
+        report: LeakReport,
+    ) -> StoreResult<Option<LeakedToken>>;
+
     /// The key's leak reports, newest first. NotFound for another
     /// account's key.
     async fn list_key_leaks(&self, account: &str, key_id: &str) -> StoreResult<Vec<KeyLeak>>;

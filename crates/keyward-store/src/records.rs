@@ -527,6 +527,13 @@ pub struct KeyLeak {
     pub reason: Option<String>,
 }
 
+/// A management token deleted because its secret was found in public.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeakedToken {
+    pub account_id: String,
+    pub token_id: String,
+}
+
 /// The state of a background job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum JobStatus {

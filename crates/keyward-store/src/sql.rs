@@ -919,6 +919,15 @@ impl crate::Store for SqlStore {
         .await?)
     }
 
+    async fn report_leaked_token(
+        &self,
+        actor: &Actor,
+        report: LeakReport,
+    ) -> StoreResult<Option<LeakedToken>> {
+        in_write_tx!(self, |conn| leaks::report_token(conn, actor, report)
+            .await?)
+    }
+
     async fn list_key_leaks(&self, account: &str, key_id: &str) -> StoreResult<Vec<KeyLeak>> {
         leaks::list(&mut *self.read().await?, account, key_id).await
     }

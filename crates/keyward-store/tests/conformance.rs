@@ -2152,6 +2152,50 @@ async fn leaked_secrets_revoke_or_flag_their_key(backend: Backend) {
             .all(|e| e.action != "key.leaked")
     );
 
+    // A management token's leaked secret deletes the token.
+    let token_id = t.boot.token.id.clone();
+    let gone = s
+        .report_leaked_token(&github, leak_report(&hash("acme-bootstrap-token")))
+        .await
+        .unwrap();
+    assert_eq!(
+        gone,
+        Some(LeakedToken {
+            account_id: t.account.clone(),
+            token_id: token_id.clone(),
+        })
+    );
+    assert_not_found(
+        s.get_management_token(&t.account, &token_id).await,
+        "management token",
+        None,
+    );
+    let token_events = audit_events(
+        s,
+        &t.account,
+        AuditFilter {
+            action: Some("management_token.leaked".into()),
+            ..AuditFilter::default()
+        },
+    )
+    .await;
+    assert_eq!(token_events.len(), 1);
+    assert_eq!(token_events[0].after.as_ref().unwrap()["action"], "deleted");
+    assert_eq!(
+        s.report_leaked_token(&github, leak_report(&hash("acme-bootstrap-token")))
+            .await
+            .unwrap(),
+        None,
+        "a deleted token is not found again"
+    );
+    assert!(
+        s.find_token_by_hash(&hash("globex-bootstrap-token"))
+            .await
+            .unwrap()
+            .is_some(),
+        "another account's token stays"
+    );
+
     // Deleting the key takes its reports with it.
     s.delete_key(
         &t.account,

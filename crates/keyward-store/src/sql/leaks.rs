@@ -3,7 +3,7 @@
 //! across accounts, and everything after is scoped to the key's account.
 
 use super::decode::{column, parsed};
-use super::{Dialect, audit, lifecycle};
+use super::{Dialect, audit, lifecycle, tokens};
 use crate::error::{StoreError, StoreResult};
 use crate::ids::{new_id, now_ms};
 use crate::records::*;
@@ -75,6 +75,48 @@ pub(super) async fn report(
     )
     .await?;
     Ok(Some(leak))
+}
+
+/// Deletes the management token with the leaked secret, auditing it as
+/// `management_token.leaked`. `None` when no token has it.
+pub(super) async fn report_token(
+    conn: &mut AnyConnection,
+    actor: &Actor,
+    report: LeakReport,
+) -> StoreResult<Option<LeakedToken>> {
+    let row = sqlx::query("SELECT account_id, id FROM management_tokens WHERE hash = $1")
+        .bind(&report.hash_hex)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let account: String = column(&row, "account_id")?;
+    let id: String = column(&row, "id")?;
+    let token = tokens::find(conn, &account, &id)
+        .await?
+        .ok_or_else(|| StoreError::not_found("management token"))?;
+    tokens::delete(conn, &account, &id).await?;
+    audit::append(
+        conn,
+        &account,
+        actor,
+        "management_token.leaked",
+        "management_token",
+        &id,
+        Some(audit::token_state(&token)),
+        Some(json!({
+            "reporter": report.reporter,
+            "location": report.location,
+            "found_in": report.found_in,
+            "action": "deleted",
+        })),
+    )
+    .await?;
+    Ok(Some(LeakedToken {
+        account_id: account,
+        token_id: id,
+    }))
 }
 
 /// The key's reports, newest first; NotFound for a key not in `account`.
