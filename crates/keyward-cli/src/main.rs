@@ -7,6 +7,7 @@ use keyward_core::KeyFormat;
 use keyward_core::gateway::RouteTable;
 use keyward_server::accounts::{AccountSetup, CreatedAccount, create_account};
 use keyward_server::gateway::{GatewayConfig, Upstream, UpstreamTls};
+use keyward_server::secret_scanning::GithubPublicKeys;
 use keyward_server::shared_limit::SharedLimits;
 use keyward_server::{Server, ServerConfig};
 use keyward_store::{AuditChainReport, ChainLink, Store};
@@ -163,6 +164,19 @@ struct ServeArgs {
     /// The account whose keys the private verify listener checks.
     #[arg(long, env = "KEYWARD_VERIFY_ACCOUNT", requires = "verify_listen")]
     verify_account: Option<String>,
+    /// Take GitHub's secret scanning alerts at
+    /// `POST /v1/secret-scanning/github`: a key GitHub finds in public is
+    /// revoked (a workspace's last ingest key only flagged), a management
+    /// token deleted. The alerts' signatures are checked against the keys
+    /// GitHub publishes, fetched when first needed.
+    #[arg(long, env = "KEYWARD_GITHUB_SECRET_SCANNING")]
+    github_secret_scanning: bool,
+    /// Where GitHub publishes those keys (a GitHub Enterprise Server's
+    /// `https://HOST/api/v3/meta/public_keys/secret_scanning`, say).
+    #[arg(long, env = "KEYWARD_GITHUB_PUBLIC_KEYS_URL",
+          default_value = keyward_server::secret_scanning::GITHUB_PUBLIC_KEYS_URL,
+          requires = "github_secret_scanning")]
+    github_public_keys_url: String,
 }
 
 /// How a node verifies keys: shared by `serve` and `proxy`.
@@ -456,6 +470,14 @@ fn redact_url(url: &str) -> String {
 async fn serve(database_url: &str, format: KeyFormat, args: ServeArgs) -> Result<()> {
     let mut config = args.verify_path.config()?;
     config.secure_cookies = !args.console_insecure_cookies;
+    if args.github_secret_scanning {
+        let tls =
+            UpstreamTls::system().map_err(|e| anyhow::anyhow!("--github-secret-scanning: {e}"))?;
+        let keys = GithubPublicKeys::new(&args.github_public_keys_url, &tls)
+            .map_err(|e| anyhow::anyhow!("--github-public-keys-url: {e}"))?;
+        config.github_secret_scanning = Some(Arc::new(keys));
+        tracing::info!("taking GitHub's secret scanning alerts at /v1/secret-scanning/github");
+    }
     let store = open_store(database_url).await?;
     let listener = bind(args.listen, "--listen").await?;
     let address = listener.local_addr()?;

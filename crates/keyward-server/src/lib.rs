@@ -24,6 +24,7 @@ pub mod problem;
 mod ratelimit;
 mod request_check;
 pub mod request_logs;
+pub mod secret_scanning;
 mod secrets;
 pub mod shared_limit;
 mod tally;
@@ -52,6 +53,8 @@ pub struct Shared {
     pub verifier: Verifier,
     pub metrics: PrometheusHandle,
     pub console: console::ConsoleState,
+    /// Set when GitHub's secret scanning alerts are accepted.
+    pub github_keys: Option<Arc<secret_scanning::GithubPublicKeys>>,
 }
 
 pub type AppState = Arc<Shared>;
@@ -72,6 +75,9 @@ pub struct ServerConfig {
     /// `https://` and from `http://localhost`/`127.0.0.1`; turn it off only
     /// to serve the console over plain HTTP on another address.
     pub secure_cookies: bool,
+    /// Accept GitHub's secret scanning alerts, checked against these keys;
+    /// `None` leaves `/v1/secret-scanning/github` unrouted (404).
+    pub github_secret_scanning: Option<Arc<secret_scanning::GithubPublicKeys>>,
 }
 
 impl Default for ServerConfig {
@@ -82,6 +88,7 @@ impl Default for ServerConfig {
             log_retention_days: 30,
             log_buffer_capacity: request_logs::DEFAULT_CAPACITY,
             secure_cookies: true,
+            github_secret_scanning: None,
         }
     }
 }
@@ -126,6 +133,7 @@ impl Server {
                 verifier,
                 metrics,
                 console: console::ConsoleState::new(config.secure_cookies),
+                github_keys: config.github_secret_scanning.clone(),
             }),
             config,
             logs,

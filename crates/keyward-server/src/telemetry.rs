@@ -42,6 +42,9 @@ pub const STALE_ANSWERS: &str = "keyward_cache_stale_answers_total";
 /// refusal (its code is in `keyward_verifications_total`); `refused` is
 /// a request no route takes or with a refused path.
 pub const GATEWAY_REQUESTS: &str = "keyward_gateway_requests_total";
+/// `label` (`true_positive`, `false_positive`): secrets GitHub's secret
+/// scanning reported found in public.
+pub const LEAK_ALERTS: &str = "keyward_leak_alerts_total";
 /// Request logs deleted by the retention purge.
 pub const LOGS_PURGED: &str = "keyward_request_logs_purged_total";
 

@@ -1,6 +1,6 @@
 //! API keys: issue, list, inspect, update, disable / enable, revoke.
 
-use super::views::{CreatedKey, KeyView, List};
+use super::views::{CreatedKey, KeyLeakView, KeyView, List};
 use super::{Created, field};
 use crate::AppState;
 use crate::auth::{Authorized, ManageCredentials, Principal};
@@ -361,6 +361,20 @@ pub async fn get(
 ) -> ApiResult<Json<KeyView>> {
     let key = state.store.get_key(&who.account_id, &id).await?;
     Ok(Json(KeyView::new(key, now_ms())))
+}
+
+/// Every report of the key's secret found in public, newest first.
+#[utoipa::path(get, path = "/v1/keys/{id}/leaks", tag = "keys",
+    responses((status = 200, body = List<KeyLeakView>), (status = 404, body = ProblemDocument)))]
+pub async fn leaks(
+    State(state): State<AppState>,
+    Authorized(who, _): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<List<KeyLeakView>>> {
+    let leaks = state.store.list_key_leaks(&who.account_id, &id).await?;
+    Ok(Json(List::complete(
+        leaks.into_iter().map(KeyLeakView::from),
+    )))
 }
 
 /// Changes a key's name, permissions, rate limit, expiry, customer, allowed IPs or meta.

@@ -9,6 +9,7 @@ pub(crate) mod keys;
 pub(crate) mod logs;
 pub(crate) mod members;
 pub(crate) mod permissions;
+pub(crate) mod secret_scanning;
 pub(crate) mod tokens;
 mod verify;
 pub(crate) use verify::PrivateVerify;
@@ -65,6 +66,7 @@ pub(crate) fn field(name: impl Into<String>) -> impl FnOnce(InvalidValue) -> Pro
         (name = "audit", description = "Who changed what, tamper-evident"),
         (name = "verify", description = "Checking a key on each request"),
         (name = "logs", description = "Every verification outcome"),
+        (name = "secret-scanning", description = "Secrets found in public, reported by GitHub"),
     ),
     components(schemas(ProblemDocument))
 )]
@@ -102,6 +104,7 @@ fn management_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(keys::revoke))
         .routes(routes!(keys::rotate))
         .routes(routes!(keys::end_grace))
+        .routes(routes!(keys::leaks))
         .routes(routes!(integrations::list, integrations::create))
         .routes(routes!(
             integrations::get,
@@ -123,6 +126,7 @@ fn management_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(tokens::delete))
         .routes(routes!(logs::list))
         .routes(routes!(logs::list_for_key))
+        .routes(routes!(secret_scanning::github))
 }
 
 /// `POST /v1/verify`, the one route on every request of every customer. It

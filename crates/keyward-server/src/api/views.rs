@@ -174,6 +174,53 @@ pub struct KeyView {
     pub publishable_key: Option<String>,
     /// After a rotation: the replaced secret, and whether it still works.
     pub rotation: Option<RotationView>,
+    /// When the current secret was last reported found in public (GitHub
+    /// secret scanning); cleared by a rotation. See `GET /v1/keys/{id}/leaks`.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub leaked_at: Option<OffsetDateTime>,
+}
+
+/// A report of the key's secret found in public, and what Keyward did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyLeakView {
+    pub id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub reported_at: OffsetDateTime,
+    /// Who found it: `github`.
+    pub reporter: String,
+    /// The public URL it was found at, when the reporter gave one.
+    pub location: Option<String>,
+    /// The reporter's kind of place: `content`, `commit`, `npm`, ….
+    pub found_in: Option<String>,
+    /// `current`, or `replaced` for a rotation's replaced secret.
+    #[schema(example = "current")]
+    pub secret: &'static str,
+    /// `revoked`; `grace_ended` (a replaced secret); `flagged` (left
+    /// working, see `reason`); `none` (the secret no longer worked).
+    #[schema(example = "revoked")]
+    pub action: &'static str,
+    /// Why the key was only flagged: revoking a workspace's last active
+    /// ingest key would stop all its data, so a person replaces it first.
+    pub reason: Option<String>,
+}
+
+impl From<store::KeyLeak> for KeyLeakView {
+    fn from(leak: store::KeyLeak) -> Self {
+        Self {
+            id: leak.id,
+            reported_at: from_ms(leak.reported_at),
+            reporter: leak.reporter,
+            location: leak.location,
+            found_in: leak.found_in,
+            secret: if leak.replaced_secret {
+                "replaced"
+            } else {
+                "current"
+            },
+            action: leak.action.as_str(),
+            reason: leak.reason,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -228,6 +275,7 @@ impl KeyView {
             allowed_origins: k.allowed_origins,
             publishable_key: k.public_value,
             rotation: k.rotation.map(|r| RotationView::new(r, now_ms)),
+            leaked_at: from_ms_opt(k.leaked_at),
         }
     }
 }
@@ -405,6 +453,7 @@ impl KeyView {
             allowed_origins: Vec::new(),
             publishable_key: None,
             rotation: None,
+            leaked_at: None,
         }
     }
 }

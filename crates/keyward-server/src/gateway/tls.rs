@@ -70,7 +70,7 @@ impl UpstreamTls {
         })
     }
 
-    pub(super) fn client_config(&self) -> ClientConfig {
+    pub(crate) fn client_config(&self) -> ClientConfig {
         ClientConfig::clone(&self.config)
     }
 }
