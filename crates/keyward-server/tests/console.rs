@@ -814,6 +814,79 @@ async fn management_tokens_are_shown_once_and_revoked_at_once(server: TestServer
     assert!(!console.get("/tokens").await.body.contains(id));
 }
 
+/// As GitHub's secret scanning reports it (see `secret_scanning.rs` for
+/// the signed alert itself).
+async fn report_found(server: &TestServer, secret: &str, location: &str) {
+    let report = keyward_store::LeakReport {
+        hash_hex: keyward_core::KeyHash::of(secret).to_hex(),
+        reporter: "github".into(),
+        location: Some(location.into()),
+        found_in: Some("content".into()),
+    };
+    let found = server
+        .store
+        .report_leaked_key(&keyward_store::Actor::system(), report)
+        .await
+        .unwrap();
+    assert!(found.is_some());
+}
+
+async fn a_leaked_key_says_where_it_was_found(server: TestServer) {
+    let (revoked, revoked_secret) = server
+        .issue(json!({"name": "in a public repo", "environment": "production"}))
+        .await;
+    let (flagged, flagged_secret) = server
+        .issue(json!({"name": "last ingest", "environment": "production", "kind": "ingest"}))
+        .await;
+    let (status, body) = server
+        .post(
+            &format!("/v1/keys/{}/revoke", server.owner.primary_key_id),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let url = "https://github.com/octo/app/blob/1f2e/.env";
+    report_found(&server, &revoked_secret, url).await;
+    report_found(&server, &flagged_secret, "javascript:alert(1)").await;
+
+    let mut console = signed_in_owner(&server).await;
+    let list = console.get("/credentials").await;
+    assert_eq!(
+        list.body.matches(">Leaked</span>").count(),
+        2,
+        "{}",
+        list.body
+    );
+
+    let page = console
+        .get(&format!("/keys/{}", revoked["id"].as_str().unwrap()))
+        .await;
+    assert!(page.body.contains("Found in public"));
+    assert!(
+        page.body.contains(&format!("<a href=\"{url}\"")),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("Revoked the key."));
+    assert!(
+        !page.body.contains("id=\"leaked\""),
+        "a revoked key needs no warning"
+    );
+
+    let page = console
+        .get(&format!("/keys/{}", flagged["id"].as_str().unwrap()))
+        .await;
+    assert!(page.body.contains("id=\"leaked\""), "{}", page.body);
+    assert!(
+        page.body.contains("Left working: this is the workspace"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("last active ingest key"));
+    assert!(page.body.contains("javascript:alert(1)"), "shown");
+    assert!(!page.body.contains("href=\"javascript:"), "never as a link");
+}
+
 on_both_stores!(
     sign_in_and_out,
     sign_in_attempts_are_rate_limited,
@@ -826,4 +899,5 @@ on_both_stores!(
     the_log_page_exports_what_its_filter_shows,
     whole_lists_are_shown_past_one_page,
     the_log_page_pages_through_its_filter,
+    a_leaked_key_says_where_it_was_found,
 );

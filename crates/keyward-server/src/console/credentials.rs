@@ -8,7 +8,7 @@ use super::session::{ConsoleForm, ConsoleUser, Flash, NoFields, redirect_with};
 use super::workspaces::{WorkspaceOption, workspace_options};
 use super::{PageResult, authorized, redirect_after};
 use crate::AppState;
-use crate::api::views::{CreatedKey, KeyView, List};
+use crate::api::views::{CreatedKey, KeyLeakView, KeyView, List};
 use crate::api::{allowlist, integrations, keys, logs, permissions, workspaces};
 use crate::auth::{Authorized, ManageCredentials};
 use crate::extract::{Body, OptionalBody, Pagination, Timestamp, decode_cursor};
@@ -81,6 +81,8 @@ pub struct KeyRow {
     pub created: String,
     pub last_used: String,
     pub last_used_ip: String,
+    /// The current secret was reported found in public.
+    pub leaked: bool,
 }
 
 /// The status people see: `Rotating` while a replaced secret still works.
@@ -134,6 +136,7 @@ impl KeyRow {
             created: when(Some(key.created_at)),
             last_used: when(key.last_used_at),
             last_used_ip: key.last_used_ip.clone().unwrap_or_default(),
+            leaked: key.leaked_at.is_some(),
         }
     }
 }
@@ -641,6 +644,57 @@ struct KeyPage {
     /// The settings form, filled in with the key's current settings.
     form: KeyForm,
     catalog: Vec<(String, String)>,
+    /// Reports of the key's secrets found in public, newest first.
+    leaks: Vec<LeakRow>,
+}
+
+/// One report of a secret found in public, as the key page lists it.
+struct LeakRow {
+    reported: String,
+    reporter: &'static str,
+    /// The URL it was found at; empty when the reporter gave none.
+    location: String,
+    /// Only an `https://` location is made a link: the page must not carry
+    /// a `javascript:` URL, whoever reported it.
+    linkable: bool,
+    found_in: String,
+    secret: &'static str,
+    /// What Keyward did, in words.
+    outcome: String,
+}
+
+impl From<KeyLeakView> for LeakRow {
+    fn from(leak: KeyLeakView) -> Self {
+        let outcome = match leak.action {
+            "revoked" => "Revoked the key.".to_owned(),
+            "grace_ended" => "Stopped the replaced secret.".to_owned(),
+            "flagged" => format!(
+                "Left working: {}",
+                leak.reason.as_deref().unwrap_or("a person must act")
+            ),
+            _ => "Nothing: that secret no longer worked.".to_owned(),
+        };
+        Self {
+            reported: when(Some(leak.reported_at)),
+            reporter: if leak.reporter == "github" {
+                "GitHub secret scanning"
+            } else {
+                "a scanner"
+            },
+            linkable: leak
+                .location
+                .as_deref()
+                .is_some_and(|url| url.starts_with("https://")),
+            location: leak.location.unwrap_or_default(),
+            found_in: leak.found_in.unwrap_or_default(),
+            secret: if leak.secret == "replaced" {
+                "the replaced secret"
+            } else {
+                "the secret"
+            },
+            outcome,
+        }
+    }
 }
 
 impl KeyPage {
@@ -694,6 +748,12 @@ async fn show(
         first_page(20),
     )
     .await?;
+    let Json(leaks) = keys::leaks(
+        State(state.clone()),
+        authorized(&user)?,
+        Path(key.id.clone()),
+    )
+    .await?;
     let rotation = key.rotation.as_ref().filter(|r| r.in_grace_period);
     let view = KeyPage {
         chrome: Chrome::new(&user, "credentials"),
@@ -709,6 +769,7 @@ async fn show(
             .map_or_else(|| "Never".into(), |at| when(Some(at))),
         form: KeyForm::of(&key),
         catalog: catalog_choices(&state, &user).await?,
+        leaks: leaks.data.into_iter().map(LeakRow::from).collect(),
         view: key,
     };
     Ok(page(&state, &user, &view))
