@@ -82,6 +82,9 @@ enum KeysCommand {
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
+    /// Where the key's secrets were found in public (GitHub secret
+    /// scanning) and what Keyward did, newest first.
+    Leaks { id: String },
     /// Check a key as your API would: reads it from standard input and
     /// prints the verdict. Exits 1 when the key is not valid.
     Verify {
@@ -332,6 +335,12 @@ pub async fn run(args: KeysArgs) -> Result<ExitCode> {
                 print_log_table(&entries);
             }
         }
+        KeysCommand::Leaks { id } => {
+            let leaks = api.get(api.url(&["keys", &id, "leaks"])?).await?;
+            if !json_if_asked(json, &leaks["data"]) {
+                print_leak_table(leaks["data"].as_array().map_or(&[], Vec::as_slice));
+            }
+        }
         KeysCommand::Verify {
             permissions,
             environment,
@@ -479,6 +488,33 @@ fn print_log_table(entries: &[Value]) {
     );
 }
 
+fn print_leak_table(leaks: &[Value]) {
+    if leaks.is_empty() {
+        println!("No reports of this key's secrets found in public.");
+        return;
+    }
+    let rows: Vec<Vec<String>> = leaks
+        .iter()
+        .map(|l| {
+            let done = match (l["action"].as_str(), l["reason"].as_str()) {
+                (Some("flagged"), Some(reason)) => format!("flagged: {reason}"),
+                (action, _) => action.unwrap_or("").to_owned(),
+            };
+            vec![
+                text_or(&l["reported_at"], ""),
+                text_or(&l["reporter"], ""),
+                text_or(&l["secret"], ""),
+                text_or(&l["location"], "-"),
+                done,
+            ]
+        })
+        .collect();
+    println!(
+        "{}",
+        table(&["REPORTED", "BY", "SECRET", "WHERE", "DONE"], &rows)
+    );
+}
+
 fn print_key(key: &Value) {
     let rate_limit = serde_json::from_value::<RateLimitPolicy>(key["rate_limit"].clone())
         .map_or_else(|_| "none".to_owned(), |p| p.to_string());
@@ -503,6 +539,15 @@ fn print_key(key: &Value) {
         ("last used", last_used),
         ("created", text_or(&key["created_at"], "")),
     ];
+    if let Some(at) = key["leaked_at"].as_str() {
+        pairs.push((
+            "LEAKED",
+            format!(
+                "found in public at {at}; `keyward keys leaks {}`",
+                text_or(&key["id"], "")
+            ),
+        ));
+    }
     if let Some(rotation) = key["rotation"].as_object() {
         let state = if rotation["in_grace_period"] == Value::Bool(true) {
             "works until"

@@ -3,7 +3,8 @@
 //! from the command line, a service's own token from creation to
 //! revocation, bulk jobs and the audit log newest first, the API's
 //! refusals read back as sentences naming the field, another account's
-//! objects out of reach, and no secret where it should not be.
+//! objects out of reach, no secret where it should not be, and GitHub's
+//! secret scanning alerts reaching `keyward serve --github-secret-scanning`.
 
 mod common;
 
@@ -86,12 +87,17 @@ struct Deployment {
 
 impl Deployment {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// With more `keyward serve` arguments.
+    fn start_with(serve_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let db = format!("sqlite://{}", dir.path().join("keyward.db").display());
         let account = initialised(&db, &["init"], "owner@example.com");
         let tenant = initialised(&db, &["account", "create"], "other@example.com");
         Self {
-            server: Serving::start(&db, "info"),
+            server: Serving::start_with(&db, "info", serve_args),
             account,
             tenant,
             dir,
@@ -808,4 +814,72 @@ async fn the_allowlist_and_members_from_the_command_line() {
     assert!(foreign.contains("not_found (404)"), "{foreign}");
     owner.ok(&["members", "remove", dev_id]);
     assert!(!owner.ok(&["members", "list"]).contains("dev@example.com"));
+}
+
+/// GitHub's published key document, served on loopback; returns its URL.
+async fn github_key_document(key: &p256::ecdsa::SigningKey) -> String {
+    use p256::pkcs8::{EncodePublicKey, LineEnding};
+    let document = json!({"public_keys": [{
+        "key_identifier": "gh-1",
+        "key": key.verifying_key().to_public_key_pem(LineEnding::LF).unwrap(),
+        "is_current": true,
+    }]})
+    .to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/keys", listener.local_addr().unwrap());
+    let app =
+        axum::Router::new().route("/keys", axum::routing::get(move || async move { document }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_alerts_revoke_a_served_key_and_the_cli_says_where_it_was_found() {
+    use base64::Engine;
+    use p256::ecdsa::signature::Signer;
+    let github = p256::ecdsa::SigningKey::from_slice(&[9; 32]).unwrap();
+    let keys_url = github_key_document(&github).await;
+    let deployment = Deployment::start_with(&[
+        "--github-secret-scanning",
+        "--github-public-keys-url",
+        &keys_url,
+    ]);
+    let owner = deployment.owner();
+    let workspace = deployment.account["workspace_id"].as_str().unwrap();
+    let (id, secret) = issued(&owner, workspace, "Pushed by mistake", "production");
+    assert!(owner.ok(&["keys", "leaks", &id]).contains("No reports"));
+
+    let location = "https://github.com/octo/app/blob/1f2e/.env";
+    let body =
+        json!([{"token": secret, "type": "keyward_api_key", "url": location, "source": "commit"}])
+            .to_string();
+    let signature: p256::ecdsa::Signature = github.sign(body.as_bytes());
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}/v1/secret-scanning/github",
+            deployment.server.base
+        ))
+        .header("Github-Public-Key-Identifier", "gh-1")
+        .header(
+            "Github-Public-Key-Signature",
+            base64::engine::general_purpose::STANDARD.encode(signature.to_der().as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    let labels: Value = response.json().await.unwrap();
+    assert_eq!(labels[0]["label"], "true_positive");
+
+    let leaks = owner.ok(&["keys", "leaks", &id]);
+    assert!(
+        leaks.contains(location) && leaks.contains("revoked"),
+        "{leaks}"
+    );
+    let shown = owner.ok(&["keys", "get", &id]);
+    assert!(shown.contains("LEAKED"), "{shown}");
+    assert!(!owner.verify(&secret, &[]).0, "the key no longer verifies");
+    let refused = deployment.other_account().fails(&["keys", "leaks", &id]);
+    assert!(refused.contains("404"), "{refused}");
 }
