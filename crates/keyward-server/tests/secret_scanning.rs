@@ -72,11 +72,7 @@ impl Github {
 }
 
 fn config_fetching_from(url: &str) -> ServerConfig {
-    let keys = GithubPublicKeys::new(
-        url.parse().unwrap(),
-        &UpstreamTls::trusting_nobody().unwrap(),
-    )
-    .unwrap();
+    let keys = GithubPublicKeys::new(url, &UpstreamTls::trusting_nobody().unwrap()).unwrap();
     ServerConfig {
         github_secret_scanning: Some(Arc::new(keys)),
         ..ServerConfig::default()
