@@ -528,6 +528,19 @@ pub enum MalformedKey {
 // KeyHash
 // ---------------------------------------------------------------------------
 
+/// The lengths an imported key's secret may have (keys issued elsewhere,
+/// moved in by their hash): shorter ones are too weak to be credentials,
+/// longer ones are not worth hashing.
+pub const IMPORTED_SECRET_LEN: std::ops::RangeInclusive<usize> = 16..=256;
+
+/// Whether `presented` could be the secret of a key imported from another
+/// system: printable ASCII without spaces, of a length in
+/// [`IMPORTED_SECRET_LEN`]. Anything else is malformed without a lookup.
+pub fn could_be_imported_secret(presented: &str) -> bool {
+    IMPORTED_SECRET_LEN.contains(&presented.len())
+        && presented.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// SHA-256 of the full key string: the only thing stored.
 ///
 /// Why a fast hash and not Argon2/bcrypt: those exist to stretch
@@ -573,6 +586,11 @@ impl KeyHash {
             *byte = (hi << 4) | lo;
         }
         Ok(Self(bytes))
+    }
+
+    /// A digest computed elsewhere (an imported key's).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
     }
 
     pub fn as_bytes(&self) -> &[u8; 32] {

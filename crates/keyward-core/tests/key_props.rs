@@ -1,6 +1,8 @@
 //! Property tests for the key format (`keyward_core::key`).
 
-use keyward_core::key::{BODY_LEN, CHECKSUM_LEN, MAX_KEY_LEN};
+use keyward_core::key::{
+    BODY_LEN, CHECKSUM_LEN, IMPORTED_SECRET_LEN, MAX_KEY_LEN, could_be_imported_secret,
+};
 use keyward_core::{EnvTag, KeyFormat, KeyHash, MalformedKey, Secret};
 use proptest::prelude::*;
 use proptest::sample::{Index, select};
@@ -190,6 +192,23 @@ proptest! {
             Ok(_) | Err(MalformedKey::BadChecksum) => prop_assert!(grammar, "accepted {s:?}"),
             Err(error) => prop_assert!(!grammar, "refused {s:?}: {error:?}"),
         }
+    }
+
+    #[test]
+    fn imported_secrets_are_printable_ascii_of_a_credential_length(
+        s in prop_oneof!["\\PC{0,300}", "[!-~]{0,300}"],
+    ) {
+        let expected = IMPORTED_SECRET_LEN.contains(&s.len())
+            && s.chars().all(|c| c.is_ascii() && !c.is_ascii_control() && c != ' ');
+        prop_assert_eq!(could_be_imported_secret(&s), expected);
+    }
+
+    #[test]
+    fn a_space_or_a_control_character_is_never_an_imported_secret(
+        prefix in "[!-~]{8,100}", bad in "[ \\t\\n\\x00\\x7f\\u{e9}]", suffix in "[!-~]{8,100}",
+    ) {
+        let presented = format!("{prefix}{bad}{suffix}");
+        prop_assert!(!could_be_imported_secret(&presented));
     }
 
     #[test]

@@ -32,6 +32,14 @@ pub enum StoreError {
     /// `key_in_use`); `code` is stable for clients to branch on.
     #[error("{message}")]
     Refused { code: &'static str, message: String },
+    /// An input error of one item of a batch: `source` names the field
+    /// within `list[index]`.
+    #[error("{list}[{index}]: {source}")]
+    InItem {
+        list: &'static str,
+        index: usize,
+        source: Box<StoreError>,
+    },
     /// Configuration error (bad URL, unsupported backend).
     #[error("{0}")]
     Config(String),

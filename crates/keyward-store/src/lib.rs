@@ -279,6 +279,18 @@ pub trait Store: Send + Sync + 'static {
         status: keyward_core::KeyStatus,
     ) -> StoreResult<ApiKey>;
 
+    /// Creates keys whose secrets were issued elsewhere, from their hashes
+    /// (`NewKey::hash_hex`), all or none: moving to Keyward without
+    /// re-issuing. Each is audited as `key.imported`. A hash some key's
+    /// current or replaced secret already has is a Conflict on `hash`; an
+    /// item's error is `InItem { list: "keys", index }`.
+    async fn import_keys(
+        &self,
+        account: &str,
+        actor: &Actor,
+        keys: Vec<NewKey>,
+    ) -> StoreResult<Vec<ApiKey>>;
+
     /// Everything verification needs about the key with this hash (hex):
     /// the key, its environment name and its workspace's IP allowlist.
     /// Not scoped: the caller compares the account.

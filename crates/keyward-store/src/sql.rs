@@ -905,6 +905,22 @@ impl crate::Store for SqlStore {
         in_write_tx!(self, |conn| keys::record_usage(conn, usages).await?)
     }
 
+    async fn import_keys(
+        &self,
+        account: &str,
+        actor: &Actor,
+        keys: Vec<NewKey>,
+    ) -> StoreResult<Vec<ApiKey>> {
+        in_write_tx!(self, |conn| lifecycle::import(
+            conn,
+            self.dialect,
+            account,
+            actor,
+            keys
+        )
+        .await?)
+    }
+
     async fn report_leaked_key(
         &self,
         actor: &Actor,

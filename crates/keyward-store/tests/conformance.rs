@@ -1937,6 +1937,160 @@ async fn stale_idempotency_claims_are_reclaimed(backend: Backend) {
     );
 }
 
+// ── Imported keys ────────────────────────────────────────────────────────
+
+/// The item's error of a batch, unwrapped.
+#[track_caller]
+fn item_error<T: Debug>(result: StoreResult<T>, at: usize) -> StoreError {
+    match result {
+        Err(StoreError::InItem {
+            list: "keys",
+            index,
+            source,
+        }) if index == at => *source,
+        other => panic!("expected an error in keys[{at}], got {other:?}"),
+    }
+}
+
+async fn keys_issued_elsewhere_are_imported_all_or_none(backend: Backend) {
+    let Some(f) = Fixture::new(backend).await else {
+        return;
+    };
+    let s = &f.store;
+    let t = f.tenant("acme").await;
+    let other = f.tenant("globex").await;
+    f.catalog(&t, &["orders:read"]).await;
+    let imported = |name: &str, hash_label: &str| NewKey {
+        hash_hex: hash(hash_label),
+        hint: "sk_live_4f…".into(),
+        permissions: vec![perm("orders:read")],
+        ..new_key(&t.workspace, name)
+    };
+    let count = || async {
+        s.list_keys(&t.account, &KeyFilter::default(), &page(100, None))
+            .await
+            .unwrap()
+            .items
+            .len()
+    };
+    let before = count().await;
+
+    let keys = s
+        .import_keys(
+            &t.account,
+            &actor(),
+            vec![
+                imported("legacy a", "legacy-a"),
+                imported("legacy b", "legacy-b"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(
+        (keys[0].hint.as_str(), keys[0].status),
+        ("sk_live_4f…", KeyStatus::Active)
+    );
+    let found = s
+        .find_key_for_verification(&hash("legacy-b"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.key.id, keys[1].id);
+    assert_eq!(found.key.permissions, vec![perm("orders:read")]);
+    let events = audit_events(
+        s,
+        &t.account,
+        AuditFilter {
+            action: Some("key.imported".into()),
+            ..AuditFilter::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        events
+            .iter()
+            .map(|e| e.object_id.clone())
+            .collect::<Vec<_>>(),
+        vec![keys[0].id.clone(), keys[1].id.clone()]
+    );
+
+    // A later item's refusal leaves the earlier ones uncreated.
+    let refused = s
+        .import_keys(
+            &t.account,
+            &actor(),
+            vec![
+                imported("legacy c", "legacy-c"),
+                imported("legacy a", "legacy-d"),
+            ],
+        )
+        .await;
+    assert_conflict::<()>(Err(item_error(refused, 1)), "name");
+    assert_eq!(count().await, before + 2, "all or none");
+    assert!(
+        s.find_key_for_verification(&hash("legacy-c"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // One secret is one key, whichever account holds it and whether it is
+    // current or replaced.
+    let secret_of_other = f.key(&other, "globex key", |_| {}).await;
+    let taken = hash(&format!("{}-globex key", other.workspace));
+    let refused = s
+        .import_keys(&t.account, &actor(), vec![imported("again", &taken)])
+        .await;
+    let message = assert_conflict::<()>(Err(item_error(refused, 0)), "hash");
+    assert!(
+        !message.contains(&secret_of_other.id),
+        "another account's key is not named"
+    );
+    s.rotate_key(
+        &t.account,
+        &actor(),
+        KeyReplacement {
+            key_id: keys[0].id.clone(),
+            hash_hex: hash("legacy-a rotated"),
+            hint: "kw_live_…new".into(),
+            public_value: None,
+            grace_ms: 60_000,
+        },
+    )
+    .await
+    .unwrap();
+    let refused = s
+        .import_keys(&t.account, &actor(), vec![imported("replaced", "legacy-a")])
+        .await;
+    assert_conflict::<()>(Err(item_error(refused, 0)), "hash");
+
+    // Other input errors name their item too.
+    let mut elsewhere = imported("nowhere", "legacy-e");
+    elsewhere.environment = "qa".into();
+    let refused = s.import_keys(&t.account, &actor(), vec![elsewhere]).await;
+    assert!(matches!(
+        item_error(refused, 0),
+        StoreError::NotFound {
+            field: Some("environment"),
+            ..
+        }
+    ));
+    let foreign = NewKey {
+        workspace_id: other.workspace.clone(),
+        ..imported("into globex", "legacy-f")
+    };
+    let refused = s.import_keys(&t.account, &actor(), vec![foreign]).await;
+    assert!(matches!(
+        item_error(refused, 0),
+        StoreError::NotFound {
+            field: Some("workspace_id"),
+            ..
+        }
+    ));
+    assert_eq!(count().await, before + 2);
+}
+
 // ── Leaked secrets ───────────────────────────────────────────────────────
 
 fn leak_report(hash_hex: &str) -> LeakReport {
@@ -3023,6 +3177,7 @@ conformance_suite!(
     update_key_fields,
     key_status_and_revocation,
     leaked_secrets_revoke_or_flag_their_key,
+    keys_issued_elsewhere_are_imported_all_or_none,
     verification_sees_its_workspace_allowlist,
     key_usage_moves_forward_only,
     token_usage_moves_forward_only,

@@ -368,6 +368,23 @@ pub(super) async fn record_usage(conn: &mut AnyConnection, usages: &[KeyUsage]) 
     Ok(())
 }
 
+/// Refuses a hash some key's current or replaced secret has, in any
+/// account: one secret is one key. The message says no more than that.
+pub(super) async fn require_secret_free(
+    conn: &mut AnyConnection,
+    hash_hex: &str,
+) -> StoreResult<()> {
+    let taken: Option<String> =
+        sqlx::query_scalar("SELECT id FROM api_keys WHERE hash = $1 OR previous_hash = $1")
+            .bind(hash_hex)
+            .fetch_optional(conn)
+            .await?;
+    match taken {
+        None => Ok(()),
+        Some(_) => Err(conflict("hash", "a key with this secret already exists")),
+    }
+}
+
 async fn require_name_free(
     conn: &mut AnyConnection,
     account: &str,

@@ -33,16 +33,18 @@ pub(super) async fn report(
     let key_id: String = column(&row, "id")?;
     let current_hash: String = column(&row, "hash")?;
     let replaced_secret = current_hash != report.hash_hex;
-    let now = now_ms();
     let (action, reason) = if replaced_secret {
         let action =
             lifecycle::stop_leaked_replaced_secret(conn, dialect, &account, actor, &key_id).await?;
         (action, None)
     } else {
-        let outcome = lifecycle::revoke_leaked(conn, dialect, &account, actor, &key_id).await?;
-        mark_leaked(conn, &account, &key_id, now).await?;
-        outcome
+        lifecycle::revoke_leaked(conn, dialect, &account, actor, &key_id).await?
     };
+    // After the action, so that what it recorded is not later than the report.
+    let now = now_ms();
+    if !replaced_secret {
+        mark_leaked(conn, &account, &key_id, now).await?;
+    }
     let leak = KeyLeak {
         id: new_id("leak"),
         account_id: account,

@@ -37,6 +37,43 @@ pub(super) async fn create_audited(
     Ok(key)
 }
 
+/// Inserts keys issued elsewhere, each with its `key.imported` event.
+pub(super) async fn import(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    account: &str,
+    actor: &Actor,
+    new: Vec<NewKey>,
+) -> StoreResult<Vec<ApiKey>> {
+    let mut imported = Vec::with_capacity(new.len());
+    for (index, new) in new.into_iter().enumerate() {
+        let in_item = |e: StoreError| StoreError::InItem {
+            list: "keys",
+            index,
+            source: Box::new(e),
+        };
+        keys::require_secret_free(conn, &new.hash_hex)
+            .await
+            .map_err(in_item)?;
+        let key = keys::create(conn, dialect, account, new)
+            .await
+            .map_err(in_item)?;
+        audit::append(
+            conn,
+            account,
+            actor,
+            "key.imported",
+            "key",
+            &key.id,
+            None,
+            Some(audit::key_state(&key)),
+        )
+        .await?;
+        imported.push(key);
+    }
+    Ok(imported)
+}
+
 async fn locked_key(
     conn: &mut AnyConnection,
     dialect: Dialect,
