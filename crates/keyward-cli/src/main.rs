@@ -202,12 +202,20 @@ struct VerifyPathArgs {
     #[arg(long, env = "KEYWARD_OUTAGE_GRACE_SECONDS", default_value_t = 300,
           value_parser = clap::value_parser!(u32).range(0..=86_400))]
     outage_grace_seconds: u32,
+    /// Verify keys imported from another system by their hash
+    /// (`POST /v1/workspaces/{id}/keys/import`): a credential not in
+    /// Keyward's format is then looked up as such a key's secret, where it
+    /// would otherwise be refused as malformed without a lookup. Every node
+    /// of the deployment needs it.
+    #[arg(long, env = "KEYWARD_ACCEPT_IMPORTED_KEYS")]
+    accept_imported_keys: bool,
 }
 
 impl VerifyPathArgs {
     fn config(&self) -> Result<ServerConfig> {
         let mut config = ServerConfig {
             log_retention_days: self.log_retention_days,
+            accept_imported_keys: self.accept_imported_keys,
             ..ServerConfig::default()
         };
         config.cache.key_capacity = self.cache_capacity;

@@ -102,6 +102,20 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     serde_json::from_slice(bytes).map_err(|_| failure::<T>(bytes))
 }
 
+/// One item of a list already parsed as JSON (`keys[3]`), as a `T`,
+/// naming the field at fault under `item`.
+pub fn parse_item<T: DeserializeOwned>(value: serde_json::Value, item: &str) -> Result<T, Problem> {
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().to_string();
+        let field = match field_path(&path, &message) {
+            Some(field) if field != "." => format!("{item}.{field}"),
+            _ => item.to_owned(),
+        };
+        Problem::invalid(field, strip_position(&message))
+    })
+}
+
 /// Why `bytes` is not a `T`, naming the field at fault.
 fn failure<T: DeserializeOwned>(bytes: &[u8]) -> Problem {
     let mut de = serde_json::Deserializer::from_slice(bytes);

@@ -55,6 +55,8 @@ pub struct Shared {
     pub console: console::ConsoleState,
     /// Set when GitHub's secret scanning alerts are accepted.
     pub github_keys: Option<Arc<secret_scanning::GithubPublicKeys>>,
+    /// Keys may be imported by hash (see `ServerConfig`).
+    pub accept_imported_keys: bool,
 }
 
 pub type AppState = Arc<Shared>;
@@ -78,6 +80,11 @@ pub struct ServerConfig {
     /// Accept GitHub's secret scanning alerts, checked against these keys;
     /// `None` leaves `/v1/secret-scanning/github` unrouted (404).
     pub github_secret_scanning: Option<Arc<secret_scanning::GithubPublicKeys>>,
+    /// Verify keys imported from elsewhere by their hash
+    /// (`POST /v1/workspaces/{id}/keys/import`, refused while off): a
+    /// credential not in this deployment's format is then looked up as one
+    /// such key's secret instead of being refused as malformed unread.
+    pub accept_imported_keys: bool,
 }
 
 impl Default for ServerConfig {
@@ -89,6 +96,7 @@ impl Default for ServerConfig {
             log_buffer_capacity: request_logs::DEFAULT_CAPACITY,
             secure_cookies: true,
             github_secret_scanning: None,
+            accept_imported_keys: false,
         }
     }
 }
@@ -125,6 +133,7 @@ impl Server {
             cache.clone(),
             rate_limits.clone(),
             config.shared_limits.clone(),
+            config.accept_imported_keys,
         );
         Self {
             state: Arc::new(Shared {
@@ -134,6 +143,7 @@ impl Server {
                 metrics,
                 console: console::ConsoleState::new(config.secure_cookies),
                 github_keys: config.github_secret_scanning.clone(),
+                accept_imported_keys: config.accept_imported_keys,
             }),
             config,
             logs,

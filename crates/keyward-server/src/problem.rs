@@ -51,6 +51,16 @@ impl Problem {
         self
     }
 
+    /// The same problem about an item of a list: its field, if any, is
+    /// put under `item` (`keys[3]` + `name` → `keys[3].name`).
+    pub fn within(self, item: &str) -> Self {
+        let field = match &self.field {
+            Some(field) => format!("{item}.{field}"),
+            None => item.to_owned(),
+        };
+        self.with_field(field)
+    }
+
     /// 503 `storage_unavailable`: the store cannot be reached.
     pub fn storage_unavailable() -> Self {
         Self::new(
@@ -140,6 +150,11 @@ impl From<StoreError> for Problem {
                 tracing::error!(error = %source, "storage unavailable");
                 Problem::storage_unavailable()
             }
+            StoreError::InItem {
+                list,
+                index,
+                source,
+            } => Problem::from(*source).within(&format!("{list}[{index}]")),
             StoreError::Config(message) | StoreError::Corrupt(message) => {
                 tracing::error!(%message, "store failure");
                 Problem::internal()

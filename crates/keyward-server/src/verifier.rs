@@ -16,8 +16,9 @@ use crate::shared_limit::SharedLimits;
 use crate::tally::{self, LatencyHistogram, Tallies};
 use crate::telemetry as m;
 use governor::clock::{Clock, DefaultClock, QuantaInstant, Reference};
+use keyward_core::key::could_be_imported_secret;
 use keyward_core::verify::{Code, Demand, KeyFacts, PresentedCredential, decide};
-use keyward_core::{EnvTag, KeyFormat, PermissionName, RateLimitPolicy, ShapedKey};
+use keyward_core::{EnvTag, KeyFormat, KeyHash, PermissionName, RateLimitPolicy};
 use keyward_store::{Store, StoreResult, VerificationRecord};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -79,6 +80,9 @@ pub struct Verifier {
     shared_limits: Option<Arc<SharedLimits>>,
     metrics: VerifyMetrics,
     outage: Arc<Outage>,
+    /// Credentials not in the deployment's format are looked up as
+    /// imported keys' secrets (`ServerConfig::accept_imported_keys`).
+    imported_keys: bool,
     /// Times the decision: the rate limiter's clock (with governor's
     /// default `quanta` feature, the CPU's TSC, cheaper to read than
     /// `Instant`'s `clock_gettime`).
@@ -132,6 +136,7 @@ impl Verifier {
         cache: Arc<VerifyCache>,
         rate_limits: Arc<RateLimits>,
         shared_limits: Option<Arc<SharedLimits>>,
+        imported_keys: bool,
     ) -> Self {
         Self {
             store,
@@ -140,6 +145,7 @@ impl Verifier {
             logs,
             cache,
             shared_limits,
+            imported_keys,
             metrics: VerifyMetrics::default(),
             outage: Arc::default(),
             clock: DefaultClock::default(),
@@ -186,20 +192,58 @@ impl Verifier {
             return Ok(Verdict::without_key(Code::MalformedKey));
         };
         let Ok(shaped) = self.format.parse_shape(credential.expose_secret()) else {
-            return Ok(Verdict::without_key(Code::MalformedKey));
+            return self.check_imported(input, credential, now_ms).await;
         };
         // The constant, not `EnvTag::management()`, which allocates a String.
         if shaped.env_tag() == EnvTag::MANAGEMENT {
             // A management token is not an API key of the platform.
             return Ok(Verdict::without_key(Code::UnknownKey));
         }
-        let record = match self.lookup(shaped, now_ms).await? {
+        let hash = shaped.hash();
+        let checksum_ok = || shaped.check_checksum().is_ok();
+        let record = match self.lookup(hash, checksum_ok, now_ms).await? {
             Found::Key(record) if record.key.account_id == input.account_id => record,
             Found::Key(_) | Found::Nothing => {
                 return Ok(Verdict::without_key(Code::UnknownKey));
             }
             Found::Mistyped => return Ok(Verdict::without_key(Code::MalformedKey)),
         };
+        self.judge(record, input, credential, now_ms).await
+    }
+
+    /// A credential not in this deployment's format: the secret of a key
+    /// imported from elsewhere, when the deployment takes them and it could
+    /// be one; else — and when no key of the account has it — malformed.
+    /// Only then does a malformed credential cost a lookup (negative
+    /// answers are cached like any other).
+    async fn check_imported(
+        &self,
+        input: &VerifyInput<'_>,
+        credential: &PresentedCredential<'_>,
+        now_ms: i64,
+    ) -> StoreResult<Verdict> {
+        let secret = credential.expose_secret();
+        if !self.imported_keys || !could_be_imported_secret(secret) {
+            return Ok(Verdict::without_key(Code::MalformedKey));
+        }
+        match self.lookup(KeyHash::of(secret), || true, now_ms).await? {
+            Found::Key(record) if record.key.account_id == input.account_id => {
+                self.judge(record, input, credential, now_ms).await
+            }
+            Found::Key(_) | Found::Nothing | Found::Mistyped => {
+                Ok(Verdict::without_key(Code::MalformedKey))
+            }
+        }
+    }
+
+    /// The checks after lookup (SPEC §3), then the rate limit.
+    async fn judge(
+        &self,
+        record: Arc<CachedKey>,
+        input: &VerifyInput<'_>,
+        credential: &PresentedCredential<'_>,
+        now_ms: i64,
+    ) -> StoreResult<Verdict> {
         let code = decide(&facts(&record), &demand(input, credential, now_ms));
         if code == Code::UnknownKey {
             return Ok(Verdict::without_key(code));
@@ -243,17 +287,21 @@ impl Verifier {
     /// (and then cached, found or not), else — the store being unavailable
     /// — from an entry only past its TTL.
     ///
-    /// The checksum is checked only when the cache has no answer: a cached
+    /// `checksum_ok` is asked only when the cache has no answer: a cached
     /// record's hash is of an issued key, checksum and all, and a hash is
     /// remembered as unknown only after its key passed the checksum.
-    async fn lookup(&self, key: ShapedKey<'_>, now_ms: i64) -> StoreResult<Found> {
-        let hash = key.hash();
+    async fn lookup(
+        &self,
+        hash: KeyHash,
+        checksum_ok: impl FnOnce() -> bool,
+        now_ms: i64,
+    ) -> StoreResult<Found> {
         let (ticket, stale) = match self.cache.key(hash.as_bytes(), now_ms) {
             Lookup::Hit(record) => return Ok(Found::Key(record)),
             Lookup::Unknown => return Ok(Found::Nothing),
             Lookup::Miss(ticket, stale) => (ticket, stale),
         };
-        if key.check_checksum().is_err() {
+        if !checksum_ok() {
             return Ok(Found::Mistyped);
         }
         let hex = hash.to_hex();

@@ -353,27 +353,6 @@ async fn unsigned_alerts_change_nothing(backend: Backend) {
     assert_eq!(s.code(json!({"key": secret})).await, "valid");
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(keyward_store::testing::Backend::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(keyward_store::testing::Backend::Postgres).await
-                }
-            )*
-        }
-    };
-}
-
 on_both_backends!(
     signed_alerts_revoke_what_they_find,
     unsigned_alerts_change_nothing

@@ -6,7 +6,7 @@ use crate::AppState;
 use crate::auth::{Authorized, ManageCredentials, Principal};
 use crate::clock::{now_ms, to_ms};
 use crate::extract::{
-    Body, OptionalBody, Pagination, Timestamp, double_option, serde_urlencoded_query,
+    Body, OptionalBody, Pagination, Timestamp, double_option, parse_item, serde_urlencoded_query,
 };
 use crate::problem::{ApiResult, Problem, ProblemDocument};
 use crate::secrets;
@@ -15,8 +15,8 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
 use ipnet::IpNet;
 use keyward_core::{
-    EnvTag, KeyKind, KeyStatus, PermissionName, RateLimitPolicy, ip, normalize_origin,
-    validate_customer_id, validate_display_name, validate_environment_name,
+    EnvTag, InvalidValue, KeyHash, KeyKind, KeyStatus, PermissionName, RateLimitPolicy, ip,
+    normalize_origin, validate_customer_id, validate_display_name, validate_environment_name,
 };
 use keyward_store::{KeyDeletion, KeyFilter, KeyPatch, KeyReplacement, NewKey};
 use serde::Deserialize;
@@ -316,6 +316,146 @@ pub async fn create(
         key: KeyView::new(key, now_ms()),
         secret,
     }))
+}
+
+/// The most keys one import takes: all are created in one transaction.
+const MAX_IMPORTED_KEYS: usize = 1000;
+/// An imported key's hint: its first characters, never the whole key.
+const MAX_IMPORTED_HINT_CHARS: usize = 16;
+
+/// Keys issued by another system, moved in by their hashes.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportKeys {
+    /// 1 to 1000 keys, created all or none.
+    #[schema(value_type = Vec<ImportedKey>)]
+    keys: Vec<Map<String, Value>>,
+}
+
+/// One key issued elsewhere: its hash, then the fields of a new key.
+/// (`Deserialize` only describes the flattened shape to the schema: the
+/// handler reads each item itself, see [`imported_key`], so that unknown
+/// fields are still refused.)
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ImportedKey {
+    /// SHA-256 of the whole key exactly as clients send it: 64 hex digits,
+    /// or its 32 bytes in base64 (as Unkey exports them).
+    hash: String,
+    /// The key's first characters (`sk_live_4f`), at most 16, shown as
+    /// `sk_live_4f…` to tell keys apart. Never the whole key.
+    hint: Option<String>,
+    #[serde(flatten)]
+    key: CreateKey,
+}
+
+/// Creates keys issued by another system from their hashes, so its
+/// clients keep their keys when the platform moves to Keyward. The
+/// deployment must verify imported keys (`--accept-imported-keys`).
+#[utoipa::path(post, path = "/v1/workspaces/{id}/keys/import", tag = "keys",
+    request_body = ImportKeys,
+    responses((status = 201, body = List<KeyView>), (status = 400, body = ProblemDocument),
+        (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
+pub async fn import(
+    State(state): State<AppState>,
+    Authorized(who, _): Auth,
+    Path(workspace): Path<String>,
+    Body(request): Body<ImportKeys>,
+) -> ApiResult<Created<List<KeyView>>> {
+    if !state.accept_imported_keys {
+        return Err(Problem::conflict(
+            "imports_disabled",
+            "this deployment does not verify imported keys; start it with --accept-imported-keys",
+        ));
+    }
+    if request.keys.is_empty() || request.keys.len() > MAX_IMPORTED_KEYS {
+        return Err(Problem::invalid(
+            "keys",
+            format!("must hold 1 to {MAX_IMPORTED_KEYS} keys; import more in several requests"),
+        ));
+    }
+    let mut new = Vec::with_capacity(request.keys.len());
+    for (index, item) in request.keys.into_iter().enumerate() {
+        let item_path = format!("keys[{index}]");
+        let imported = imported_key(item, &item_path)?;
+        new.push(imported_new_key(&who, &workspace, imported).map_err(|p| p.within(&item_path))?);
+    }
+    let keys = state
+        .store
+        .import_keys(&who.account_id, &who.actor(), new)
+        .await?;
+    let now = now_ms();
+    Ok(Created(List::complete(
+        keys.into_iter().map(|k| KeyView::new(k, now)),
+    )))
+}
+
+/// The item's `hash` and `hint`, then the rest as a [`CreateKey`], which
+/// refuses fields it does not know.
+fn imported_key(mut item: Map<String, Value>, item_path: &str) -> ApiResult<ImportedKey> {
+    let text = |value: Option<Value>, name: &str| match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text)),
+        Some(_) => Err(Problem::invalid(
+            format!("{item_path}.{name}"),
+            "must be a string",
+        )),
+    };
+    let hash = text(item.remove("hash"), "hash")?
+        .ok_or_else(|| Problem::invalid(format!("{item_path}.hash"), "is required"))?;
+    let hint = text(item.remove("hint"), "hint")?;
+    let key = parse_item(Value::Object(item), item_path)?;
+    Ok(ImportedKey { hash, hint, key })
+}
+
+fn imported_new_key(who: &Principal, workspace: &str, imported: ImportedKey) -> ApiResult<NewKey> {
+    if imported.key.kind == KeyKind::Publishable {
+        return Err(Problem::invalid(
+            "kind",
+            "a publishable key is public by design: issue a new one rather than import it",
+        ));
+    }
+    let hash = imported_hash(&imported.hash).map_err(field("hash"))?;
+    let hint = imported_hint(imported.hint.as_deref()).map_err(field("hint"))?;
+    let new = validated_new_key(who, workspace.to_owned(), imported.key)?;
+    Ok(NewKey {
+        hash_hex: hash.to_hex(),
+        hint,
+        ..new
+    })
+}
+
+/// SHA-256 as 64 hex digits (either case) or as base64 of its 32 bytes.
+fn imported_hash(text: &str) -> Result<KeyHash, InvalidValue> {
+    use base64::Engine;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+    if text.len() == 64 {
+        return KeyHash::from_hex(&text.to_ascii_lowercase());
+    }
+    let decoded = STANDARD
+        .decode(text)
+        .or_else(|_| STANDARD_NO_PAD.decode(text));
+    match decoded
+        .ok()
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+    {
+        Some(bytes) => Ok(KeyHash::from_bytes(bytes)),
+        None => Err(InvalidValue::new(
+            "must be the key's SHA-256: 64 hex digits, or its 32 bytes in base64",
+        )),
+    }
+}
+
+fn imported_hint(hint: Option<&str>) -> Result<String, InvalidValue> {
+    let Some(hint) = hint else {
+        return Ok("imported…".to_owned());
+    };
+    let fits = !hint.is_empty() && hint.chars().count() <= MAX_IMPORTED_HINT_CHARS;
+    if !fits || !hint.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(InvalidValue::new(format!(
+            "must be the key's first 1 to {MAX_IMPORTED_HINT_CHARS} printable characters, never the whole key"
+        )));
+    }
+    Ok(format!("{hint}…"))
 }
 
 /// Everything of a create request but the secret, checked.

@@ -98,6 +98,7 @@ fn management_routes() -> OpenApiRouter<AppState> {
             workspaces::create_environment
         ))
         .routes(routes!(keys::list, keys::create))
+        .routes(routes!(keys::import))
         .routes(routes!(keys::get, keys::update, keys::delete))
         .routes(routes!(keys::disable))
         .routes(routes!(keys::enable))

@@ -239,6 +239,22 @@ impl TestServer {
         request.send().await.expect("request")
     }
 
+    /// POSTs with the owner's token to another node of the deployment.
+    pub async fn post_on(&self, base: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(format!("{base}{path}"))
+            .bearer_auth(&self.owner.token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        (
+            response.status(),
+            response.json().await.unwrap_or(Value::Null),
+        )
+    }
+
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
         self.call(&self.owner.token, Method::GET, path, None).await
     }
@@ -429,6 +445,30 @@ macro_rules! on_both_stores {
                     if let Some(server) = $crate::common::TestServer::start(keyward_store::testing::Backend::Postgres).await {
                         super::$name(server).await;
                     }
+                }
+            )*
+        }
+    };
+}
+
+/// Runs each listed async test, which takes the `Backend` and starts what
+/// it needs (a server with its own configuration, say), on both stores.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(keyward_store::testing::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(keyward_store::testing::Backend::Postgres).await
                 }
             )*
         }
