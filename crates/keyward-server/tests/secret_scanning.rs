@@ -62,7 +62,10 @@ impl Github {
     }
 
     fn config(&self) -> ServerConfig {
-        config_fetching_from(&self.keys_url)
+        ServerConfig {
+            accept_imported_keys: true,
+            ..config_fetching_from(&self.keys_url)
+        }
     }
 
     fn sign(&self, body: &[u8]) -> String {
@@ -135,6 +138,15 @@ async fn signed_alerts_revoke_what_they_find(backend: Backend) {
     // Cached as valid, so the alert must reach the cache too.
     assert_eq!(s.code(json!({"key": secret})).await, "valid");
     let not_ours = "kw_live_0000000000000000000000000000000000000A";
+    // A key imported from the platform's previous system, in its format.
+    let legacy = "sk_live_51HxLegacyKeyPushedToGitHub0001";
+    let (status, imported) = s
+        .post(
+            &format!("/v1/workspaces/{}/keys/import", s.owner.workspace_id),
+            json!({"keys": [{"hash": KeyHash::of(legacy).to_hex(), "name": "legacy", "environment": "production"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{imported}");
     assert_eq!(
         github.fetches.load(Ordering::SeqCst),
         0,
@@ -147,6 +159,7 @@ async fn signed_alerts_revoke_what_they_find(backend: Backend) {
         found(&other_secret, ""),
         found(not_ours, url),
         found(&management_token, url),
+        found(legacy, url),
     ])
     .to_string();
     let (status, labels) = alert(
@@ -164,8 +177,10 @@ async fn signed_alerts_revoke_what_they_find(backend: Backend) {
             label(&other_secret, "true_positive"),
             label(not_ours, "false_positive"),
             label(&management_token, "true_positive"),
+            label(legacy, "true_positive"),
         ])
     );
+    assert_eq!(s.code(json!({"key": legacy})).await, "key_revoked");
     for leaked in [&secret, &other_secret, &management_token] {
         assert!(
             !labels.to_string().contains(leaked.as_str()),
@@ -231,7 +246,7 @@ async fn signed_alerts_revoke_what_they_find(backend: Backend) {
     // Audited in the owner's account as GitHub's doing, from its address.
     let (_, events) = s.get("/v1/audit-events?action=key.leaked").await;
     let events = events["data"].as_array().unwrap();
-    assert_eq!(events.len(), 1);
+    assert_eq!(events.len(), 2, "the key and the imported one");
     assert_eq!(events[0]["actor"]["ip"], "127.0.0.1");
     assert_eq!(events[0]["actor"]["member_id"], Value::Null);
     let (_, token_events) = s

@@ -3,7 +3,9 @@
 //! (see [`crate::secret_scanning`]). Each match that is a secret this
 //! deployment issued is acted on in the store — a key revoked (or flagged,
 //! or its replaced secret stopped), a management token deleted — and
-//! answered `true_positive`; anything else is `false_positive`. The answer
+//! answered `true_positive`; anything else is `false_positive`. A token
+//! in another format is looked up as an imported key's secret when the
+//! deployment takes imported keys. The answer
 //! names each match by its SHA-256, never echoing a secret.
 
 use crate::AppState;
@@ -16,6 +18,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
+use keyward_core::key::could_be_imported_secret;
 use keyward_core::{EnvTag, KeyHash};
 use keyward_store::{Actor, LeakReport};
 use serde::{Deserialize, Serialize};
@@ -100,21 +103,34 @@ pub async fn github(
 }
 
 async fn act_on(state: &AppState, actor: &Actor, found: &GithubMatch) -> Result<Label, Problem> {
-    let Ok(parsed) = state.format.parse(&found.token) else {
-        return Ok(Label::FalsePositive);
-    };
-    let report = LeakReport {
-        hash_hex: parsed.hash().to_hex(),
+    let report = |hash: KeyHash| LeakReport {
+        hash_hex: hash.to_hex(),
         reporter: "github".into(),
         location: found.url.clone().filter(|url| !url.is_empty()),
         found_in: found.source.clone().filter(|source| !source.is_empty()),
     };
-    let account = if parsed.env_tag() == EnvTag::MANAGEMENT {
-        let token = state.store.report_leaked_token(actor, report).await?;
-        token.map(|t| t.account_id)
-    } else {
-        let leak = state.store.report_leaked_key(actor, report).await?;
-        leak.map(|l| l.account_id)
+    let account = match state.format.parse(&found.token) {
+        Ok(parsed) if parsed.env_tag() == EnvTag::MANAGEMENT => {
+            let token = state
+                .store
+                .report_leaked_token(actor, report(parsed.hash()))
+                .await?;
+            token.map(|t| t.account_id)
+        }
+        Ok(parsed) => {
+            let leak = state
+                .store
+                .report_leaked_key(actor, report(parsed.hash()))
+                .await?;
+            leak.map(|l| l.account_id)
+        }
+        // A key imported from another system, in that system's format.
+        Err(_) if state.accept_imported_keys && could_be_imported_secret(&found.token) => {
+            let hash = KeyHash::of(&found.token);
+            let leak = state.store.report_leaked_key(actor, report(hash)).await?;
+            leak.map(|l| l.account_id)
+        }
+        Err(_) => None,
     };
     let Some(account) = account else {
         return Ok(Label::FalsePositive);
