@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 use keyward_core::{DurationSeconds, RateLimitPolicy, parse_duration_seconds};
 use serde_json::{Map, Value, json};
 use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use zeroize::Zeroizing;
 
@@ -38,6 +39,16 @@ enum KeysCommand {
     Create(CreateArgs),
     /// Show one key.
     Get { id: String },
+    /// Create keys issued by another system from their SHA-256 hashes, so
+    /// its clients keep their keys: FILE (or `-` for standard input) holds
+    /// a JSON array of `{"hash", "hint"?, "name", "environment", …}`, at
+    /// most 1,000, created all or none. The deployment must run with
+    /// `--accept-imported-keys`.
+    Import {
+        #[command(flatten)]
+        workspace: WorkspaceArg,
+        file: PathBuf,
+    },
     /// Change a key's name, permissions, limits or scope; what is not
     /// named stays as it is.
     Update(UpdateArgs),
@@ -272,6 +283,16 @@ pub async fn run(args: KeysArgs) -> Result<ExitCode> {
                 output::secret("Secret", &created["secret"]);
             }
         }
+        KeysCommand::Import { workspace, file } => {
+            let keys = read_import_file(&file)?;
+            let url = api.url(&["workspaces", &workspace.workspace, "keys", "import"])?;
+            let imported = api.post(url, &json!({ "keys": keys })).await?;
+            if !json_if_asked(json, &imported["data"]) {
+                let keys = imported["data"].as_array().map_or(&[][..], Vec::as_slice);
+                println!("Imported {} keys:", keys.len());
+                print_key_table(keys);
+            }
+        }
         KeysCommand::Get { id } => {
             let key = api.get(api.url(&["keys", &id])?).await?;
             if !json_if_asked(json, &key) {
@@ -419,6 +440,17 @@ fn read_key() -> Result<Zeroizing<String>> {
         bail!("no key on standard input: `keyward keys verify < key.txt`");
     }
     Ok(key)
+}
+
+/// The keys to import: a JSON array, from a file or standard input.
+fn read_import_file(file: &Path) -> Result<Vec<Value>> {
+    let text = if file == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+    };
+    serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a JSON array of keys", file.display()))
 }
 
 fn print_key_table(keys: &[Value]) {

@@ -883,3 +883,50 @@ async fn github_alerts_revoke_a_served_key_and_the_cli_says_where_it_was_found()
     let refused = deployment.other_account().fails(&["keys", "leaks", &id]);
     assert!(refused.contains("404"), "{refused}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_from_another_system_are_imported_from_a_file_and_verify() {
+    let deployment = Deployment::start_with(&["--accept-imported-keys"]);
+    let owner = deployment.owner();
+    let workspace = deployment.account["workspace_id"].as_str().unwrap();
+    let legacy = "sk_live_51HxKeyFromThePreviousSystem01";
+    let file = deployment.dir.path().join("legacy-keys.json");
+    let keys = json!([{
+        "hash": keyward_core::KeyHash::of(legacy).to_hex(),
+        "hint": "sk_live_51Hx",
+        "name": "Acme (legacy)",
+        "environment": "production",
+    }]);
+    std::fs::write(&file, keys.to_string()).unwrap();
+    let printed = owner.ok(&[
+        "keys",
+        "import",
+        "--workspace",
+        workspace,
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        printed.contains("Imported 1 keys") && printed.contains("sk_live_51Hx…"),
+        "{printed}"
+    );
+    assert!(!printed.contains(legacy));
+    assert!(owner.verify(legacy, &["--environment", "production"]).0);
+
+    let refused = owner.fails(&[
+        "keys",
+        "import",
+        "--workspace",
+        workspace,
+        file.to_str().unwrap(),
+    ]);
+    assert!(refused.contains("keys[0].hash"), "{refused}");
+    std::fs::write(&file, "not json").unwrap();
+    let refused = owner.fails(&[
+        "keys",
+        "import",
+        "--workspace",
+        workspace,
+        file.to_str().unwrap(),
+    ]);
+    assert!(refused.contains("not a JSON array of keys"), "{refused}");
+}
