@@ -289,7 +289,8 @@ pub async fn run(args: KeysArgs) -> Result<ExitCode> {
             let imported = api.post(url, &json!({ "keys": keys })).await?;
             if !json_if_asked(json, &imported["data"]) {
                 let keys = imported["data"].as_array().map_or(&[][..], Vec::as_slice);
-                println!("Imported {} keys:", keys.len());
+                let noun = if keys.len() == 1 { "key" } else { "keys" };
+                println!("Imported {} {noun}:", keys.len());
                 print_key_table(keys);
             }
         }

@@ -898,35 +898,24 @@ async fn keys_from_another_system_are_imported_from_a_file_and_verify() {
         "environment": "production",
     }]);
     std::fs::write(&file, keys.to_string()).unwrap();
-    let printed = owner.ok(&[
+    let import = [
         "keys",
         "import",
         "--workspace",
         workspace,
         file.to_str().unwrap(),
-    ]);
+    ];
+    let printed = owner.ok(&import);
     assert!(
-        printed.contains("Imported 1 keys") && printed.contains("sk_live_51Hx…"),
+        printed.contains("Imported 1 key:") && printed.contains("sk_live_51Hx…"),
         "{printed}"
     );
     assert!(!printed.contains(legacy));
     assert!(owner.verify(legacy, &["--environment", "production"]).0);
 
-    let refused = owner.fails(&[
-        "keys",
-        "import",
-        "--workspace",
-        workspace,
-        file.to_str().unwrap(),
-    ]);
+    let refused = owner.fails(&import);
     assert!(refused.contains("keys[0].hash"), "{refused}");
     std::fs::write(&file, "not json").unwrap();
-    let refused = owner.fails(&[
-        "keys",
-        "import",
-        "--workspace",
-        workspace,
-        file.to_str().unwrap(),
-    ]);
+    let refused = owner.fails(&import);
     assert!(refused.contains("not a JSON array of keys"), "{refused}");
 }

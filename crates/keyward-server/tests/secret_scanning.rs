@@ -68,6 +68,18 @@ impl Github {
         }
     }
 
+    /// POSTs `body` to `base` as GitHub would, signed with its key.
+    async fn send(&self, base: &str, body: &str) -> (StatusCode, Value) {
+        let signature = self.sign(body.as_bytes());
+        alert(
+            base,
+            body.as_bytes(),
+            Some("github-key-1"),
+            Some(&signature),
+        )
+        .await
+    }
+
     fn sign(&self, body: &[u8]) -> String {
         let signature: Signature = self.key.sign(body);
         base64::engine::general_purpose::STANDARD.encode(signature.to_der().as_bytes())
@@ -162,13 +174,7 @@ async fn signed_alerts_revoke_what_they_find(backend: Backend) {
         found(legacy, url),
     ])
     .to_string();
-    let (status, labels) = alert(
-        &s.base,
-        body.as_bytes(),
-        Some("github-key-1"),
-        Some(&github.sign(body.as_bytes())),
-    )
-    .await;
+    let (status, labels) = github.send(&s.base, &body).await;
     assert_eq!(status, StatusCode::OK, "{labels}");
     assert_eq!(
         labels,
@@ -321,13 +327,7 @@ async fn unsigned_alerts_change_nothing(backend: Backend) {
 
     // A signed body that is not a list of matches names the field.
     let bad = json!([{"type": "keyward_api_key"}]).to_string();
-    let (status, problem) = alert(
-        &s.base,
-        bad.as_bytes(),
-        Some("github-key-1"),
-        Some(&github.sign(bad.as_bytes())),
-    )
-    .await;
+    let (status, problem) = github.send(&s.base, &bad).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
     assert!(
         problem["detail"].as_str().unwrap().contains("token"),
