@@ -191,59 +191,27 @@ impl Verifier {
         let Some(credential) = input.credential.as_ref() else {
             return Ok(Verdict::without_key(Code::MalformedKey));
         };
-        let Ok(shaped) = self.format.parse_shape(credential.expose_secret()) else {
-            return self.check_imported(input, credential, now_ms).await;
-        };
-        // The constant, not `EnvTag::management()`, which allocates a String.
-        if shaped.env_tag() == EnvTag::MANAGEMENT {
-            // A management token is not an API key of the platform.
-            return Ok(Verdict::without_key(Code::UnknownKey));
-        }
-        let hash = shaped.hash();
-        let checksum_ok = || shaped.check_checksum().is_ok();
-        let record = match self.lookup(hash, checksum_ok, now_ms).await? {
-            Found::Key(record) if record.key.account_id == input.account_id => record,
-            Found::Key(_) | Found::Nothing => {
+        let record = match self.format.parse_shape(credential.expose_secret()) {
+            // The constant, not `EnvTag::management()`, which allocates a String.
+            Ok(shaped) if shaped.env_tag() == EnvTag::MANAGEMENT => {
+                // A management token is not an API key of the platform.
                 return Ok(Verdict::without_key(Code::UnknownKey));
             }
-            Found::Mistyped => return Ok(Verdict::without_key(Code::MalformedKey)),
+            Ok(shaped) => {
+                let hash = shaped.hash();
+                match self.lookup(hash, || shaped.check_checksum().is_ok(), now_ms).await? {
+                    Found::Key(record) if record.key.account_id == input.account_id => record,
+                    Found::Key(_) | Found::Nothing => {
+                        return Ok(Verdict::without_key(Code::UnknownKey));
+                    }
+                    Found::Mistyped => return Ok(Verdict::without_key(Code::MalformedKey)),
+                }
+            }
+            Err(_) => match self.find_imported(input, now_ms).await? {
+                Some(record) => record,
+                None => return Ok(Verdict::without_key(Code::MalformedKey)),
+            },
         };
-        self.judge(record, input, credential, now_ms).await
-    }
-
-    /// A credential not in this deployment's format: the secret of a key
-    /// imported from elsewhere, when the deployment takes them and it could
-    /// be one; else — and when no key of the account has it — malformed.
-    /// Only then does a malformed credential cost a lookup (negative
-    /// answers are cached like any other).
-    async fn check_imported(
-        &self,
-        input: &VerifyInput<'_>,
-        credential: &PresentedCredential<'_>,
-        now_ms: i64,
-    ) -> StoreResult<Verdict> {
-        let secret = credential.expose_secret();
-        if !self.imported_keys || !could_be_imported_secret(secret) {
-            return Ok(Verdict::without_key(Code::MalformedKey));
-        }
-        match self.lookup(KeyHash::of(secret), || true, now_ms).await? {
-            Found::Key(record) if record.key.account_id == input.account_id => {
-                self.judge(record, input, credential, now_ms).await
-            }
-            Found::Key(_) | Found::Nothing | Found::Mistyped => {
-                Ok(Verdict::without_key(Code::MalformedKey))
-            }
-        }
-    }
-
-    /// The checks after lookup (SPEC §3), then the rate limit.
-    async fn judge(
-        &self,
-        record: Arc<CachedKey>,
-        input: &VerifyInput<'_>,
-        credential: &PresentedCredential<'_>,
-        now_ms: i64,
-    ) -> StoreResult<Verdict> {
         let code = decide(&facts(&record), &demand(input, credential, now_ms));
         if code == Code::UnknownKey {
             return Ok(Verdict::without_key(code));
@@ -260,6 +228,28 @@ impl Verifier {
             code,
             key: Some(record),
             rate_limit,
+        })
+    }
+
+    /// A credential not in this deployment's format: the secret of a key
+    /// imported from elsewhere, when the deployment takes them and it could
+    /// be one. `None` — the credential is malformed — otherwise, and when
+    /// no key of the account has it. Only then does a malformed credential
+    /// cost a lookup (negative answers are cached like any other).
+    async fn find_imported(
+        &self,
+        input: &VerifyInput<'_>,
+        now_ms: i64,
+    ) -> StoreResult<Option<Arc<CachedKey>>> {
+        let Some(secret) = input.credential.as_ref().map(|c| c.expose_secret()) else {
+            return Ok(None);
+        };
+        if !self.imported_keys || !could_be_imported_secret(secret) {
+            return Ok(None);
+        }
+        Ok(match self.lookup(KeyHash::of(secret), || true, now_ms).await? {
+            Found::Key(record) if record.key.account_id == input.account_id => Some(record),
+            Found::Key(_) | Found::Nothing | Found::Mistyped => None,
         })
     }
 
