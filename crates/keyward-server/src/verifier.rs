@@ -199,7 +199,10 @@ impl Verifier {
             }
             Ok(shaped) => {
                 let hash = shaped.hash();
-                match self.lookup(hash, || shaped.check_checksum().is_ok(), now_ms).await? {
+                match self
+                    .lookup(hash, || shaped.check_checksum().is_ok(), now_ms)
+                    .await?
+                {
                     Found::Key(record) if record.key.account_id == input.account_id => record,
                     Found::Key(_) | Found::Nothing => {
                         return Ok(Verdict::without_key(Code::UnknownKey));
@@ -247,10 +250,12 @@ impl Verifier {
         if !self.imported_keys || !could_be_imported_secret(secret) {
             return Ok(None);
         }
-        Ok(match self.lookup(KeyHash::of(secret), || true, now_ms).await? {
-            Found::Key(record) if record.key.account_id == input.account_id => Some(record),
-            Found::Key(_) | Found::Nothing | Found::Mistyped => None,
-        })
+        Ok(
+            match self.lookup(KeyHash::of(secret), || true, now_ms).await? {
+                Found::Key(record) if record.key.account_id == input.account_id => Some(record),
+                Found::Key(_) | Found::Nothing | Found::Mistyped => None,
+            },
+        )
     }
 
     /// Counts the request against the key's limit: the shared one when

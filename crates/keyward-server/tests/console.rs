@@ -814,6 +814,48 @@ async fn management_tokens_are_shown_once_and_revoked_at_once(server: TestServer
     assert!(!console.get("/tokens").await.body.contains(id));
 }
 
+async fn a_workspaces_keys_page_past_one_page(server: TestServer) {
+    // The Primary ingest key and 100 more.
+    for n in 0..100 {
+        server
+            .issue(json!({"name": format!("key {n:03}"), "environment": "production"}))
+            .await;
+    }
+    let mut console = signed_in_owner(&server).await;
+    let rows = |page: &Page| page.body.matches("<tr data-key=").count();
+
+    let all = console.get("/credentials").await;
+    assert_eq!(rows(&all), 100);
+    assert!(all.body.contains("id=\"keys-truncated\""));
+
+    let first = console
+        .get(&format!(
+            "/credentials?workspace={}",
+            server.owner.workspace_id
+        ))
+        .await;
+    assert_eq!(rows(&first), 100);
+    assert!(!first.body.contains("id=\"keys-truncated\""));
+    assert!(!first.body.contains("← First"));
+    let next = console.get(&link_to(&first.body, "Next →")).await;
+    assert_eq!(next.status, StatusCode::OK);
+    assert_eq!(rows(&next), 1);
+    assert!(next.body.contains("key 099"), "the last key created");
+    assert!(!next.body.contains("Next →"));
+    let back = console.get(&link_to(&next.body, "← First")).await;
+    assert_eq!(rows(&back), 100);
+    assert_eq!(
+        console
+            .get(&format!(
+                "/credentials?workspace={}&cursor=nonsense",
+                server.owner.workspace_id
+            ))
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+}
+
 /// As GitHub's secret scanning reports it (see `secret_scanning.rs` for
 /// the signed alert itself).
 async fn report_found(server: &TestServer, secret: &str, location: &str) {
@@ -900,4 +942,5 @@ on_both_stores!(
     whole_lists_are_shown_past_one_page,
     the_log_page_pages_through_its_filter,
     a_leaked_key_says_where_it_was_found,
+    a_workspaces_keys_page_past_one_page,
 );

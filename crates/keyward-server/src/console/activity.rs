@@ -3,7 +3,7 @@
 //! starting a bulk disable or revoke.
 
 use super::credentials::LogRow;
-use super::page::{Chrome, page, readable, when};
+use super::page::{Chrome, Paging, page, page_at, readable, when};
 use super::session::{ConsoleForm, ConsoleUser};
 use super::workspaces::{WorkspaceOption, workspace_options};
 use super::{PageResult, authorized, redirect_after};
@@ -11,7 +11,7 @@ use crate::AppState;
 use crate::api::{audit, jobs, logs};
 use crate::auth::{ManageCredentials, ManageMembers};
 use crate::export::ExportFormat;
-use crate::extract::{Body, Ordering, Pagination, decode_cursor};
+use crate::extract::{Body, Ordering};
 use crate::jobs::EXPORT_LOGS;
 use crate::problem::Problem;
 use askama::Template;
@@ -58,44 +58,6 @@ fn form_value(name: &str, value: &str) -> Option<String> {
         ("from" | "to", 19) => format!("{value}Z"),
         _ => value.to_owned(),
     })
-}
-
-/// Where a newest-first page of a console list goes on to: the page's own
-/// filter with the API's `next_cursor` (`older`), and back to the start
-/// (`newest`) once past it.
-struct Paging {
-    older: Option<String>,
-    newest: Option<String>,
-}
-
-impl Paging {
-    /// `path` with the filter's non-empty fields, and `cursor` if given.
-    fn link(path: &str, filter: &[(&str, &str)], cursor: Option<&str>) -> String {
-        let mut query = form_urlencoded::Serializer::new(String::new());
-        for (name, value) in filter.iter().filter(|(_, v)| !v.is_empty()) {
-            query.append_pair(name, value);
-        }
-        if let Some(cursor) = cursor {
-            query.append_pair("cursor", cursor);
-        }
-        format!("{path}?{}", query.finish())
-    }
-
-    fn new(path: &str, filter: &[(&str, &str)], at: &str, next: Option<&str>) -> Self {
-        Self {
-            older: next.map(|cursor| Self::link(path, filter, Some(cursor))),
-            newest: (!at.is_empty()).then(|| Self::link(path, filter, None)),
-        }
-    }
-}
-
-/// The page a console list's `cursor` field asks for (the first when empty).
-fn page_at(limit: u32, cursor: &str) -> Result<Pagination, Problem> {
-    let after = match cursor {
-        "" => None,
-        cursor => Some(decode_cursor(cursor)?),
-    };
-    Ok(Pagination { limit, after })
 }
 
 #[derive(Deserialize, Default)]
@@ -164,7 +126,7 @@ async fn request_logs(
     let view = LogsPage {
         chrome: Chrome::new(&user, "logs"),
         outcomes: Code::ALL.iter().map(|c| c.as_str()).collect(),
-        paging: Paging::new("/logs", &filter.fields(), &filter.cursor, next.as_deref()),
+        paging: Paging::newest_first("/logs", &filter.fields(), &filter.cursor, next.as_deref()),
         filter,
         logs,
         error,
@@ -213,7 +175,7 @@ async fn audit_log(
     let newest_first = Ordering(ListOrder::NewestFirst);
     let at = page_at(100, &filter.cursor)?;
     let Json(list) = audit::list(State(state.clone()), auth, uri, newest_first, at).await?;
-    let paging = Paging::new(
+    let paging = Paging::newest_first(
         "/audit",
         &fields,
         &filter.cursor,
@@ -292,7 +254,7 @@ async fn job_list(
     let newest_first = Ordering(ListOrder::NewestFirst);
     let at_page = page_at(50, &at.cursor)?;
     let Json(list) = jobs::list(State(state.clone()), auth, newest_first, at_page).await?;
-    let paging = Paging::new("/jobs", &[], &at.cursor, list.next_cursor.as_deref());
+    let paging = Paging::newest_first("/jobs", &[], &at.cursor, list.next_cursor.as_deref());
     let rows: Vec<JobRow> = list
         .data
         .into_iter()

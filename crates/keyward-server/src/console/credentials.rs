@@ -3,7 +3,7 @@
 //! (secret shown once), and one key's page with rename, rotate, disable /
 //! enable, revoke and delete.
 
-use super::page::{Chrome, ErrorPage, html, page, readable, when};
+use super::page::{Chrome, ErrorPage, Paging, html, page, page_at, readable, when};
 use super::session::{ConsoleForm, ConsoleUser, Flash, NoFields, redirect_with};
 use super::workspaces::{WorkspaceOption, workspace_options};
 use super::{PageResult, authorized, redirect_after};
@@ -157,8 +157,10 @@ struct CredentialsPage {
     environments: Vec<String>,
     filter: Filter,
     allowlist: Vec<AllowRow>,
-    /// Some workspace had more keys than one page shows.
+    /// All workspaces shown, and some had more keys than one page shows.
     truncated: bool,
+    /// One workspace shown: its keys page by page.
+    paging: Paging,
 }
 
 #[derive(Deserialize, Default)]
@@ -167,12 +169,25 @@ struct Filter {
     workspace: String,
     environment: String,
     status: String,
+    /// Where one workspace's list starts: a `next_cursor` of the API.
+    cursor: String,
+}
+
+impl Filter {
+    fn fields(&self) -> [(&'static str, &str); 3] {
+        [
+            ("workspace", &self.workspace),
+            ("environment", &self.environment),
+            ("status", &self.status),
+        ]
+    }
 }
 
 /// Keys shown per workspace: one page of the API (the template says 100).
 const PAGE: u32 = Pagination::MAX_LIMIT;
 
-/// Lists a workspace's keys through the API handler (its filters included).
+/// Lists a workspace's first page of keys through the API handler (its
+/// filters included).
 pub async fn keys_of(
     state: &AppState,
     user: &ConsoleUser,
@@ -180,13 +195,30 @@ pub async fn keys_of(
     environment: &str,
     status: &str,
 ) -> ApiResult<List<KeyView>> {
+    keys_page(
+        state,
+        user,
+        workspace,
+        (environment, status),
+        first_page(PAGE),
+    )
+    .await
+}
+
+async fn keys_page(
+    state: &AppState,
+    user: &ConsoleUser,
+    workspace: &str,
+    (environment, status): (&str, &str),
+    at: Pagination,
+) -> ApiResult<List<KeyView>> {
     let uri = super::activity::query_uri(&[("environment", environment), ("status", status)])?;
     let Json(list) = keys::list(
         State(state.clone()),
         Authorized::check(user.principal.clone())?,
         Path(workspace.to_owned()),
         uri,
-        first_page(PAGE),
+        at,
     )
     .await?;
     Ok(list)
@@ -201,22 +233,27 @@ async fn list(
     let workspaces = workspace_options(&state, &user).await?;
     let mut rows = Vec::new();
     let mut truncated = false;
+    let mut paging = Paging::oldest_first("/credentials", &[], "", None);
     let mut environments = Vec::new();
+    let by_status = (filter.environment.as_str(), filter.status.as_str());
     for workspace in &workspaces {
         environments.extend(workspace.environments.iter().cloned());
-        if !filter.workspace.is_empty() && filter.workspace != workspace.id {
-            continue;
+        if filter.workspace.is_empty() {
+            // Every workspace's first page; one chosen pages on.
+            let list = keys_of(&state, &user, &workspace.id, by_status.0, by_status.1).await?;
+            truncated |= list.next_cursor.is_some();
+            rows.extend(list.data.iter().map(|k| KeyRow::new(k, &workspace.name)));
+        } else if filter.workspace == workspace.id {
+            let at = page_at(PAGE, &filter.cursor)?;
+            let list = keys_page(&state, &user, &workspace.id, by_status, at).await?;
+            paging = Paging::oldest_first(
+                "/credentials",
+                &filter.fields(),
+                &filter.cursor,
+                list.next_cursor.as_deref(),
+            );
+            rows.extend(list.data.iter().map(|k| KeyRow::new(k, &workspace.name)));
         }
-        let list = keys_of(
-            &state,
-            &user,
-            &workspace.id,
-            &filter.environment,
-            &filter.status,
-        )
-        .await?;
-        truncated |= list.next_cursor.is_some();
-        rows.extend(list.data.iter().map(|k| KeyRow::new(k, &workspace.name)));
     }
     environments.sort();
     environments.dedup();
@@ -229,6 +266,7 @@ async fn list(
         filter,
         allowlist,
         truncated,
+        paging,
     };
     Ok(page(&state, &user, &page_view))
 }

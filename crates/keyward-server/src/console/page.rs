@@ -3,6 +3,7 @@
 
 use super::session::{ConsoleUser, Flash};
 use crate::AppState;
+use crate::extract::{Pagination, decode_cursor};
 use crate::problem::Problem;
 use askama::Template;
 use axum::http::header::{CACHE_CONTROL, LOCATION};
@@ -120,6 +121,64 @@ pub fn readable(problem: &Problem) -> String {
         Some(field) => format!("{message} (field: {field})"),
         None => message,
     }
+}
+
+/// Where a page of a console list goes on to: the page's own filter with
+/// the API's `next_cursor`, and back to the start once past it. The labels
+/// say which way the list runs.
+pub struct Paging {
+    pub next: Option<String>,
+    pub first: Option<String>,
+    pub next_label: &'static str,
+    pub first_label: &'static str,
+}
+
+impl Paging {
+    /// Activity, latest first: "Older →", "← Newest".
+    pub fn newest_first(path: &str, filter: &[(&str, &str)], at: &str, next: Option<&str>) -> Self {
+        Self::new(path, filter, at, next, ("Older →", "← Newest"))
+    }
+
+    /// A list in creation order: "Next →", "← First".
+    pub fn oldest_first(path: &str, filter: &[(&str, &str)], at: &str, next: Option<&str>) -> Self {
+        Self::new(path, filter, at, next, ("Next →", "← First"))
+    }
+
+    fn new(
+        path: &str,
+        filter: &[(&str, &str)],
+        at: &str,
+        next: Option<&str>,
+        (next_label, first_label): (&'static str, &'static str),
+    ) -> Self {
+        Self {
+            next: next.map(|cursor| Self::link(path, filter, Some(cursor))),
+            first: (!at.is_empty()).then(|| Self::link(path, filter, None)),
+            next_label,
+            first_label,
+        }
+    }
+
+    /// `path` with the filter's non-empty fields, and `cursor` if given.
+    fn link(path: &str, filter: &[(&str, &str)], cursor: Option<&str>) -> String {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for (name, value) in filter.iter().filter(|(_, v)| !v.is_empty()) {
+            query.append_pair(name, value);
+        }
+        if let Some(cursor) = cursor {
+            query.append_pair("cursor", cursor);
+        }
+        format!("{path}?{}", query.finish())
+    }
+}
+
+/// The page a console list's `cursor` field asks for (the first when empty).
+pub fn page_at(limit: u32, cursor: &str) -> Result<Pagination, Problem> {
+    let after = match cursor {
+        "" => None,
+        cursor => Some(decode_cursor(cursor)?),
+    };
+    Ok(Pagination { limit, after })
 }
 
 /// `2026-11-23 14:05 UTC`, or "never".
