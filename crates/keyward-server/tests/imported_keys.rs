@@ -82,6 +82,19 @@ async fn imported_keys_verify_by_their_own_secrets(backend: Backend) {
         "valid",
         "a base64 hash"
     );
+    // Through the gateway, as clients send it: recognised, then judged.
+    let through_gateway = |key: &str| {
+        reqwest::Client::new()
+            .get(format!("{}/orders/1", s.gateway_base))
+            .bearer_auth(key)
+            .send()
+    };
+    let recognised = through_gateway(OTHER_LEGACY).await.unwrap();
+    assert_eq!(recognised.status(), StatusCode::FORBIDDEN, "no orders:read");
+    let unknown = through_gateway("sk_live_51HxSomethingElse000000000000")
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::UNAUTHORIZED);
     // Anything else not in Keyward's format stays malformed, looked up or not.
     for other in [
         "sk_live_51HxSomethingElse000000000000",
