@@ -337,34 +337,25 @@ async fn unsigned_alerts_change_nothing(backend: Backend) {
     // A node without the feature does not take alerts; a node that cannot
     // fetch the keys asks GitHub to send again.
     let disabled = s.another_node(ServerConfig::default()).await;
-    let (status, problem) = alert(
-        &disabled.base,
-        body.as_bytes(),
-        Some("github-key-1"),
-        Some(&signature),
-    )
-    .await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (StatusCode::NOT_FOUND, Some("secret_scanning_disabled"))
-    );
     let unreachable = s
         .another_node(config_fetching_from("http://127.0.0.1:9/keys"))
         .await;
-    let (status, problem) = alert(
-        &unreachable.base,
-        body.as_bytes(),
-        Some("github-key-1"),
-        Some(&signature),
-    )
-    .await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
+    for (node, expected) in [
         (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Some("signing_keys_unavailable")
-        )
-    );
+            &disabled,
+            (StatusCode::NOT_FOUND, "secret_scanning_disabled"),
+        ),
+        (
+            &unreachable,
+            (StatusCode::SERVICE_UNAVAILABLE, "signing_keys_unavailable"),
+        ),
+    ] {
+        let (status, problem) = github.send(&node.base, &body).await;
+        assert_eq!(
+            (status, problem["code"].as_str()),
+            (expected.0, Some(expected.1))
+        );
+    }
     assert_eq!(s.code(json!({"key": secret})).await, "valid");
 }
 
