@@ -186,7 +186,7 @@ async fn imports_check_every_item_and_create_all_or_none(backend: Backend) {
             "keys[0].hash",
         ),
         (
-            json!({"keys": [with("d", "hint", json!("sk_live_0123456789abcdef"))]}),
+            json!({"keys": [with("d", "hint", json!("sk_live_51Hxy"))]}),
             "keys[0].hint",
         ),
         (

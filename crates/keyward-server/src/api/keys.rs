@@ -14,6 +14,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
 use ipnet::IpNet;
+use keyward_core::key::IMPORTED_SECRET_LEN;
 use keyward_core::{
     EnvTag, InvalidValue, KeyHash, KeyKind, KeyStatus, PermissionName, RateLimitPolicy, ip,
     normalize_origin, validate_customer_id, validate_display_name, validate_environment_name,
@@ -320,8 +321,10 @@ pub async fn create(
 
 /// The most keys one import takes: all are created in one transaction.
 const MAX_IMPORTED_KEYS: usize = 1000;
-/// An imported key's hint: its first characters, never the whole key.
-const MAX_IMPORTED_HINT_CHARS: usize = 16;
+/// An imported key's hint: its first characters, never the whole key —
+/// shorter than the shortest secret verification looks up as imported.
+const MAX_IMPORTED_HINT_CHARS: usize = 12;
+const _: () = assert!(MAX_IMPORTED_HINT_CHARS < *IMPORTED_SECRET_LEN.start());
 
 /// Keys issued by another system, moved in by their hashes.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -341,7 +344,7 @@ pub struct ImportedKey {
     /// SHA-256 of the whole key exactly as clients send it: 64 hex digits,
     /// or its 32 bytes in base64 (as Unkey exports them).
     hash: String,
-    /// The key's first characters (`sk_live_4f`), at most 16, shown as
+    /// The key's first characters (`sk_live_4f`), at most 12, shown as
     /// `sk_live_4f…` to tell keys apart. Never the whole key.
     hint: Option<String>,
     #[serde(flatten)]
