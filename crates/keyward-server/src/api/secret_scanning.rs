@@ -24,8 +24,8 @@ use keyward_store::{Actor, LeakReport};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// One secret GitHub found.
-#[derive(Debug, Deserialize, ToSchema)]
+/// One secret GitHub found. No `Debug`: the token is a live secret.
+#[derive(Deserialize, ToSchema)]
 pub struct GithubMatch {
     /// The secret found.
     token: String,
