@@ -31,6 +31,9 @@ enum KeysCommand {
         /// Only keys in this status: active, inactive, expired or revoked.
         #[arg(long)]
         status: Option<String>,
+        /// Only keys of this kind: secret, ingest or publishable.
+        #[arg(long)]
+        kind: Option<String>,
         /// At most this many keys (the list is read page by page).
         #[arg(long, default_value_t = 1000)]
         limit: usize,
@@ -254,10 +257,16 @@ pub async fn run(args: KeysArgs) -> Result<ExitCode> {
             workspace,
             environment,
             status,
+            kind,
             limit,
         } => {
             let mut url = api.url(&["workspaces", &workspace.workspace, "keys"])?;
-            for (name, value) in [("environment", environment), ("status", status)] {
+            let filter = [
+                ("environment", environment),
+                ("status", status),
+                ("kind", kind),
+            ];
+            for (name, value) in filter {
                 if let Some(value) = value {
                     url.query_pairs_mut().append_pair(name, &value);
                 }

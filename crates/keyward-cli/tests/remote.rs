@@ -184,6 +184,18 @@ async fn a_key_lives_its_whole_life_from_the_command_line() {
     assert_eq!(key["meta"], json!({"plan": "pro", "seats": 5}));
     assert!(key["expires_at"].is_string());
 
+    let ingest_only = cli.ok(&[
+        "keys",
+        "list",
+        "--workspace",
+        &workspace_id,
+        "--kind",
+        "ingest",
+    ]);
+    assert!(
+        !ingest_only.contains(&id),
+        "a secret key is not listed as ingest"
+    );
     let listed = cli.ok(&["keys", "list", "--workspace", &workspace_id]);
     let row = listed
         .lines()

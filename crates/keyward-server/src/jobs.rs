@@ -502,6 +502,7 @@ pub fn bulk_filter(params: &Map<String, Value>) -> KeyFilter {
         workspace_id: text("workspace_id"),
         environment: text("environment").filter(|e| validate_environment_name(e).is_ok()),
         status: text("status").and_then(|s| KeyStatus::parse(&s).ok()),
+        kind: None,
     }
 }
 

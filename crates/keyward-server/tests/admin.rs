@@ -162,6 +162,10 @@ async fn keys_are_listed_filtered_and_updated(s: TestServer) {
     );
     s.post(&format!("/v1/keys/{}/disable", ids[0]), json!({}))
         .await;
+    let (_, ingest) = s.get(&format!("{base}?kind=ingest")).await;
+    let ingest = ingest["data"].as_array().unwrap();
+    assert_eq!(ingest.len(), 1, "the primary key");
+    assert_eq!(ingest[0]["kind"], "ingest");
     let (_, inactive) = s.get(&format!("{base}?status=inactive")).await;
     assert_eq!(
         inactive["data"]
@@ -684,6 +688,11 @@ async fn bad_input_is_a_4xx_naming_the_field(s: TestServer) {
     assert_eq!(
         (status, problem["field"].as_str()),
         (StatusCode::BAD_REQUEST, Some("status"))
+    );
+    let (status, problem) = s.get(&format!("{keys}?kind=master")).await;
+    assert_eq!(
+        (status, problem["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("kind"))
     );
     let (status, problem) = s.get("/v1/nothing-here").await;
     assert_eq!(

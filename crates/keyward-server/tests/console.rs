@@ -854,6 +854,27 @@ async fn a_workspaces_keys_page_past_one_page(server: TestServer) {
             .status,
         StatusCode::BAD_REQUEST
     );
+
+    // A second ingest key past the first page still makes the Primary
+    // removable.
+    let primary = format!("/keys/{}", server.owner.primary_key_id);
+    assert!(
+        console
+            .get(&primary)
+            .await
+            .body
+            .contains("id=\"delete-disabled\"")
+    );
+    server
+        .issue(json!({"name": "second ingest", "environment": "production", "kind": "ingest"}))
+        .await;
+    assert!(
+        !console
+            .get(&primary)
+            .await
+            .body
+            .contains("id=\"delete-disabled\"")
+    );
 }
 
 /// As GitHub's secret scanning reports it (see `secret_scanning.rs` for

@@ -306,6 +306,7 @@ pub struct KeyFilter {
     pub workspace_id: Option<String>,
     pub environment: Option<String>,
     pub status: Option<KeyStatus>,
+    pub kind: Option<KeyKind>,
 }
 
 /// A key as the verify path sees it.

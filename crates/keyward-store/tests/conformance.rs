@@ -1232,6 +1232,7 @@ async fn list_keys_filters_and_pages(backend: Backend) {
         workspace_id: Some(t.workspace.clone()),
         environment: Some("production".into()),
         status: Some(KeyStatus::Active),
+        kind: Some(KeyKind::Secret),
     };
     let pages = all_pages(2, |p| {
         let (s, account, filter) = (s.clone(), t.account.clone(), active_production.clone());
@@ -1287,6 +1288,18 @@ async fn list_keys_filters_and_pages(backend: Backend) {
         .await
         .unwrap();
     assert_eq!((all.items.len(), all.next_after), (10, None));
+
+    // By kind: the ten are secret keys.
+    let ingest = f.key(&t, "ingest", |k| k.kind = KeyKind::Ingest).await;
+    let ingest_only = KeyFilter {
+        kind: Some(KeyKind::Ingest),
+        ..Default::default()
+    };
+    let listed = s
+        .list_keys(&t.account, &ingest_only, &PageRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(ids(&listed.items), vec![ingest.id.clone()]);
 }
 
 async fn page_size_defaults_and_clamps(backend: Backend) {

@@ -118,6 +118,7 @@ pub struct DeleteKey {
 struct KeyQuery {
     environment: Option<String>,
     status: Option<String>,
+    kind: Option<String>,
     #[serde(rename = "limit")]
     _limit: Option<String>,
     #[serde(rename = "cursor")]
@@ -253,6 +254,7 @@ async fn environment_tag(
 /// Lists a workspace's keys, optionally filtered by environment and status.
 #[utoipa::path(get, path = "/v1/workspaces/{id}/keys", tag = "keys",
     params(("environment" = Option<String>, Query), ("status" = Option<KeyStatus>, Query),
+           ("kind" = Option<KeyKind>, Query),
            ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
     responses((status = 200, body = List<KeyView>), (status = 404, body = ProblemDocument)))]
 pub async fn list(
@@ -269,6 +271,12 @@ pub async fn list(
         .map(KeyStatus::parse)
         .transpose()
         .map_err(field("status"))?;
+    let kind = query
+        .kind
+        .as_deref()
+        .map(KeyKind::parse)
+        .transpose()
+        .map_err(field("kind"))?;
     if let Some(env) = &query.environment {
         validate_environment_name(env).map_err(field("environment"))?;
     }
@@ -280,6 +288,7 @@ pub async fn list(
         workspace_id: Some(workspace),
         environment: query.environment,
         status,
+        kind,
     };
     let keys = state
         .store

@@ -195,24 +195,20 @@ pub async fn keys_of(
     environment: &str,
     status: &str,
 ) -> ApiResult<List<KeyView>> {
-    keys_page(
-        state,
-        user,
-        workspace,
-        (environment, status),
-        first_page(PAGE),
-    )
-    .await
+    let filter = [("environment", environment), ("status", status)];
+    keys_page(state, user, workspace, &filter, first_page(PAGE)).await
 }
 
+/// A page of a workspace's keys; `filter` holds the list's query fields
+/// (`environment`, `status`, `kind`), empty ones ignored.
 async fn keys_page(
     state: &AppState,
     user: &ConsoleUser,
     workspace: &str,
-    (environment, status): (&str, &str),
+    filter: &[(&str, &str)],
     at: Pagination,
 ) -> ApiResult<List<KeyView>> {
-    let uri = super::activity::query_uri(&[("environment", environment), ("status", status)])?;
+    let uri = super::activity::query_uri(filter)?;
     let Json(list) = keys::list(
         State(state.clone()),
         Authorized::check(user.principal.clone())?,
@@ -235,17 +231,21 @@ async fn list(
     let mut truncated = false;
     let mut paging = Paging::oldest_first("/credentials", &[], "", None);
     let mut environments = Vec::new();
-    let by_status = (filter.environment.as_str(), filter.status.as_str());
+    let by_status = [
+        ("environment", filter.environment.as_str()),
+        ("status", filter.status.as_str()),
+    ];
     for workspace in &workspaces {
         environments.extend(workspace.environments.iter().cloned());
         if filter.workspace.is_empty() {
             // Every workspace's first page; one chosen pages on.
-            let list = keys_of(&state, &user, &workspace.id, by_status.0, by_status.1).await?;
+            let list =
+                keys_page(&state, &user, &workspace.id, &by_status, first_page(PAGE)).await?;
             truncated |= list.next_cursor.is_some();
             rows.extend(list.data.iter().map(|k| KeyRow::new(k, &workspace.name)));
         } else if filter.workspace == workspace.id {
             let at = page_at(PAGE, &filter.cursor)?;
-            let list = keys_page(&state, &user, &workspace.id, by_status, at).await?;
+            let list = keys_page(&state, &user, &workspace.id, &by_status, at).await?;
             paging = Paging::oldest_first(
                 "/credentials",
                 &filter.fields(),
@@ -770,14 +770,18 @@ async fn show(
         .filter(|i| i.key_id.as_deref() == Some(key.id.as_str()))
         .map(|i| i.name)
         .collect();
-    let siblings = keys_of(&state, &user, &key.workspace_id, "", "active").await?;
-    let active_ingest = siblings
-        .data
-        .iter()
-        .filter(|k| k.kind == KeyKind::Ingest)
-        .count();
+    // Two of the workspace's active ingest keys tell whether this is its last.
+    let active_ingest = [("status", "active"), ("kind", "ingest")];
+    let ingest = keys_page(
+        &state,
+        &user,
+        &key.workspace_id,
+        &active_ingest,
+        first_page(2),
+    )
+    .await?;
     let last_ingest =
-        key.kind == KeyKind::Ingest && key.status == KeyStatus::Active && active_ingest <= 1;
+        key.kind == KeyKind::Ingest && key.status == KeyStatus::Active && ingest.data.len() <= 1;
     let Json(recent) = logs::list_for_key(
         State(state.clone()),
         authorized(&user)?,

@@ -122,12 +122,13 @@ pub(super) async fn list(
     let rows = sqlx::query(&format!(
         "{KEY_SELECT} WHERE k.account_id = $1 AND ($2 IS NULL OR k.workspace_id = $2) \
          AND ($3 IS NULL OR e.name = $3) AND ($4 IS NULL OR k.status = $4) \
-         AND ($5 IS NULL OR k.id > $5) ORDER BY k.id LIMIT $6"
+         AND ($5 IS NULL OR k.kind = $5) AND ($6 IS NULL OR k.id > $6) ORDER BY k.id LIMIT $7"
     ))
     .bind(account)
     .bind(filter.workspace_id.as_deref())
     .bind(filter.environment.as_deref())
     .bind(filter.status.map(KeyStatus::as_str))
+    .bind(filter.kind.map(KeyKind::as_str))
     .bind(window.after)
     .bind(window.fetch_limit())
     .fetch_all(conn)
