@@ -7,6 +7,7 @@
 //! in isolation, and lets the store, the server and the embeddable library share
 //! exactly one implementation of each rule.
 
+pub mod credits;
 pub mod gateway;
 pub mod ip;
 pub mod key;
@@ -14,5 +15,6 @@ pub mod model;
 pub mod scan;
 pub mod verify;
 
+pub use credits::{CreditRefill, Credits, RefillInterval};
 pub use key::{EnvTag, KeyFormat, KeyHash, MalformedKey, ParsedKey, Secret, ShapedKey};
 pub use model::*;

@@ -6,7 +6,8 @@
 //! Parsing and lookup happen before [`decide`] (they produce
 //! [`Code::MalformedKey`] and [`Code::UnknownKey`]); the rate limit happens
 //! after it, because only requests that passed every other check may count
-//! against a key's limit.
+//! against a key's limit; credits are drawn last, from requests the limit
+//! let through ([`Code::UsageExceeded`]).
 
 use crate::ip;
 use crate::model::{KeyStatus, PermissionName};
@@ -35,10 +36,12 @@ pub enum Code {
     InsufficientPermissions,
     CustomerMismatch,
     RateLimited,
+    /// The key's credits are used up (or fewer than the request costs).
+    UsageExceeded,
 }
 
 impl Code {
-    pub const ALL: [Code; 12] = [
+    pub const ALL: [Code; 13] = [
         Code::Valid,
         Code::MalformedKey,
         Code::UnknownKey,
@@ -51,6 +54,7 @@ impl Code {
         Code::InsufficientPermissions,
         Code::CustomerMismatch,
         Code::RateLimited,
+        Code::UsageExceeded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +71,7 @@ impl Code {
             Code::InsufficientPermissions => "insufficient_permissions",
             Code::CustomerMismatch => "customer_mismatch",
             Code::RateLimited => "rate_limited",
+            Code::UsageExceeded => "usage_exceeded",
         }
     }
 
@@ -84,7 +89,7 @@ impl Code {
             | Code::OriginNotAllowed
             | Code::InsufficientPermissions
             | Code::CustomerMismatch => 403,
-            Code::RateLimited => 429,
+            Code::RateLimited | Code::UsageExceeded => 429,
         }
     }
 
@@ -108,6 +113,7 @@ impl Code {
             Code::InsufficientPermissions => "the API key lacks a permission this request needs",
             Code::CustomerMismatch => "the API key belongs to another customer",
             Code::RateLimited => "too many requests for this key; retry after the time given",
+            Code::UsageExceeded => "the API key has used all its credits",
         }
     }
 }
@@ -397,7 +403,7 @@ mod tests {
                 | Code::OriginNotAllowed
                 | Code::InsufficientPermissions
                 | Code::CustomerMismatch => 403,
-                Code::RateLimited => 429,
+                Code::RateLimited | Code::UsageExceeded => 429,
                 _ => 401,
             };
             assert_eq!(code.http_status(), expected, "{code}");

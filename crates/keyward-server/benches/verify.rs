@@ -237,6 +237,7 @@ fn warm_verify(c: &mut Criterion) {
                         customer_id: Some("cus_1"),
                         origin: None,
                         request_line: None,
+                        cost: 1,
                     };
                     let verdict = ready(verifier.verify(input, now)).unwrap();
                     assert!(verdict.code.is_valid(), "{:?}", verdict.code);

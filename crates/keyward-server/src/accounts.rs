@@ -121,6 +121,7 @@ pub fn primary_credentials(
         created_by,
         allowed_origins: vec![],
         public_value: None,
+        credits: None,
     };
     (key, secret)
 }

@@ -75,6 +75,7 @@ impl RequestCheck {
                 method: method.as_str(),
                 path,
             }),
+            cost: 1,
         };
         match self.state.verifier.verify(input, now_ms()).await {
             Ok(verdict) if verdict.code == Code::Valid => Ok(Admitted { verdict, client_ip }),

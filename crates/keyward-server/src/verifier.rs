@@ -18,8 +18,9 @@ use crate::telemetry as m;
 use governor::clock::{Clock, DefaultClock, QuantaInstant, Reference};
 use keyward_core::key::could_be_imported_secret;
 use keyward_core::verify::{Code, Demand, KeyFacts, PresentedCredential, decide};
-use keyward_core::{EnvTag, KeyFormat, KeyHash, PermissionName, RateLimitPolicy};
-use keyward_store::{Store, StoreResult, VerificationRecord};
+use keyward_core::{Credits, EnvTag, KeyFormat, KeyHash, PermissionName, RateLimitPolicy};
+use keyward_store::{CreditDraw, Store, StoreResult, VerificationRecord};
+use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +40,9 @@ pub struct VerifyInput<'a> {
     /// The request verified, when the verifier sees it (gateway mode): its
     /// method and path go to the request log.
     pub request_line: Option<RequestLine<'a>>,
+    /// What the request takes from a metered key's credits (1 unless the
+    /// platform says otherwise; 0 only asks whether any are left).
+    pub cost: u64,
 }
 
 /// A request's method and path, without its query (which may carry
@@ -58,6 +62,8 @@ pub struct Verdict {
     /// the [`VerificationRecord`].
     pub key: Option<Arc<CachedKey>>,
     pub rate_limit: Option<RateLimitState>,
+    /// A metered key's draw on its credits, when the request got that far.
+    pub credits: Option<CreditDraw>,
 }
 
 impl Verdict {
@@ -66,6 +72,7 @@ impl Verdict {
             code,
             key: None,
             rate_limit: None,
+            credits: None,
         }
     }
 }
@@ -227,11 +234,50 @@ impl Verifier {
             Some(state) if !state.allowed() => Code::RateLimited,
             _ => code,
         };
+        let credits = match (code, record.key.credits) {
+            (Code::Valid, Some(credits)) => {
+                self.draw_credits(&record, credits, input, now_ms).await?
+            }
+            _ => None,
+        };
+        let code = match credits {
+            Some(draw) if !draw.allowed => Code::UsageExceeded,
+            _ => code,
+        };
         Ok(Verdict {
             code,
             key: Some(record),
             rate_limit,
+            credits,
         })
+    }
+
+    /// Takes the request's cost from a metered key's credits: the one store
+    /// write on the verify path, because a balance shared by every node is
+    /// exact only where they all write it. `credits` is the cached copy,
+    /// read for its refill calendar only, never its balance. `None` when
+    /// the key turned out not to be metered any more (the cache is older
+    /// than the change).
+    async fn draw_credits(
+        &self,
+        record: &CachedKey,
+        credits: Credits,
+        input: &VerifyInput<'_>,
+        now_ms: i64,
+    ) -> StoreResult<Option<CreditDraw>> {
+        let period_start = credits.refill.map(|r| r.period_start_ms(now_ms));
+        let draw = self.store.draw_credits(
+            &record.key.account_id,
+            &record.key.id,
+            input.cost,
+            period_start,
+        );
+        // Never answered from the cache: during an outage a metered key's
+        // verification fails (503) rather than spend credits it cannot count.
+        match self.outage.read(None::<Infallible>, draw).await? {
+            Read::Fresh(draw) => Ok(draw),
+            Read::Stale(never) => match never {},
+        }
     }
 
     /// A credential not in this deployment's format: the secret of a key

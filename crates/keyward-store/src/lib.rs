@@ -303,6 +303,32 @@ pub trait Store: Send + Sync + 'static {
     /// Keys that no longer exist are skipped.
     async fn record_key_usage(&self, usages: &[KeyUsage]) -> StoreResult<()>;
 
+    /// Takes `cost` from a metered key's credits if its balance covers it
+    /// (and is above zero), in one atomic step that concurrent draws — on
+    /// any node — cannot overdraw. `period_start` is when the key's current
+    /// refill period began (from the refill the caller has cached); a
+    /// balance last refilled before it is refilled first. Scoped to the
+    /// account; `None` when the key is not metered (or not there). Not
+    /// audited: it is a verification, logged as one.
+    async fn draw_credits(
+        &self,
+        account: &str,
+        key_id: &str,
+        cost: u64,
+        period_start: Option<i64>,
+    ) -> StoreResult<Option<CreditDraw>>;
+
+    /// Adds to or sets a metered key's balance (a refill due is applied
+    /// first), auditing `key.credits_changed` with the balance before and
+    /// after. Conflict on `credits` when the key is not metered.
+    async fn change_credits(
+        &self,
+        account: &str,
+        actor: &Actor,
+        key_id: &str,
+        change: CreditChange,
+    ) -> StoreResult<ApiKey>;
+
     /// A secret found in public (GitHub secret scanning): finds the key
     /// whose current or rotation-replaced secret has `report.hash_hex`, in
     /// any account (the reporter cannot know which). A current secret's key

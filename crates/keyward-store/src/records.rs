@@ -1,7 +1,10 @@
 //! The rows the store reads and writes, in domain types.
 
 use ipnet::IpNet;
-use keyward_core::{AccountPermission, KeyKind, KeyStatus, PermissionName, RateLimitPolicy, Role};
+use keyward_core::{
+    AccountPermission, CreditRefill, Credits, KeyKind, KeyStatus, PermissionName, RateLimitPolicy,
+    Role,
+};
 
 /// Cursor pagination: up to `limit` items with ids after `after`.
 #[derive(Debug, Clone, Default)]
@@ -213,6 +216,47 @@ pub struct ApiKey {
     /// When the current secret was last reported found in public; a
     /// rotation clears it. See [`KeyLeak`].
     pub leaked_at: Option<i64>,
+    /// `Some` for a metered key: its balance as of the read. Verification
+    /// draws on it in the store ([`crate::Store::draw_credits`]), never
+    /// from this copy.
+    pub credits: Option<Credits>,
+}
+
+/// A key's credits as a create or update sets them: the balance starts at
+/// `remaining`, and the refill clock at the time of the write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreditSetting {
+    pub remaining: u64,
+    pub refill: Option<CreditRefill>,
+}
+
+impl CreditSetting {
+    /// The credits this setting stores when written at `now`.
+    pub fn starting_at(self, now: i64) -> Credits {
+        Credits {
+            remaining: self.remaining,
+            refill: self.refill,
+            refilled_at: now,
+        }
+    }
+}
+
+/// A change to a metered key's balance, from the API rather than a
+/// verification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreditChange {
+    /// Adds to the balance, or takes from it when negative (never below 0).
+    Add(i64),
+    Set(u64),
+}
+
+/// What a verification's draw on a metered key found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreditDraw {
+    /// Whether the balance covered the cost (and the cost was taken).
+    pub allowed: bool,
+    /// The balance after the draw, or — refused — the balance it found.
+    pub remaining: u64,
 }
 
 /// The secret a rotation replaced. It verifies until `expires_at`; after
@@ -285,6 +329,7 @@ pub struct NewKey {
     pub created_by: Option<String>,
     pub allowed_origins: Vec<String>,
     pub public_value: Option<String>,
+    pub credits: Option<CreditSetting>,
 }
 
 /// A partial update: `None` leaves a field alone; `Some(None)` clears an
@@ -299,6 +344,8 @@ pub struct KeyPatch {
     pub expires_at: Option<Option<i64>>,
     pub meta: Option<serde_json::Map<String, serde_json::Value>>,
     pub allowed_origins: Option<Vec<String>>,
+    /// `Some(None)` stops metering the key.
+    pub credits: Option<Option<CreditSetting>>,
 }
 
 #[derive(Debug, Clone, Default)]

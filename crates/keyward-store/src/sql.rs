@@ -16,6 +16,7 @@ mod allowlist;
 pub(crate) mod audit;
 mod catalog;
 mod console;
+mod credits;
 mod decode;
 mod exports;
 mod idempotency;
@@ -903,6 +904,41 @@ impl crate::Store for SqlStore {
             return Ok(());
         }
         in_write_tx!(self, |conn| keys::record_usage(conn, usages).await?)
+    }
+
+    async fn draw_credits(
+        &self,
+        account: &str,
+        key_id: &str,
+        cost: u64,
+        period_start: Option<i64>,
+    ) -> StoreResult<Option<CreditDraw>> {
+        in_write_tx!(self, |conn| credits::draw(
+            conn,
+            account,
+            key_id,
+            cost,
+            period_start
+        )
+        .await?)
+    }
+
+    async fn change_credits(
+        &self,
+        account: &str,
+        actor: &Actor,
+        key_id: &str,
+        change: CreditChange,
+    ) -> StoreResult<ApiKey> {
+        in_write_tx!(self, |conn| credits::change_audited(
+            conn,
+            self.dialect,
+            account,
+            actor,
+            key_id,
+            change
+        )
+        .await?)
     }
 
     async fn import_keys(

@@ -4,8 +4,8 @@
 
 use ipnet::IpNet;
 use keyward_core::{
-    AccountPermission, DEFAULT_ENVIRONMENTS, KeyKind, KeyStatus, PermissionName, RateLimitPolicy,
-    Role,
+    AccountPermission, CreditRefill, DEFAULT_ENVIRONMENTS, KeyKind, KeyStatus, PermissionName,
+    RateLimitPolicy, RefillInterval, Role,
 };
 use keyward_store::testing::{Backend, TestDatabase};
 use keyward_store::*;
@@ -136,6 +136,7 @@ fn new_key(workspace: &str, name: &str) -> NewKey {
         created_by: None,
         allowed_origins: vec![],
         public_value: None,
+        credits: None,
     }
 }
 
@@ -1386,10 +1387,15 @@ async fn update_key_fields(backend: Backend) {
         expires_at: Some(Some(4_100_000_000_000)),
         meta: Some(json!({"b": [true, null]}).as_object().cloned().unwrap()),
         allowed_origins: Some(vec!["https://shop.example".into()]),
+        credits: Some(Some(CreditSetting {
+            remaining: 500,
+            refill: None,
+        })),
     })
     .await
     .unwrap();
     assert_eq!(changed.name, "renamed");
+    assert_eq!(changed.credits.map(|c| c.remaining), Some(500));
     assert_eq!(
         changed.permissions,
         vec![perm("customers:read"), perm("customers:write")]
@@ -3154,6 +3160,267 @@ async fn request_logs_round_trip_filter_and_purge(backend: Backend) {
     assert_eq!(f.store.purge_request_logs(cut_off).await.unwrap(), 0);
 }
 
+/// Credits are drawn in one atomic step: concurrent draws never take more
+/// than there is, a refill due is applied by the draw that finds it, and
+/// only the account's own key is ever touched.
+async fn credits_are_drawn_exactly_and_refilled(backend: Backend) {
+    let Some(f) = Fixture::new(backend).await else {
+        return;
+    };
+    let s = &f.store;
+    let t = f.tenant("acme").await;
+    let other = f.tenant("globex").await;
+    let metered = f
+        .key(&t, "metered", |k| {
+            k.credits = Some(CreditSetting {
+                remaining: 25,
+                refill: None,
+            })
+        })
+        .await;
+    let credits = metered.credits.expect("created metered");
+    assert_eq!((credits.remaining, credits.refill), (25, None));
+    let read = s.get_key(&t.account, &metered.id).await.unwrap();
+    assert_eq!(read.credits.map(|c| c.remaining), Some(25));
+    let found = s
+        .find_key_for_verification(&hash(&format!("{}-metered", t.workspace)))
+        .await
+        .unwrap()
+        .expect("found by hash");
+    assert_eq!(found.key.credits, read.credits);
+
+    // 40 concurrent draws of 1 on a balance of 25: exactly 25 succeed.
+    let mut draws = tokio::task::JoinSet::new();
+    for _ in 0..40 {
+        let s = s.clone();
+        let (account, id) = (t.account.clone(), metered.id.clone());
+        draws.spawn(async move { s.draw_credits(&account, &id, 1, None).await });
+    }
+    let mut allowed = 0;
+    while let Some(draw) = draws.join_next().await {
+        let draw = draw.unwrap().unwrap().expect("metered");
+        allowed += usize::from(draw.allowed);
+    }
+    assert_eq!(allowed, 25);
+    let spent = s
+        .draw_credits(&t.account, &metered.id, 0, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        spent,
+        Some(CreditDraw {
+            allowed: false,
+            remaining: 0
+        }),
+        "a cost of 0 asks whether anything is left"
+    );
+
+    // Topped up; a cost above the balance takes nothing.
+    let topped = s
+        .change_credits(&t.account, &actor(), &metered.id, CreditChange::Add(10))
+        .await
+        .unwrap();
+    assert_eq!(topped.credits.map(|c| c.remaining), Some(10));
+    let too_dear = s
+        .draw_credits(&t.account, &metered.id, 11, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        too_dear,
+        Some(CreditDraw {
+            allowed: false,
+            remaining: 10
+        })
+    );
+    let exact = s
+        .draw_credits(&t.account, &metered.id, 10, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        exact,
+        Some(CreditDraw {
+            allowed: true,
+            remaining: 0
+        })
+    );
+    let floored = s
+        .change_credits(&t.account, &actor(), &metered.id, CreditChange::Add(-5))
+        .await
+        .unwrap();
+    assert_eq!(
+        floored.credits.map(|c| c.remaining),
+        Some(0),
+        "never below 0"
+    );
+    s.change_credits(&t.account, &actor(), &metered.id, CreditChange::Set(7))
+        .await
+        .unwrap();
+    let changes = audit_events(
+        s,
+        &t.account,
+        AuditFilter {
+            action: Some("key.credits_changed".into()),
+            ..AuditFilter::default()
+        },
+    )
+    .await;
+    let balances: Vec<_> = changes
+        .iter()
+        .map(|e| (e.before.clone().unwrap(), e.after.clone().unwrap()))
+        .collect();
+    assert_eq!(
+        balances,
+        [
+            (json!({"remaining": 0}), json!({"remaining": 10})),
+            (json!({"remaining": 0}), json!({"remaining": 0})),
+            (json!({"remaining": 0}), json!({"remaining": 7})),
+        ]
+    );
+
+    // A refill: the draw that finds a period begun since the last refill
+    // starts from the refill amount, once.
+    let refill = CreditRefill {
+        interval: RefillInterval::Daily,
+        amount: 3,
+        day: None,
+    };
+    let refilled = s
+        .update_key(
+            &t.account,
+            &actor(),
+            &metered.id,
+            KeyPatch {
+                credits: Some(Some(CreditSetting {
+                    remaining: 0,
+                    refill: Some(refill),
+                })),
+                ..KeyPatch::default()
+            },
+        )
+        .await
+        .unwrap()
+        .credits
+        .expect("still metered");
+    let next_period = refilled.refilled_at + 1;
+    let first = s
+        .draw_credits(&t.account, &metered.id, 1, Some(next_period))
+        .await
+        .unwrap();
+    assert_eq!(
+        first,
+        Some(CreditDraw {
+            allowed: true,
+            remaining: 2
+        })
+    );
+    let second = s
+        .draw_credits(&t.account, &metered.id, 1, Some(next_period))
+        .await
+        .unwrap();
+    assert_eq!(
+        second,
+        Some(CreditDraw {
+            allowed: true,
+            remaining: 1
+        }),
+        "refilled once per period"
+    );
+    let empty_refill = s
+        .draw_credits(&t.account, &metered.id, 5, Some(next_period + 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        empty_refill,
+        Some(CreditDraw {
+            allowed: false,
+            remaining: 3
+        }),
+        "a refusal reports the refilled balance"
+    );
+
+    // Another account can neither draw on nor change the key.
+    assert_eq!(
+        s.draw_credits(&other.account, &metered.id, 1, None)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(matches!(
+        s.change_credits(&other.account, &actor(), &metered.id, CreditChange::Set(99))
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(
+        s.get_key(&t.account, &metered.id)
+            .await
+            .unwrap()
+            .credits
+            .map(|c| c.remaining),
+        Some(1)
+    );
+
+    // Unmetered keys: nothing to draw, nothing to change.
+    let plain = f.key(&t, "plain", |_| {}).await;
+    assert_eq!(plain.credits, None);
+    assert_eq!(
+        s.draw_credits(&t.account, &plain.id, 1, None)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(matches!(
+        s.change_credits(&t.account, &actor(), &plain.id, CreditChange::Add(1))
+            .await,
+        Err(StoreError::Conflict { .. })
+    ));
+
+    // Metering stops on `null`, and the balance goes with the key.
+    let unmetered = s
+        .update_key(
+            &t.account,
+            &actor(),
+            &metered.id,
+            KeyPatch {
+                credits: Some(None),
+                ..KeyPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(unmetered.credits, None);
+    assert_eq!(
+        s.draw_credits(&t.account, &metered.id, 1, None)
+            .await
+            .unwrap(),
+        None
+    );
+    let doomed = f
+        .key(&t, "doomed", |k| {
+            k.credits = Some(CreditSetting {
+                remaining: 1,
+                refill: Some(refill),
+            })
+        })
+        .await;
+    s.delete_key(
+        &t.account,
+        &actor(),
+        KeyDeletion {
+            key_id: doomed.id.clone(),
+            confirm_name: "doomed".into(),
+            force: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.draw_credits(&t.account, &doomed.id, 1, None)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
 // ── One test per backend ─────────────────────────────────────────────────
 
 macro_rules! conformance_suite {
@@ -3191,6 +3458,7 @@ conformance_suite!(
     key_status_and_revocation,
     leaked_secrets_revoke_or_flag_their_key,
     keys_issued_elsewhere_are_imported_all_or_none,
+    credits_are_drawn_exactly_and_refilled,
     verification_sees_its_workspace_allowlist,
     key_usage_moves_forward_only,
     token_usage_moves_forward_only,

@@ -14,12 +14,16 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
 use ipnet::IpNet;
+use keyward_core::credits::check_amount;
 use keyward_core::key::IMPORTED_SECRET_LEN;
 use keyward_core::{
-    EnvTag, InvalidValue, KeyHash, KeyKind, KeyStatus, PermissionName, RateLimitPolicy, ip,
-    normalize_origin, validate_customer_id, validate_display_name, validate_environment_name,
+    CreditRefill, EnvTag, InvalidValue, KeyHash, KeyKind, KeyStatus, PermissionName,
+    RateLimitPolicy, ip, normalize_origin, validate_customer_id, validate_display_name,
+    validate_environment_name,
 };
-use keyward_store::{KeyDeletion, KeyFilter, KeyPatch, KeyReplacement, NewKey};
+use keyward_store::{
+    CreditChange, CreditSetting, KeyDeletion, KeyFilter, KeyPatch, KeyReplacement, NewKey,
+};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -61,6 +65,30 @@ pub struct CreateKey {
     /// (`https://shop.example`) allowed to present the key.
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// Meters the key: each valid verification takes its cost from the
+    /// balance, and once it is spent the key answers `usage_exceeded`.
+    pub credits: Option<CreditsRequest>,
+}
+
+/// A key's usage credits.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreditsRequest {
+    /// The balance to start from.
+    pub remaining: u64,
+    /// Sets the balance back to `amount` every day, or every month on `day`.
+    pub refill: Option<CreditRefill>,
+}
+
+/// Exactly one of `add` and `set`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeCredits {
+    /// Added to the balance (after any refill due); negative takes away,
+    /// never below 0.
+    pub add: Option<i64>,
+    /// The new balance.
+    pub set: Option<u64>,
 }
 
 /// Fields left out are unchanged; `null` clears an optional field.
@@ -84,6 +112,10 @@ pub struct UpdateKey {
     pub meta: Option<Map<String, Value>>,
     /// Publishable keys only.
     pub allowed_origins: Option<Vec<String>>,
+    /// Sets the balance and refill anew; `null` stops metering the key.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<CreditsRequest>)]
+    pub credits: Option<Option<CreditsRequest>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema, Default)]
@@ -206,6 +238,19 @@ fn validate_rate_limit(policy: &RateLimitPolicy) -> ApiResult<()> {
     policy
         .validate()
         .map_err(|(sub, e)| Problem::invalid(format!("rate_limit.{sub}"), e.message))
+}
+
+fn validate_credits(r: CreditsRequest) -> ApiResult<CreditSetting> {
+    check_amount(r.remaining).map_err(field("credits.remaining"))?;
+    if let Some(refill) = &r.refill {
+        refill
+            .validate()
+            .map_err(|(sub, e)| Problem::invalid(format!("credits.refill.{sub}"), e.message))?;
+    }
+    Ok(CreditSetting {
+        remaining: r.remaining,
+        refill: r.refill,
+    })
 }
 
 fn validate_expiry(at: Timestamp) -> ApiResult<i64> {
@@ -500,6 +545,7 @@ fn validated_new_key(who: &Principal, workspace_id: String, r: CreateKey) -> Api
         created_by: Some(who.member_id.clone()),
         allowed_origins,
         public_value: None,
+        credits: r.credits.map(validate_credits).transpose()?,
     })
 }
 
@@ -588,7 +634,40 @@ fn validated_patch(r: UpdateKey) -> ApiResult<KeyPatch> {
             .as_deref()
             .map(normalize_origins)
             .transpose()?,
+        credits: r
+            .credits
+            .map(|c| c.map(validate_credits).transpose())
+            .transpose()?,
     })
+}
+
+/// Adds to or sets a metered key's balance (a customer bought more, a
+/// support refund). Audited as `key.credits_changed`.
+#[utoipa::path(post, path = "/v1/keys/{id}/credits", tag = "keys", request_body = ChangeCredits,
+    responses((status = 200, body = KeyView), (status = 400, body = ProblemDocument),
+        (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
+pub async fn change_credits(
+    State(state): State<AppState>,
+    Authorized(who, _): Auth,
+    Path(id): Path<String>,
+    Body(request): Body<ChangeCredits>,
+) -> ApiResult<Json<KeyView>> {
+    let change = match (request.add, request.set) {
+        (Some(add), None) => {
+            check_amount(add.unsigned_abs()).map_err(field("add"))?;
+            CreditChange::Add(add)
+        }
+        (None, Some(set)) => {
+            check_amount(set).map_err(field("set"))?;
+            CreditChange::Set(set)
+        }
+        _ => return Err(Problem::invalid("add", "give exactly one of add and set")),
+    };
+    let key = state
+        .store
+        .change_credits(&who.account_id, &who.actor(), &id, change)
+        .await?;
+    Ok(Json(KeyView::new(key, now_ms())))
 }
 
 async fn set_status(

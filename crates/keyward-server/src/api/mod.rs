@@ -106,6 +106,7 @@ fn management_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(keys::rotate))
         .routes(routes!(keys::end_grace))
         .routes(routes!(keys::leaks))
+        .routes(routes!(keys::change_credits))
         .routes(routes!(integrations::list, integrations::create))
         .routes(routes!(
             integrations::get,

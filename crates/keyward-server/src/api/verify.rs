@@ -11,6 +11,7 @@ use crate::verifier::{Verdict, VerifyInput};
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
+use keyward_core::credits::check_amount;
 use keyward_core::verify::{Code, PresentedCredential};
 use keyward_core::{KeyKind, PermissionName, validate_customer_id, validate_environment_name};
 use keyward_store::VerificationRecord;
@@ -45,6 +46,9 @@ pub struct VerifyRequest {
     pub customer_id: Option<String>,
     /// The request's `Origin` (reserved for publishable keys' origin lists).
     pub origin: Option<String>,
+    /// What the request takes from a metered key's credits: 1 by default;
+    /// 0 only checks that some are left. Keys without credits ignore it.
+    pub cost: Option<u64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -81,6 +85,15 @@ pub struct VerdictBody<'a> {
     #[schema(value_type = Option<VerdictKey>)]
     pub key: Option<&'a RawValue>,
     pub rate_limit: Option<RateLimitView>,
+    /// A metered key's credits, when the request got as far as drawing on
+    /// them: what is left after this request's cost (or, refused, what
+    /// there was).
+    pub credits: Option<CreditsLeftView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreditsLeftView {
+    pub remaining: u64,
 }
 
 const MAX_ORIGIN_LEN: usize = 2048;
@@ -155,6 +168,8 @@ async fn verify_for(
             format!("at most {MAX_ORIGIN_LEN} characters"),
         ));
     }
+    let cost = request.cost.unwrap_or(1);
+    check_amount(cost).map_err(super::field("cost"))?;
     let input = VerifyInput {
         account_id,
         credential,
@@ -164,6 +179,7 @@ async fn verify_for(
         customer_id: request.customer_id.as_deref(),
         origin: request.origin.as_deref(),
         request_line: None,
+        cost,
     };
     let verdict = state.verifier.verify(input, now_ms()).await?;
     respond(verdict)
@@ -228,6 +244,9 @@ fn verdict_json(verdict: &Verdict) -> serde_json::Result<Vec<u8>> {
             limit: s.limit,
             remaining: s.remaining,
             reset_seconds: s.reset_seconds,
+        }),
+        credits: verdict.credits.map(|draw| CreditsLeftView {
+            remaining: draw.remaining,
         }),
     };
     let mut json = Vec::with_capacity(VERDICT_CAPACITY);

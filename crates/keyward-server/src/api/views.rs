@@ -3,7 +3,8 @@
 
 use crate::clock::{from_ms, from_ms_opt};
 use keyward_core::{
-    AccountPermission, KeyKind, KeyStatus, PermissionName, RateLimitPolicy, Role, Secret,
+    AccountPermission, CreditRefill, Credits, KeyKind, KeyStatus, PermissionName, RateLimitPolicy,
+    Role, Secret,
 };
 use keyward_store as store;
 use serde::Serialize;
@@ -178,6 +179,30 @@ pub struct KeyView {
     /// secret scanning); cleared by a rotation. See `GET /v1/keys/{id}/leaks`.
     #[serde(with = "time::serde::rfc3339::option")]
     pub leaked_at: Option<OffsetDateTime>,
+    /// A metered key's credits; `null` for a key without a quota.
+    pub credits: Option<CreditsView>,
+}
+
+/// A metered key's usage credits.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreditsView {
+    /// The balance now (a refill due counts as done).
+    pub remaining: u64,
+    pub refill: Option<CreditRefill>,
+    /// When the balance was last refilled or set.
+    #[serde(with = "time::serde::rfc3339")]
+    pub refilled_at: OffsetDateTime,
+}
+
+impl CreditsView {
+    fn new(credits: Credits, now_ms: i64) -> Self {
+        let now = credits.as_of(now_ms);
+        Self {
+            remaining: now.remaining,
+            refill: now.refill,
+            refilled_at: from_ms(now.refilled_at),
+        }
+    }
 }
 
 /// A report of the key's secret found in public, and what Keyward did.
@@ -276,6 +301,7 @@ impl KeyView {
             publishable_key: k.public_value,
             rotation: k.rotation.map(|r| RotationView::new(r, now_ms)),
             leaked_at: from_ms_opt(k.leaked_at),
+            credits: k.credits.map(|c| CreditsView::new(c, now_ms)),
         }
     }
 }

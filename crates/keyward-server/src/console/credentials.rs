@@ -432,6 +432,7 @@ fn create_request(form: KeyForm) -> ApiResult<keys::CreateKey> {
         allowed_ips: settings.allowed_ips,
         meta: Default::default(),
         allowed_origins: settings.allowed_origins,
+        credits: None,
     })
 }
 

@@ -339,6 +339,7 @@ pub(super) fn key_state(key: &ApiKey) -> Value {
         "allowed_origins": key.allowed_origins,
         "expires_at": key.expires_at,
         "meta": key.meta,
+        "credits": key.credits.map(|c| json!({"remaining": c.remaining, "refill": c.refill})),
     })
 }
 

@@ -2,7 +2,8 @@
 
 use super::decode::{column, json, names_to_json, narrowed_opt, parsed, to_json};
 use super::{
-    Dialect, PageWindow, allowlist, audit, catalog, conflict, not_found_in, workspaces, write_error,
+    Dialect, PageWindow, allowlist, audit, catalog, conflict, credits, not_found_in, workspaces,
+    write_error,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::ids::{new_id, now_ms};
@@ -12,10 +13,11 @@ use serde_json::json;
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
 
-/// Keys with their environment's name. The join is on `account_id` too, so
+/// Keys with their environment's name and credits. The join is on `account_id` too, so
 /// even a key row pointing elsewhere could not pull in another account's
 /// environment.
-const KEY_SELECT: &str = "SELECT k.id AS id, k.account_id AS account_id, \
+const KEY_SELECT: &str = concat!(
+    "SELECT k.id AS id, k.account_id AS account_id, \
      k.workspace_id AS workspace_id, e.name AS environment, k.kind AS kind, k.name AS name, \
      k.hint AS hint, k.status AS status, k.permissions AS permissions, \
      k.customer_id AS customer_id, k.rate_limit_limit AS rate_limit_limit, \
@@ -26,8 +28,11 @@ const KEY_SELECT: &str = "SELECT k.id AS id, k.account_id AS account_id, \
      k.public_value AS public_value, k.previous_hint AS previous_hint, \
      k.previous_expires_at AS previous_expires_at, \
      k.previous_last_used_at AS previous_last_used_at, k.leaked_at AS leaked_at, \
-     k.hash AS hash \
-     FROM api_keys k JOIN environments e ON e.account_id = k.account_id AND e.id = k.environment_id";
+     k.hash AS hash, ",
+    credits::credit_columns!(),
+    " FROM api_keys k JOIN environments e ON e.account_id = k.account_id AND e.id = k.environment_id \
+     LEFT JOIN key_credits c ON c.account_id = k.account_id AND c.key_id = k.id"
+);
 
 pub(super) async fn create(
     conn: &mut AnyConnection,
@@ -69,6 +74,7 @@ pub(super) async fn create(
         public_value: new.public_value,
         rotation: None,
         leaked_at: None,
+        credits: new.credits.map(|setting| setting.starting_at(now)),
     };
     let encoded = EncodedColumns::of(&key)?;
     sqlx::query(
@@ -99,7 +105,7 @@ pub(super) async fn create(
     .bind(key.updated_at)
     .bind(encoded.allowed_origins)
     .bind(&key.public_value)
-    .execute(conn)
+    .execute(&mut *conn)
     .await
     .map_err(|e| {
         // The name was checked above, and the hash is a digest of a fresh
@@ -110,6 +116,9 @@ pub(super) async fn create(
             || StoreError::not_found("workspace"),
         )
     })?;
+    if new.credits.is_some() {
+        credits::set(conn, account, &key.id, new.credits, now).await?;
+    }
     Ok(key)
 }
 
@@ -177,7 +186,9 @@ pub(super) async fn update(
     if let Some(permissions) = &patch.permissions {
         catalog::require_all(conn, dialect, account, permissions).await?;
     }
-    apply_patch(&mut key, patch, now_ms());
+    let now = now_ms();
+    let credits_setting = patch.credits;
+    apply_patch(&mut key, patch, now);
 
     let encoded = EncodedColumns::of(&key)?;
     sqlx::query(
@@ -197,7 +208,7 @@ pub(super) async fn update(
     .bind(encoded.meta)
     .bind(key.updated_at)
     .bind(encoded.allowed_origins)
-    .execute(conn)
+    .execute(&mut *conn)
     .await
     .map_err(|e| {
         write_error(
@@ -206,6 +217,9 @@ pub(super) async fn update(
             || StoreError::not_found("key"),
         )
     })?;
+    if let Some(setting) = credits_setting {
+        credits::set(conn, account, id, setting, now).await?;
+    }
     Ok(key)
 }
 
@@ -220,6 +234,7 @@ fn apply_patch(key: &mut ApiKey, patch: KeyPatch, now: i64) {
         expires_at,
         meta,
         allowed_origins,
+        credits,
     } = patch;
     if let Some(name) = name {
         key.name = name;
@@ -244,6 +259,9 @@ fn apply_patch(key: &mut ApiKey, patch: KeyPatch, now: i64) {
     }
     if let Some(allowed_origins) = allowed_origins {
         key.allowed_origins = allowed_origins;
+    }
+    if let Some(credits) = credits {
+        key.credits = credits.map(|setting| setting.starting_at(now));
     }
     key.updated_at = now;
 }
@@ -468,6 +486,7 @@ fn key_from_row(row: &AnyRow) -> StoreResult<ApiKey> {
         public_value: column(row, "public_value")?,
         rotation: rotation_from_row(row)?,
         leaked_at: column(row, "leaked_at")?,
+        credits: credits::from_row(row)?,
     })
 }
 
