@@ -4,7 +4,7 @@ use crate::output::{self, fields, json_if_asked, list_or, table, text_or};
 use crate::remote::{ApiArgs, ApiClient};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use keyward_core::{DurationSeconds, RateLimitPolicy, parse_duration_seconds};
+use keyward_core::{CreditRefill, DurationSeconds, RateLimitPolicy, parse_duration_seconds};
 use serde_json::{Map, Value, json};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -99,6 +99,22 @@ enum KeysCommand {
     /// Where the key's secrets were found in public (GitHub secret
     /// scanning) and what Keyward did, newest first.
     Leaks { id: String },
+    /// Top up, take from or set a metered key's credits (`keys update
+    /// --credits` meters a key).
+    Credits {
+        id: String,
+        /// Credits to add; negative takes them away (never below 0).
+        #[arg(
+            long,
+            allow_negative_numbers = true,
+            conflicts_with = "set",
+            required_unless_present = "set"
+        )]
+        add: Option<i64>,
+        /// The new balance.
+        #[arg(long)]
+        set: Option<u64>,
+    },
     /// Check a key as your API would: reads it from standard input and
     /// prints the verdict. Exits 1 when the key is not valid.
     Verify {
@@ -114,6 +130,9 @@ enum KeysCommand {
         /// The customer the request acts for.
         #[arg(long)]
         customer_id: Option<String>,
+        /// What the request takes from a metered key's credits (default 1).
+        #[arg(long)]
+        cost: Option<u64>,
     },
 }
 
@@ -164,6 +183,9 @@ struct UpdateArgs {
     /// Remove the key's own IP allowlist (the workspace's still applies).
     #[arg(long, conflicts_with = "allowed_ips")]
     clear_allowed_ips: bool,
+    /// Stop metering the key: no more credits to spend.
+    #[arg(long, conflicts_with = "credits")]
+    no_credits: bool,
 }
 
 /// What both `create` and `update` can set.
@@ -196,6 +218,15 @@ struct KeySettings {
     /// parses as JSON, else a string). On update, they replace the key's meta.
     #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta)]
     meta: Vec<(String, Value)>,
+    /// Meters the key: each valid verification spends its cost (1 by
+    /// default) from this balance; then the key answers `usage_exceeded`.
+    /// On update, the balance starts over.
+    #[arg(long)]
+    credits: Option<u64>,
+    /// Sets the balance back every day or month: `daily:1000`,
+    /// `monthly:50000` (on the 1st), `monthly:50000@15`.
+    #[arg(long, requires = "credits", value_name = "INTERVAL:AMOUNT[@DAY]")]
+    refill: Option<CreditRefill>,
 }
 
 impl KeySettings {
@@ -224,6 +255,12 @@ impl KeySettings {
         if !self.meta.is_empty() {
             let meta: Map<String, Value> = self.meta.iter().cloned().collect();
             body.insert("meta".into(), Value::Object(meta));
+        }
+        if let Some(remaining) = self.credits {
+            body.insert(
+                "credits".into(),
+                json!({"remaining": remaining, "refill": self.refill}),
+            );
         }
         Ok(())
     }
@@ -372,11 +409,22 @@ pub async fn run(args: KeysArgs) -> Result<ExitCode> {
                 print_leak_table(leaks["data"].as_array().map_or(&[], Vec::as_slice));
             }
         }
+        KeysCommand::Credits { id, add, set } => {
+            let body = match (add, set) {
+                (Some(add), _) => json!({ "add": add }),
+                (None, set) => json!({ "set": set }),
+            };
+            let key = api.post(api.url(&["keys", &id, "credits"])?, &body).await?;
+            if !json_if_asked(json, &key) {
+                println!("{id}: {}.", credits_line(&key["credits"]));
+            }
+        }
         KeysCommand::Verify {
             permissions,
             environment,
             ip,
             customer_id,
+            cost,
         } => {
             let key = read_key()?;
             let body = json!({
@@ -385,6 +433,7 @@ pub async fn run(args: KeysArgs) -> Result<ExitCode> {
                 "environment": environment,
                 "ip": ip,
                 "customer_id": customer_id,
+                "cost": cost,
             });
             let verdict = api.post(api.url(&["verify"])?, &body).await?;
             if !json_if_asked(json, &verdict) {
@@ -410,6 +459,7 @@ fn update_body(update: &UpdateArgs) -> Result<Map<String, Value>> {
         (update.no_expiry, "expires_at", Value::Null),
         (update.no_customer, "customer_id", Value::Null),
         (update.clear_allowed_ips, "allowed_ips", json!([])),
+        (update.no_credits, "credits", Value::Null),
     ];
     for (asked, field, cleared) in clears {
         if asked {
@@ -575,6 +625,7 @@ fn print_key(key: &Value) {
         ("hint", text_or(&key["hint"], "")),
         ("permissions", list_or(&key["permissions"], "none")),
         ("rate limit", rate_limit),
+        ("credits", credits_line(&key["credits"])),
         ("customer", text_or(&key["customer_id"], "any")),
         ("allowed IPs", list_or(&key["allowed_ips"], "any")),
         ("expires", text_or(&key["expires_at"], "never")),
@@ -608,6 +659,17 @@ fn print_key(key: &Value) {
     println!("{}", fields(&pairs));
 }
 
+/// `40 left, refills daily:1000`, or `unlimited` for a key without credits.
+fn credits_line(credits: &Value) -> String {
+    let Some(remaining) = credits["remaining"].as_u64() else {
+        return "unlimited".to_owned();
+    };
+    match serde_json::from_value::<CreditRefill>(credits["refill"].clone()) {
+        Ok(refill) => format!("{remaining} left, refills {refill}"),
+        Err(_) => format!("{remaining} left"),
+    }
+}
+
 fn print_verdict(verdict: &Value) {
     let code = text_or(&verdict["code"], "?");
     let key = &verdict["key"];
@@ -628,6 +690,9 @@ fn print_verdict(verdict: &Value) {
             limit["limit"],
             DurationSeconds(limit["reset_seconds"].as_u64().unwrap_or(0).max(1))
         );
+    }
+    if verdict["credits"].is_object() {
+        println!("credits: {}", credits_line(&verdict["credits"]));
     }
 }
 
@@ -683,6 +748,20 @@ mod tests {
             Value::Object(update(&["key_1", "--rate-limit", "100/1m"])),
             json!({"rate_limit": {"limit": 100, "window_seconds": 60}})
         );
+        assert_eq!(
+            Value::Object(update(&[
+                "key_1",
+                "--credits",
+                "500",
+                "--refill",
+                "monthly:500@15"
+            ])),
+            json!({"credits": {"remaining": 500, "refill": {"interval": "monthly", "amount": 500, "day": 15}}})
+        );
+        assert_eq!(
+            Value::Object(update(&["key_1", "--no-credits"])),
+            json!({"credits": null})
+        );
         assert!(update(&["key_1"]).is_empty());
     }
 
@@ -692,6 +771,8 @@ mod tests {
             ["key_1", "--no-rate-limit", "--rate-limit", "1/1s"],
             ["key_1", "--no-expiry", "--expires-in", "1d"],
             ["key_1", "--clear-permissions", "--permission", "a:b"],
+            ["key_1", "--no-credits", "--credits", "1"],
+            ["key_1", "--refill", "daily:1", "--no-expiry"],
         ] {
             assert!(
                 Update::try_parse_from(std::iter::once("update").chain(args)).is_err(),

@@ -931,3 +931,49 @@ async fn keys_from_another_system_are_imported_from_a_file_and_verify() {
     let refused = owner.fails(&import);
     assert!(refused.contains("not a JSON array of keys"), "{refused}");
 }
+
+/// A metered key from the command line: created with credits and a
+/// refill, spent by `keys verify --cost`, topped up, then unmetered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metered_keys_are_spent_topped_up_and_unmetered_from_the_cli() {
+    let deployment = Deployment::start();
+    let owner = deployment.owner();
+    let workspace = deployment.account["workspace_id"].as_str().unwrap();
+    let created = owner.json(&[
+        "keys",
+        "create",
+        "--workspace",
+        workspace,
+        "--name",
+        "Metered",
+        "--environment",
+        "production",
+        "--credits",
+        "3",
+        "--refill",
+        "monthly:1000@15",
+    ]);
+    let id = created["key"]["id"].as_str().unwrap();
+    let secret = created["secret"].as_str().unwrap();
+    let shown = owner.ok(&["keys", "get", id]);
+    assert!(shown.contains("3 left, refills monthly:1000@15"), "{shown}");
+
+    let (valid, printed) = owner.verify(secret, &["--cost", "3"]);
+    assert!(valid && printed.contains("credits: 0 left"), "{printed}");
+    let (valid, printed) = owner.verify(secret, &[]);
+    assert!(
+        !valid && printed.contains("usage_exceeded (your API would answer 429)"),
+        "{printed}"
+    );
+
+    let topped = owner.ok(&["keys", "credits", id, "--add", "5"]);
+    assert!(topped.contains("5 left"), "{topped}");
+    let taken = owner.ok(&["keys", "credits", id, "--add", "-2"]);
+    assert!(taken.contains("3 left"), "{taken}");
+    assert!(owner.verify(secret, &[]).0);
+
+    owner.ok(&["keys", "update", id, "--no-credits"]);
+    assert!(owner.ok(&["keys", "get", id]).contains("unlimited"));
+    let refused = owner.fails(&["keys", "credits", id, "--set", "10"]);
+    assert!(refused.contains("[field: credits]"), "{refused}");
+}
