@@ -656,6 +656,94 @@ fn shown_secret(page: &Page) -> String {
     page.body[start..start + end].to_owned()
 }
 
+/// A key created with credits in the console shows its balance, is
+/// refused with 429 once it is spent, and is topped up from its page; a
+/// key without credits can be metered from there.
+async fn a_metered_key_shows_and_changes_its_credits(server: TestServer) {
+    let mut console = signed_in_owner(&server).await;
+    let workspace = server.owner.workspace_id.clone();
+    let created = console
+        .submit(
+            "/credentials/new",
+            &format!("/workspaces/{workspace}/credentials"),
+            &[
+                ("name", "Metered"),
+                ("environment", "production"),
+                ("kind", "secret"),
+                ("credits", "1"),
+                ("refill", "daily"),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.body);
+    let secret = shown_secret(&created);
+    assert_eq!(server.code(json!({"key": secret})).await, "valid");
+    assert_eq!(server.code(json!({"key": secret})).await, "usage_exceeded");
+
+    let (_, keys) = server
+        .get(&format!("/v1/workspaces/{workspace}/keys"))
+        .await;
+    let id = keys["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "Metered")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let page = console.get(&format!("/keys/{id}")).await;
+    assert!(
+        page.body
+            .contains("0 left, set back to 1 every day (00:00 UTC)"),
+        "{}",
+        page.body
+    );
+    let refused = console
+        .submit(
+            &format!("/keys/{id}"),
+            &format!("/keys/{id}/credits"),
+            &[("change", "set"), ("amount", "-3")],
+        )
+        .await;
+    assert!(flash_after(&mut console, &refused).await.contains("amount"));
+    let topped = console
+        .submit(
+            &format!("/keys/{id}"),
+            &format!("/keys/{id}/credits"),
+            &[("change", "add"), ("amount", "2")],
+        )
+        .await;
+    assert!(
+        flash_after(&mut console, &topped).await.contains("2 left"),
+        "topped up"
+    );
+    assert_eq!(server.code(json!({"key": secret})).await, "valid");
+
+    let (plain, plain_secret) = server
+        .issue(json!({"name": "plain", "environment": "production"}))
+        .await;
+    let plain_id = plain["id"].as_str().unwrap();
+    let page = console.get(&format!("/keys/{plain_id}")).await;
+    assert!(page.body.contains("Unlimited") && page.body.contains("Give credits"));
+    let metered = console
+        .submit(
+            &format!("/keys/{plain_id}"),
+            &format!("/keys/{plain_id}/credits"),
+            &[("change", "set"), ("amount", "0")],
+        )
+        .await;
+    assert!(
+        flash_after(&mut console, &metered)
+            .await
+            .contains("Metered: 0 left")
+    );
+    assert_eq!(
+        server.code(json!({"key": plain_secret})).await,
+        "usage_exceeded"
+    );
+}
+
 /// The flash message the page after a redirect shows.
 async fn flash_after(console: &mut Console, page: &Page) -> String {
     assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
@@ -964,4 +1052,5 @@ on_both_stores!(
     the_log_page_pages_through_its_filter,
     a_leaked_key_says_where_it_was_found,
     a_workspaces_keys_page_past_one_page,
+    a_metered_key_shows_and_changes_its_credits,
 );

@@ -8,7 +8,7 @@ use super::session::{ConsoleForm, ConsoleUser, Flash, NoFields, redirect_with};
 use super::workspaces::{WorkspaceOption, workspace_options};
 use super::{PageResult, authorized, redirect_after};
 use crate::AppState;
-use crate::api::views::{CreatedKey, KeyLeakView, KeyView, List};
+use crate::api::views::{CreatedKey, CreditsView, KeyLeakView, KeyView, List};
 use crate::api::{allowlist, integrations, keys, logs, permissions, workspaces};
 use crate::auth::{Authorized, ManageCredentials};
 use crate::extract::{Body, OptionalBody, Pagination, Timestamp, decode_cursor};
@@ -19,7 +19,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::Uri;
 use axum::response::Response;
 use axum::routing::{get, post};
-use keyward_core::{KeyKind, KeyStatus, PermissionName, RateLimitPolicy};
+use keyward_core::{
+    CreditRefill, KeyKind, KeyStatus, PermissionName, RateLimitPolicy, RefillInterval,
+};
 use serde::Deserialize;
 use time::PrimitiveDateTime;
 use time::macros::format_description;
@@ -38,6 +40,7 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/keys/{id}/enable", post(enable))
         .route("/keys/{id}/revoke", post(revoke))
         .route("/keys/{id}/delete", post(delete))
+        .route("/keys/{id}/credits", post(change_credits))
         .route("/allowlist", post(add_allowed_address))
         .route("/allowlist/{id}/delete", post(remove_allowed_address))
 }
@@ -321,6 +324,11 @@ pub struct KeyForm {
     pub customer_id: String,
     pub allowed_ips: String,
     pub allowed_origins: String,
+    /// Create only: a balance to meter the key from (empty: unlimited).
+    pub credits: String,
+    /// Create only: `daily` or `monthly` sets the balance back to
+    /// `credits` every day or on the 1st of every month; empty never.
+    pub refill: String,
 }
 
 impl KeyForm {
@@ -392,6 +400,31 @@ impl KeyForm {
         })
     }
 
+    /// The create form's credits, as the API's request.
+    fn credits_request(&self) -> ApiResult<Option<keys::CreditsRequest>> {
+        let amount = self.credits.trim();
+        if amount.is_empty() {
+            return Ok(None);
+        }
+        let remaining: u64 = amount
+            .parse()
+            .map_err(|_| Problem::invalid("credits.remaining", "must be a whole number"))?;
+        let interval = match self.refill.as_str() {
+            "" => None,
+            other => Some(RefillInterval::parse(other).ok_or_else(|| {
+                Problem::invalid("credits.refill.interval", "must be daily or monthly")
+            })?),
+        };
+        Ok(Some(keys::CreditsRequest {
+            remaining,
+            refill: interval.map(|interval| CreditRefill {
+                interval,
+                amount: remaining,
+                day: None,
+            }),
+        }))
+    }
+
     /// The settings form of an existing key, filled in as it is.
     fn of(key: &KeyView) -> Self {
         let format = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
@@ -421,6 +454,7 @@ impl KeyForm {
 fn create_request(form: KeyForm) -> ApiResult<keys::CreateKey> {
     let kind = KeyKind::parse(&form.kind).map_err(crate::api::field("kind"))?;
     let settings = form.settings()?;
+    let credits = form.credits_request()?;
     Ok(keys::CreateKey {
         name: form.name.trim().to_owned(),
         environment: form.environment,
@@ -432,7 +466,7 @@ fn create_request(form: KeyForm) -> ApiResult<keys::CreateKey> {
         allowed_ips: settings.allowed_ips,
         meta: Default::default(),
         allowed_origins: settings.allowed_origins,
-        credits: None,
+        credits,
     })
 }
 
@@ -685,6 +719,32 @@ struct KeyPage {
     catalog: Vec<(String, String)>,
     /// Reports of the key's secrets found in public, newest first.
     leaks: Vec<LeakRow>,
+    /// The key's credits in words: "40 left, set back to 1,000 every day".
+    credits: String,
+}
+
+/// A metered key's balance and refill in words; "Unlimited" otherwise.
+fn credits_in_words(credits: Option<&CreditsView>) -> String {
+    let Some(credits) = credits else {
+        return "Unlimited".to_owned();
+    };
+    let left = format!("{} left", credits.remaining);
+    match credits.refill {
+        None => left,
+        Some(CreditRefill {
+            interval: RefillInterval::Daily,
+            amount,
+            ..
+        }) => format!("{left}, set back to {amount} every day (00:00 UTC)"),
+        Some(CreditRefill {
+            interval: RefillInterval::Monthly,
+            amount,
+            day,
+        }) => format!(
+            "{left}, set back to {amount} on day {} of every month (00:00 UTC)",
+            day.unwrap_or(1)
+        ),
+    }
 }
 
 /// One report of a secret found in public, as the key page lists it.
@@ -813,6 +873,7 @@ async fn show(
         form: KeyForm::of(&key),
         catalog: catalog_choices(&state, &user).await?,
         leaks: leaks.data.into_iter().map(LeakRow::from).collect(),
+        credits: credits_in_words(key.credits.as_ref()),
         view: key,
     };
     Ok(page(&state, &user, &view))
@@ -821,6 +882,80 @@ async fn show(
 #[derive(Deserialize)]
 struct Rename {
     name: String,
+}
+
+/// The key page's credits form: `add` to or `set` a metered key's
+/// balance, or — for a key without credits — meter it from `amount`.
+#[derive(Deserialize)]
+struct CreditsForm {
+    change: String,
+    amount: String,
+}
+
+async fn change_credits(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ConsoleForm { user, form }: ConsoleForm<CreditsForm>,
+) -> PageResult {
+    let Json(key) = keys::get(State(state.clone()), authorized(&user)?, Path(id.clone())).await?;
+    let done = match credits_request(&form, key.credits.is_some()) {
+        Ok(CreditsAction::Change(change)) => keys::change_credits(
+            State(state.clone()),
+            authorized(&user)?,
+            Path(id.clone()),
+            Body(change),
+        )
+        .await
+        .map(|Json(k)| format!("Credits: {}.", credits_in_words(k.credits.as_ref()))),
+        Ok(CreditsAction::Meter(update)) => keys::update(
+            State(state.clone()),
+            authorized(&user)?,
+            Path(id.clone()),
+            Body(update),
+        )
+        .await
+        .map(|Json(k)| format!("Metered: {}.", credits_in_words(k.credits.as_ref()))),
+        Err(problem) => Err(problem),
+    };
+    redirect_after(&state, &format!("/keys/{id}"), done)
+}
+
+enum CreditsAction {
+    Change(keys::ChangeCredits),
+    Meter(keys::UpdateKey),
+}
+
+/// The form as the API request it stands for; a key without credits is
+/// metered from the amount, whatever the change chosen.
+fn credits_request(form: &CreditsForm, metered: bool) -> ApiResult<CreditsAction> {
+    let amount: i64 = form
+        .amount
+        .trim()
+        .parse()
+        .map_err(|_| Problem::invalid("amount", "must be a whole number"))?;
+    let balance =
+        || u64::try_from(amount).map_err(|_| Problem::invalid("amount", "must not be negative"));
+    if !metered {
+        return Ok(CreditsAction::Meter(keys::UpdateKey {
+            credits: Some(Some(keys::CreditsRequest {
+                remaining: balance()?,
+                refill: None,
+            })),
+            ..Default::default()
+        }));
+    }
+    let change = match form.change.as_str() {
+        "add" => keys::ChangeCredits {
+            add: Some(amount),
+            set: None,
+        },
+        "set" => keys::ChangeCredits {
+            add: None,
+            set: Some(balance()?),
+        },
+        _ => return Err(Problem::invalid("change", "must be add or set")),
+    };
+    Ok(CreditsAction::Change(change))
 }
 
 async fn rename(
