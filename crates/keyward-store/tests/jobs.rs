@@ -58,6 +58,7 @@ fn key(workspace: &str, name: &str, hash: char, expires_at: Option<i64>) -> NewK
         created_by: None,
         allowed_origins: vec![],
         public_value: None,
+        credits: None,
     }
 }
 

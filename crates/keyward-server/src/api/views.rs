@@ -480,6 +480,7 @@ impl KeyView {
             publishable_key: None,
             rotation: None,
             leaked_at: None,
+            credits: None,
         }
     }
 }

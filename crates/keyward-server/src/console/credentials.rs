@@ -1168,8 +1168,16 @@ mod tests {
             customer_id: String::new(),
             allowed_ips: "10.0.0.0/8\n 192.0.2.1 ".into(),
             allowed_origins: String::new(),
+            credits: "5000".into(),
+            refill: "monthly".into(),
         };
         let request = create_request(form).unwrap();
+        let credits = request.credits.unwrap();
+        assert_eq!(credits.remaining, 5000);
+        assert_eq!(
+            credits.refill.map(|r| (r.interval, r.amount, r.day)),
+            Some((RefillInterval::Monthly, 5000, None))
+        );
         assert_eq!(request.name, "Main Website Integration");
         assert_eq!(request.rate_limit.unwrap().limit, 100);
         assert_eq!(request.allowed_ips, ["10.0.0.0/8", "192.0.2.1"]);
