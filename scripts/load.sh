@@ -13,6 +13,9 @@
 #                last-used on;
 #   invalid      a well-formed key that does not exist (negative cache);
 #   ratelimited  a key over its limit;
+#   metered      the valid key's checks on a key with usage credits: each
+#                request also draws one credit in the store (one atomic
+#                UPDATE, the price of a balance exact across nodes);
 #   private      the valid key again, on the private verify listener
 #                (`--verify-listen`: no management token to check);
 #   gateway      `keyward proxy` in front of the reference server: a key
@@ -172,13 +175,15 @@ wait_up "http://$KW_ADDR/healthz"
 api() { curl -sf -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' "$@"; }
 api -d '{"name":"customers:read"}' "http://$KW_ADDR/v1/permissions" >/dev/null
 api -d "{\"address\":\"203.0.113.0/24\",\"workspace_ids\":[\"$WS\"]}" "http://$KW_ADDR/v1/ip-allowlist" >/dev/null
-issue() { # name rate-limit
+issue() { # name rate-limit [credits]
   api -d "{\"name\":\"$1\",\"environment\":\"production\",\"permissions\":[\"customers:read\"],
-           \"customer_id\":\"cus_1\",\"allowed_ips\":[\"203.0.113.0/24\"],\"rate_limit\":$2}" \
+           \"customer_id\":\"cus_1\",\"allowed_ips\":[\"203.0.113.0/24\"],\"rate_limit\":$2,
+           \"credits\":${3:-null}}" \
     "http://$KW_ADDR/v1/workspaces/$WS/keys" | jq -r .secret
 }
 VALID=$(issue valid '{"limit":1000000000,"window_seconds":1}')
 LIMITED=$(issue limited '{"limit":1,"window_seconds":3600}')
+METERED=$(issue metered '{"limit":1000000000,"window_seconds":1}' '{"remaining":1000000000000000}')
 # The gateway's client is 127.0.0.1, so its key lives in a workspace
 # without an allowlist.
 WS3=$(api -d '{"name":"gateway"}' "http://$KW_ADDR/v1/workspaces" | jq -r .id)
@@ -204,12 +209,13 @@ api -X DELETE "http://$KW_ADDR/v1/workspaces/$WS2" >/dev/null
 url_of() { # scenario
   if [ "$1" = private ]; then echo "http://$PRIVATE_ADDR/v1/verify"; else echo "http://$KW_ADDR/v1/verify"; fi
 }
-for scenario in valid invalid ratelimited private; do
+for scenario in valid invalid ratelimited metered private; do
   token=$TOKEN
   case $scenario in
     valid) key=$VALID; want=valid ;;
     invalid) key=$INVALID; want=unknown_key ;;
     ratelimited) key=$LIMITED; want=rate_limited ;;
+    metered) key=$METERED; want=valid ;;
     private) key=$VALID; want=valid; token= ;;
   esac
   write_lua "$WORK/$scenario.lua" "$key" "$token"
@@ -245,7 +251,7 @@ kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true; PIDS=()
 wait_up "http://$KW_ADDR/healthz"
 echo "$HEADER"
 echo "$REF_ROW"
-for scenario in valid invalid ratelimited private; do
+for scenario in valid invalid ratelimited metered private; do
   row "$(url_of "$scenario")" "$WORK/$scenario.lua" "$scenario" "${PIDS[0]}"
 done
 kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true; PIDS=()

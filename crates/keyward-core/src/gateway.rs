@@ -7,6 +7,7 @@
 //! The proxy (`keyward-server`'s `gateway`) asks [`RouteTable::find`] for
 //! every request; nothing here does I/O.
 
+use crate::credits::check_amount;
 use crate::model::{InvalidValue, PermissionName, validate_environment_name};
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -31,6 +32,7 @@ use std::borrow::Cow;
 /// method = "GET"
 /// path = "/invoices"
 /// customer_header = "X-Customer-Id"   # or: the header naming it
+/// cost = 5                     # optional: credits a metered key spends (1)
 /// ```
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,6 +51,7 @@ struct RouteSpec {
     permissions: Vec<String>,
     customer: Option<String>,
     customer_header: Option<String>,
+    cost: Option<u64>,
 }
 
 /// Why a routes file was refused, naming the route (1-based, in file order)
@@ -112,6 +115,9 @@ pub struct Route {
     /// Where a request names the customer it acts for: a key scoped to
     /// another customer is refused (SPEC §3).
     pub customer: Option<CustomerSource>,
+    /// What a request takes from a metered key's credits: 1 unless the
+    /// route says otherwise (an expensive endpoint, a free one).
+    pub cost: u64,
 }
 
 /// Where a route's requests name their customer.
@@ -347,11 +353,14 @@ fn parse_route(spec: RouteSpec) -> Result<Route, (&'static str, String)> {
         )),
         (None, None) => None,
     };
+    let cost = spec.cost.unwrap_or(1);
+    check_amount(cost).map_err(|e| ("cost", e.message))?;
     Ok(Route {
         method,
         path: spec.path,
         permissions,
         customer,
+        cost,
     })
 }
 
@@ -565,6 +574,35 @@ mod tests {
             named("id")
         );
         assert!(named("rest").contains("one segment"), "{}", named("rest"));
+    }
+
+    #[test]
+    fn a_route_costs_one_credit_unless_it_says_otherwise() {
+        let table = RouteTable::from_toml(
+            "[[route]]\nmethod = \"POST\"\npath = \"/render\"\ncost = 25\n\
+             [[route]]\nmethod = \"GET\"\npath = \"/health\"\ncost = 0\n\
+             [[route]]\nmethod = \"GET\"\npath = \"/orders\"",
+        )
+        .unwrap();
+        let cost = |method, path| match table.find(method, path) {
+            RouteMatch::Found { route, .. } => route.cost,
+            _ => panic!("{method} {path} not routed"),
+        };
+        assert_eq!(
+            [
+                cost("POST", "/render"),
+                cost("GET", "/health"),
+                cost("GET", "/orders")
+            ],
+            [25, 0, 1]
+        );
+        let too_dear =
+            refusal("[[route]]\nmethod = \"GET\"\npath = \"/x\"\ncost = 1000000000000000001");
+        assert!(too_dear.starts_with("route 1, cost:"), "{too_dear}");
+        assert!(
+            refusal("[[route]]\nmethod = \"GET\"\npath = \"/x\"\ncost = -1").contains("cost"),
+            "a negative cost is refused"
+        );
     }
 
     #[test]

@@ -41,7 +41,7 @@
 //! one, and a recorder installed later is refused.
 
 use crate::cache::CachedKey;
-use crate::request_check::{RequestCheck, customer_in, remove_credential};
+use crate::request_check::{RequestCheck, RouteDemand, customer_in, remove_credential};
 use crate::{AppState, Background, Server, ServerConfig, WithJobs};
 use axum::extract::{ConnectInfo, FromRequestParts, RawPathParams, Request};
 use axum::response::Response;
@@ -166,6 +166,7 @@ impl Keyward {
             keyward: self.clone(),
             permissions: permissions.into(),
             customer: None,
+            cost: 1,
         })
     }
 
@@ -243,6 +244,8 @@ pub struct RequireKey {
     permissions: Arc<[PermissionName]>,
     /// Where a request names the customer it acts for.
     customer: Option<Arc<CustomerSource>>,
+    /// Credits a metered key spends on each request.
+    cost: u64,
 }
 
 impl RequireKey {
@@ -263,6 +266,14 @@ impl RequireKey {
     /// on it, and keys with no customer scope pass.
     pub fn for_customer_header(mut self, name: &str) -> Self {
         self.customer = Some(Arc::new(CustomerSource::Header(name.into())));
+        self
+    }
+
+    /// Takes `credits` (instead of 1) from a metered key's balance for each
+    /// request: an expensive endpoint's price, or 0 for one that only
+    /// needs some credits left. Keys without credits are not affected.
+    pub fn costing(mut self, credits: u64) -> Self {
+        self.cost = credits;
         self
     }
 
@@ -312,8 +323,11 @@ impl RequireKey {
                 request.method(),
                 request.uri().path(),
                 request.headers(),
-                &self.permissions,
-                customer_id.as_deref(),
+                RouteDemand {
+                    permissions: &self.permissions,
+                    customer_id: customer_id.as_deref(),
+                    cost: self.cost,
+                },
             )
             .await;
         let admitted = match checked {

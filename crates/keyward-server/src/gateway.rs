@@ -13,7 +13,7 @@
 use crate::AppState;
 use crate::problem::Problem;
 use crate::request_check::{
-    Refusal, RequestCheck, X_FORWARDED_FOR, customer_in, remove_credential,
+    Refusal, RequestCheck, RouteDemand, X_FORWARDED_FOR, customer_in, remove_credential,
 };
 use crate::telemetry as m;
 use crate::verifier::Verdict;
@@ -212,8 +212,11 @@ impl Gateway {
                 request.method(),
                 path,
                 request.headers(),
-                &route.permissions,
-                customer_id.as_deref(),
+                RouteDemand {
+                    permissions: &route.permissions,
+                    customer_id: customer_id.as_deref(),
+                    cost: route.cost,
+                },
             )
             .await;
         let admitted = match checked {

@@ -41,6 +41,17 @@ pub(crate) enum Refusal {
     StorageUnavailable(Response),
 }
 
+/// What the route a request reached demands of its key.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RouteDemand<'a> {
+    /// Every one must be held.
+    pub permissions: &'a [PermissionName],
+    /// The customer the request acts for, when the route names one.
+    pub customer_id: Option<&'a str>,
+    /// Credits a metered key spends on it.
+    pub cost: u64,
+}
+
 /// A request whose key was valid.
 pub(crate) struct Admitted {
     pub verdict: Verdict,
@@ -49,33 +60,31 @@ pub(crate) struct Admitted {
 }
 
 impl RequestCheck {
-    /// Verifies the request's key for `permissions`, acting for
-    /// `customer_id` when the route names one. `peer` is the connection's
-    /// address (`None` when the server does not know it: then a key with an
-    /// IP allowlist is refused).
+    /// Verifies the request's key for what its route demands. `peer` is
+    /// the connection's address (`None` when the server does not know it:
+    /// then a key with an IP allowlist is refused).
     pub async fn verify(
         &self,
         peer: Option<IpAddr>,
         method: &Method,
         path: &str,
         headers: &HeaderMap,
-        permissions: &[PermissionName],
-        customer_id: Option<&str>,
+        demand: RouteDemand<'_>,
     ) -> Result<Admitted, Refusal> {
         let client_ip = peer.map(|peer| self.client_ip(peer, headers));
         let input = VerifyInput {
             account_id: &self.account_id,
             credential: presented_credential(headers),
             environment: self.environment.as_deref(),
-            permissions,
+            permissions: demand.permissions,
             ip: client_ip,
-            customer_id,
+            customer_id: demand.customer_id,
             origin: headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()),
             request_line: Some(RequestLine {
                 method: method.as_str(),
                 path,
             }),
-            cost: 1,
+            cost: demand.cost,
         };
         match self.state.verifier.verify(input, now_ms()).await {
             Ok(verdict) if verdict.code == Code::Valid => Ok(Admitted { verdict, client_ip }),

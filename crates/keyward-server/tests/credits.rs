@@ -233,6 +233,36 @@ async fn credit_requests_name_the_field_at_fault(s: TestServer) {
     );
 }
 
+/// The gateway's routes file and the tower layer set what a request
+/// costs: `POST /reports` costs 5 on both, anything else 1.
+async fn routes_set_what_a_request_costs(s: TestServer) {
+    for base in [s.gateway_base.clone(), s.app.base.clone()] {
+        let (key, secret) = s
+            .issue(
+                json!({"name": format!("metered for {base}"), "environment": "production",
+                "credits": {"remaining": 11}}),
+            )
+            .await;
+        let report = || {
+            reqwest::Client::new()
+                .post(format!("{base}/reports"))
+                .header("X-API-Key", &secret)
+                .send()
+        };
+        for _ in 0..2 {
+            assert_eq!(report().await.unwrap().status(), StatusCode::OK, "{base}");
+        }
+        let refused = report().await.unwrap();
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS, "{base}");
+        let problem: Value = refused.json().await.unwrap();
+        assert_eq!(problem["code"], "usage_exceeded", "{base}: {problem}");
+        let (_, read) = s
+            .get(&format!("/v1/keys/{}", key["id"].as_str().unwrap()))
+            .await;
+        assert_eq!(read["credits"]["remaining"], 1, "{base}: 5 + 5 spent");
+    }
+}
+
 /// Two nodes, each with its own connection pool on one database, verify
 /// concurrently against one balance: exactly as many requests pass as
 /// there were credits.
@@ -277,6 +307,7 @@ on_both_stores!(
     metered_keys_answer_usage_exceeded_once_their_credits_are_spent,
     rate_limited_requests_spend_no_credits,
     credit_requests_name_the_field_at_fault,
+    routes_set_what_a_request_costs,
 );
 
 mod across_nodes {

@@ -6,7 +6,7 @@ use axum::Router;
 use axum::extract::{Extension, State};
 use axum::http::HeaderMap;
 use axum::response::Json;
-use axum::routing::get;
+use axum::routing::{get, post};
 use keyward_server::embed::{Keyward, VerifiedKey};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -23,7 +23,8 @@ impl EmbeddedApp {
     /// Serves, on a loopback port, `GET /orders/{id}` (needs `orders:read`),
     /// `GET /customers/{customer}/orders` (the same, for that customer),
     /// `GET /invoices` (the same, for the customer `X-Customer-Id` names)
-    /// and `GET /whoami` (any valid key), all behind `keyward`'s layer.
+    /// `GET /whoami` (any valid key) and `POST /reports` (any valid key,
+    /// costing a metered key 5 credits), all behind `keyward`'s layer.
     pub async fn start(keyward: &Keyward) -> Self {
         let hits = Arc::new(AtomicUsize::new(0));
         let app = Router::new()
@@ -52,6 +53,11 @@ impl EmbeddedApp {
             .route(
                 "/whoami",
                 get(identity).route_layer(keyward.require(Vec::<String>::new()).unwrap()),
+            )
+            .route(
+                "/reports",
+                post(identity)
+                    .route_layer(keyward.require(Vec::<String>::new()).unwrap().costing(5)),
             )
             .with_state(hits.clone());
         let (base, stop) = super::serve_on_loopback(app).await;

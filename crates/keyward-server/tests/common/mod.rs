@@ -87,6 +87,11 @@ method = "GET"
 path = "/invoices"
 permissions = ["orders:read"]
 customer_header = "X-Customer-Id"
+
+[[route]]
+method = "POST"
+path = "/reports"
+cost = 5
 "#;
 
 /// How long a test gateway waits for the upstream's answer.
