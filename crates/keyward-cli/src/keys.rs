@@ -101,20 +101,7 @@ enum KeysCommand {
     Leaks { id: String },
     /// Top up, take from or set a metered key's credits (`keys update
     /// --credits` meters a key).
-    Credits {
-        id: String,
-        /// Credits to add; negative takes them away (never below 0).
-        #[arg(
-            long,
-            allow_negative_numbers = true,
-            conflicts_with = "set",
-            required_unless_present = "set"
-        )]
-        add: Option<i64>,
-        /// The new balance.
-        #[arg(long)]
-        set: Option<u64>,
-    },
+    Credits(CreditsArgs),
     /// Check a key as your API would: reads it from standard input and
     /// prints the verdict. Exits 1 when the key is not valid.
     Verify {
@@ -134,6 +121,18 @@ enum KeysCommand {
         #[arg(long)]
         cost: Option<u64>,
     },
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("change").required(true).args(["add", "set"])))]
+struct CreditsArgs {
+    id: String,
+    /// Credits to add; negative takes them away (never below 0).
+    #[arg(long, allow_negative_numbers = true)]
+    add: Option<i64>,
+    /// The new balance.
+    #[arg(long)]
+    set: Option<u64>,
 }
 
 #[derive(Args)]
@@ -409,7 +408,7 @@ pub async fn run(args: KeysArgs) -> Result<ExitCode> {
                 print_leak_table(leaks["data"].as_array().map_or(&[], Vec::as_slice));
             }
         }
-        KeysCommand::Credits { id, add, set } => {
+        KeysCommand::Credits(CreditsArgs { id, add, set }) => {
             let body = match (add, set) {
                 (Some(add), _) => json!({ "add": add }),
                 (None, set) => json!({ "set": set }),

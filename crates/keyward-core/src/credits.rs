@@ -80,6 +80,19 @@ impl CreditRefill {
         self.period_start(now_ms).unwrap_or(i64::MIN)
     }
 
+    /// When the period after the one holding `now_ms` begins: the next
+    /// refill, in Unix ms.
+    pub fn next_period_start_ms(&self, now_ms: i64) -> i64 {
+        let start = self.period_start_ms(now_ms);
+        // A day past the start is the next day; 31 days past a monthly
+        // refill is at or after the next month's, and before the one after.
+        let step = match self.interval {
+            RefillInterval::Daily => DAY_MS,
+            RefillInterval::Monthly => 31 * DAY_MS,
+        };
+        self.period_start_ms(start.saturating_add(step))
+    }
+
     fn period_start(&self, now_ms: i64) -> Option<i64> {
         let today = OffsetDateTime::from_unix_timestamp(now_ms.div_euclid(1000))
             .ok()?
@@ -101,6 +114,8 @@ impl CreditRefill {
         Some(start.midnight().assume_utc().unix_timestamp() * 1000)
     }
 }
+
+const DAY_MS: i64 = 86_400_000;
 
 /// The month's `day`, or its last day when it is shorter.
 fn refill_date(year: i32, month: Month, day: u8) -> Option<time::Date> {
@@ -183,8 +198,6 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use time::macros::datetime;
-
-    const DAY_MS: i64 = 86_400_000;
 
     fn ms(at: OffsetDateTime) -> i64 {
         at.unix_timestamp() * 1000
@@ -311,8 +324,11 @@ mod tests {
                 RefillInterval::Monthly => 31 * DAY_MS,
             };
             prop_assert!(now - start < longest);
-            let next = refill.period_start_ms(start + longest);
-            prop_assert!(next > now, "no period boundary between {start} and {now}");
+            let next = refill.next_period_start_ms(now);
+            prop_assert!(next > now);
+            prop_assert!(next - start <= longest);
+            prop_assert_eq!(refill.period_start_ms(next), next, "the next period starts at its boundary");
+            prop_assert_eq!(refill.period_start_ms(next - 1), start, "no boundary between");
         }
     }
 }

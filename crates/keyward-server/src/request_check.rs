@@ -168,7 +168,21 @@ fn denial(verdict: &Verdict, headers: &HeaderMap) -> Response {
     if let Some(state) = &verdict.rate_limit {
         state.write_headers(out);
     }
+    if let Some(seconds) = seconds_to_refill(verdict) {
+        out.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
     response
+}
+
+/// For a key out of credits that refills: how long until it does.
+fn seconds_to_refill(verdict: &Verdict) -> Option<u64> {
+    if verdict.code != Code::UsageExceeded {
+        return None;
+    }
+    let refill = verdict.key.as_ref()?.key.credits?.refill?;
+    let now = now_ms();
+    let wait_ms = refill.next_period_start_ms(now).saturating_sub(now);
+    u64::try_from(wait_ms).ok().map(|ms| ms.div_ceil(1000))
 }
 
 fn has_credential(headers: &HeaderMap) -> bool {

@@ -234,13 +234,15 @@ async fn credit_requests_name_the_field_at_fault(s: TestServer) {
 }
 
 /// The gateway's routes file and the tower layer set what a request
-/// costs: `POST /reports` costs 5 on both, anything else 1.
+/// costs: `POST /reports` costs 5 on both, anything else 1. Refused, the
+/// client learns when the credits refill.
 async fn routes_set_what_a_request_costs(s: TestServer) {
     for base in [s.gateway_base.clone(), s.app.base.clone()] {
         let (key, secret) = s
             .issue(
                 json!({"name": format!("metered for {base}"), "environment": "production",
-                "credits": {"remaining": 11}}),
+                    "credits": {"remaining": 11, "refill": {"interval": "daily", "amount": 11}},
+                }),
             )
             .await;
         let report = || {
@@ -254,6 +256,15 @@ async fn routes_set_what_a_request_costs(s: TestServer) {
         }
         let refused = report().await.unwrap();
         assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS, "{base}");
+        let retry_after: u64 = refused.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            (1..=86_400).contains(&retry_after),
+            "{base}: until the next 00:00 UTC, {retry_after}"
+        );
         let problem: Value = refused.json().await.unwrap();
         assert_eq!(problem["code"], "usage_exceeded", "{base}: {problem}");
         let (_, read) = s
