@@ -218,7 +218,8 @@ struct KeySettings {
     #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta)]
     meta: Vec<(String, Value)>,
     /// Meters the key: each valid verification spends its cost (1 by
-    /// default) from this balance; then the key answers `usage_exceeded`.
+    /// default) from this balance; once it is spent the key answers
+    /// `rate_limited` (429).
     /// On update, the balance starts over.
     #[arg(long)]
     credits: Option<u64>,

@@ -962,7 +962,9 @@ async fn metered_keys_are_spent_topped_up_and_unmetered_from_the_cli() {
     assert!(valid && printed.contains("credits: 0 left"), "{printed}");
     let (valid, printed) = owner.verify(secret, &[]);
     assert!(
-        !valid && printed.contains("usage_exceeded (your API would answer 429)"),
+        !valid
+            && printed.contains("rate_limited (your API would answer 429)")
+            && printed.contains("credits: 0 left"),
         "{printed}"
     );
 

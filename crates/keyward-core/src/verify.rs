@@ -6,8 +6,10 @@
 //! Parsing and lookup happen before [`decide`] (they produce
 //! [`Code::MalformedKey`] and [`Code::UnknownKey`]); the rate limit happens
 //! after it, because only requests that passed every other check may count
-//! against a key's limit; credits are drawn last, from requests the limit
-//! let through ([`Code::UsageExceeded`]).
+//! against a key's limit. A metered key's credits are drawn last, from
+//! requests the limit let through; a spent balance is [`Code::RateLimited`]
+//! too (SPEC §3's "rate limit / quota" step), told apart by the verdict's
+//! credits.
 
 use crate::ip;
 use crate::model::{KeyStatus, PermissionName};
@@ -36,12 +38,10 @@ pub enum Code {
     InsufficientPermissions,
     CustomerMismatch,
     RateLimited,
-    /// The key's credits are used up (or fewer than the request costs).
-    UsageExceeded,
 }
 
 impl Code {
-    pub const ALL: [Code; 13] = [
+    pub const ALL: [Code; 12] = [
         Code::Valid,
         Code::MalformedKey,
         Code::UnknownKey,
@@ -54,7 +54,6 @@ impl Code {
         Code::InsufficientPermissions,
         Code::CustomerMismatch,
         Code::RateLimited,
-        Code::UsageExceeded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -71,7 +70,6 @@ impl Code {
             Code::InsufficientPermissions => "insufficient_permissions",
             Code::CustomerMismatch => "customer_mismatch",
             Code::RateLimited => "rate_limited",
-            Code::UsageExceeded => "usage_exceeded",
         }
     }
 
@@ -89,7 +87,7 @@ impl Code {
             | Code::OriginNotAllowed
             | Code::InsufficientPermissions
             | Code::CustomerMismatch => 403,
-            Code::RateLimited | Code::UsageExceeded => 429,
+            Code::RateLimited => 429,
         }
     }
 
@@ -113,7 +111,6 @@ impl Code {
             Code::InsufficientPermissions => "the API key lacks a permission this request needs",
             Code::CustomerMismatch => "the API key belongs to another customer",
             Code::RateLimited => "too many requests for this key; retry after the time given",
-            Code::UsageExceeded => "the API key has used all its credits",
         }
     }
 }
@@ -403,7 +400,7 @@ mod tests {
                 | Code::OriginNotAllowed
                 | Code::InsufficientPermissions
                 | Code::CustomerMismatch => 403,
-                Code::RateLimited | Code::UsageExceeded => 429,
+                Code::RateLimited => 429,
                 _ => 401,
             };
             assert_eq!(code.http_status(), expected, "{code}");

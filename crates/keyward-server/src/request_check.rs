@@ -158,6 +158,7 @@ fn denial(verdict: &Verdict, headers: &HeaderMap) -> Response {
         Code::MalformedKey if !has_credential(headers) => {
             "no API key: send it as Authorization: Bearer <key> or X-API-Key"
         }
+        Code::RateLimited if verdict.spent_credits() => "the API key has used its credits for now",
         _ => code.description(),
     };
     let mut response = Problem::new(status, code.as_str(), detail).into_response();
@@ -176,7 +177,7 @@ fn denial(verdict: &Verdict, headers: &HeaderMap) -> Response {
 
 /// For a key out of credits that refills: how long until it does.
 fn seconds_to_refill(verdict: &Verdict) -> Option<u64> {
-    if verdict.code != Code::UsageExceeded {
+    if !verdict.spent_credits() {
         return None;
     }
     let refill = verdict.key.as_ref()?.key.credits?.refill?;

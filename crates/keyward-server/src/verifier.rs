@@ -67,6 +67,12 @@ pub struct Verdict {
 }
 
 impl Verdict {
+    /// Refused because a metered key's credits could not cover the cost
+    /// (the code is `rate_limited`, as SPEC §3 answers a quota).
+    pub fn spent_credits(&self) -> bool {
+        self.credits.is_some_and(|draw| !draw.allowed)
+    }
+
     fn without_key(code: Code) -> Self {
         Self {
             code,
@@ -241,7 +247,8 @@ impl Verifier {
             _ => None,
         };
         let code = match credits {
-            Some(draw) if !draw.allowed => Code::UsageExceeded,
+            // SPEC §3 answers a spent quota as it does a rate limit.
+            Some(draw) if !draw.allowed => Code::RateLimited,
             _ => code,
         };
         Ok(Verdict {

@@ -678,7 +678,7 @@ async fn a_metered_key_shows_and_changes_its_credits(server: TestServer) {
     assert_eq!(created.status, StatusCode::OK, "{}", created.body);
     let secret = shown_secret(&created);
     assert_eq!(server.code(json!({"key": secret})).await, "valid");
-    assert_eq!(server.code(json!({"key": secret})).await, "usage_exceeded");
+    assert_eq!(server.code(json!({"key": secret})).await, "rate_limited");
 
     let (_, keys) = server
         .get(&format!("/v1/workspaces/{workspace}/keys"))
@@ -740,7 +740,7 @@ async fn a_metered_key_shows_and_changes_its_credits(server: TestServer) {
     );
     assert_eq!(
         server.code(json!({"key": plain_secret})).await,
-        "usage_exceeded"
+        "rate_limited"
     );
 }
 

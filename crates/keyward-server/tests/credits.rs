@@ -1,6 +1,7 @@
-//! Usage credits through the API: a metered key answers `usage_exceeded`
-//! (429) once its balance is spent, only requests that pass every other
-//! check draw on it, the balance can be topped up or set, and nodes
+//! Usage credits through the API: a metered key answers `rate_limited`
+//! (429, SPEC §3's code for a quota too, with `credits` saying why) once
+//! its balance is spent, only requests that pass every other check draw on
+//! it, the balance can be topped up or set, and nodes
 //! sharing a store never let through more requests than there are credits.
 
 mod common;
@@ -22,7 +23,7 @@ async fn draw(s: &TestServer, body: Value) -> (String, Value) {
     )
 }
 
-async fn metered_keys_answer_usage_exceeded_once_their_credits_are_spent(s: TestServer) {
+async fn metered_keys_are_refused_once_their_credits_are_spent(s: TestServer) {
     s.catalog(&["orders:read"]).await;
     let (key, secret) = s
         .issue(json!({"name": "metered", "environment": "production",
@@ -48,13 +49,13 @@ async fn metered_keys_answer_usage_exceeded_once_their_credits_are_spent(s: Test
     let (verdict, _) = s.verify(json!({"key": secret})).await;
     assert_eq!(
         (&verdict["code"], &verdict["status"], &verdict["valid"]),
-        (&json!("usage_exceeded"), &json!(429), &json!(false))
+        (&json!("rate_limited"), &json!(429), &json!(false))
     );
     assert_eq!(verdict["credits"]["remaining"], 0);
     assert_eq!(verdict["key"]["id"], id, "the key is named to its owner");
     assert_eq!(
         draw(&s, json!({"key": secret, "cost": 0})).await,
-        ("usage_exceeded".into(), json!(0)),
+        ("rate_limited".into(), json!(0)),
         "a cost of 0 asks whether anything is left"
     );
     let (_, read) = s.get(&format!("/v1/keys/{id}")).await;
@@ -67,7 +68,7 @@ async fn metered_keys_answer_usage_exceeded_once_their_credits_are_spent(s: Test
     assert_eq!(topped["credits"]["remaining"], 5);
     assert_eq!(
         draw(&s, json!({"key": secret, "cost": 6})).await,
-        ("usage_exceeded".into(), json!(5)),
+        ("rate_limited".into(), json!(5)),
         "a cost above the balance takes nothing"
     );
     assert_eq!(
@@ -266,7 +267,11 @@ async fn routes_set_what_a_request_costs(s: TestServer) {
             "{base}: until the next 00:00 UTC, {retry_after}"
         );
         let problem: Value = refused.json().await.unwrap();
-        assert_eq!(problem["code"], "usage_exceeded", "{base}: {problem}");
+        assert_eq!(problem["code"], "rate_limited", "{base}: {problem}");
+        assert_eq!(
+            problem["detail"], "the API key has used its credits for now",
+            "{base}: told apart from a rate limit"
+        );
         let (_, read) = s
             .get(&format!("/v1/keys/{}", key["id"].as_str().unwrap()))
             .await;
@@ -310,12 +315,12 @@ async fn nodes_sharing_a_store_never_overdraw(backend: Backend) {
         codes.push(code.unwrap());
     }
     let valid = codes.iter().filter(|c| *c == "valid").count();
-    let exceeded = codes.iter().filter(|c| *c == "usage_exceeded").count();
-    assert_eq!((valid, exceeded), (CREDITS, 12), "{codes:?}");
+    let refused = codes.iter().filter(|c| *c == "rate_limited").count();
+    assert_eq!((valid, refused), (CREDITS, 12), "{codes:?}");
 }
 
 on_both_stores!(
-    metered_keys_answer_usage_exceeded_once_their_credits_are_spent,
+    metered_keys_are_refused_once_their_credits_are_spent,
     rate_limited_requests_spend_no_credits,
     credit_requests_name_the_field_at_fault,
     routes_set_what_a_request_costs,

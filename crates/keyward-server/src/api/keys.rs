@@ -66,7 +66,8 @@ pub struct CreateKey {
     #[serde(default)]
     pub allowed_origins: Vec<String>,
     /// Meters the key: each valid verification takes its cost from the
-    /// balance, and once it is spent the key answers `usage_exceeded`.
+    /// balance; once it cannot cover a request's cost, the key answers
+    /// `rate_limited` (429) with `credits.remaining` saying why.
     pub credits: Option<CreditsRequest>,
 }
 
