@@ -21,7 +21,7 @@ pub struct KeysArgs {
 
 #[derive(Subcommand)]
 enum KeysCommand {
-    /// List a workspace's keys: status, hint, permissions and last use.
+    /// List a workspace's keys: status, hint, permissions, credits left and last use.
     List {
         #[command(flatten)]
         workspace: WorkspaceArg,
@@ -528,6 +528,9 @@ fn print_key_table(keys: &[Value]) {
                 text_or(&k["status"], ""),
                 text_or(&k["hint"], ""),
                 list_or(&k["permissions"], "-"),
+                k["credits"]["remaining"]
+                    .as_u64()
+                    .map_or_else(|| "-".to_owned(), |left| left.to_string()),
                 text_or(&k["last_used_at"], "never"),
             ]
         })
@@ -542,6 +545,7 @@ fn print_key_table(keys: &[Value]) {
                 "STATUS",
                 "HINT",
                 "PERMISSIONS",
+                "CREDITS",
                 "LAST USED"
             ],
             &rows

@@ -973,6 +973,12 @@ async fn metered_keys_are_spent_topped_up_and_unmetered_from_the_cli() {
     let taken = owner.ok(&["keys", "credits", id, "--add", "-2"]);
     assert!(taken.contains("3 left"), "{taken}");
     assert!(owner.verify(secret, &[]).0);
+    let listed = owner.ok(&["keys", "list", "--workspace", workspace]);
+    let row = listed.lines().find(|l| l.contains(id)).expect("key listed");
+    assert!(
+        row.split_whitespace().any(|cell| cell == "2"),
+        "CREDITS column: {listed}"
+    );
 
     owner.ok(&["keys", "update", id, "--no-credits"]);
     assert!(owner.ok(&["keys", "get", id]).contains("unlimited"));

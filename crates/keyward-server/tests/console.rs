@@ -720,6 +720,47 @@ async fn a_metered_key_shows_and_changes_its_credits(server: TestServer) {
     );
     assert_eq!(server.code(json!({"key": secret})).await, "valid");
 
+    let page = console.get(&format!("/keys/{id}")).await;
+    assert!(
+        page.body.contains(r#"<option value="daily" selected>"#),
+        "the metering form shows the key's refill"
+    );
+    let remetered = console
+        .submit(
+            &format!("/keys/{id}"),
+            &format!("/keys/{id}/credits"),
+            &[("change", "meter"), ("amount", "7"), ("refill", "monthly")],
+        )
+        .await;
+    assert!(
+        flash_after(&mut console, &remetered)
+            .await
+            .contains("7 left, set back to 7 on day 1 of every month"),
+        "balance and refill replaced"
+    );
+    let (_, view) = server.get(&format!("/v1/keys/{id}")).await;
+    assert_eq!(view["credits"]["remaining"], 7);
+    assert_eq!(view["credits"]["refill"]["interval"], "monthly");
+    let list = console.get("/credentials").await;
+    assert!(list.body.contains("<td>7 left</td>"), "{}", list.body);
+    let stopped = console
+        .submit(
+            &format!("/keys/{id}"),
+            &format!("/keys/{id}/credits"),
+            &[("change", "unlimited")],
+        )
+        .await;
+    assert!(
+        flash_after(&mut console, &stopped)
+            .await
+            .contains("No longer metered")
+    );
+    let (_, view) = server.get(&format!("/v1/keys/{id}")).await;
+    assert!(view["credits"].is_null(), "{view}");
+    for _ in 0..10 {
+        assert_eq!(server.code(json!({"key": secret})).await, "valid");
+    }
+
     let (plain, plain_secret) = server
         .issue(json!({"name": "plain", "environment": "production"}))
         .await;
@@ -730,7 +771,7 @@ async fn a_metered_key_shows_and_changes_its_credits(server: TestServer) {
         .submit(
             &format!("/keys/{plain_id}"),
             &format!("/keys/{plain_id}/credits"),
-            &[("change", "set"), ("amount", "0")],
+            &[("change", "meter"), ("amount", "0"), ("refill", "")],
         )
         .await;
     assert!(

@@ -80,6 +80,8 @@ pub struct KeyRow {
     pub hint: String,
     pub permissions: String,
     pub rate_limit: String,
+    /// A metered key's balance, e.g. `40 left`; `Unlimited` otherwise.
+    pub credits: String,
     pub status: &'static str,
     pub created: String,
     pub last_used: String,
@@ -135,6 +137,10 @@ impl KeyRow {
             hint: key.hint.clone(),
             permissions,
             rate_limit: rate_limit_label(key.rate_limit.as_ref()),
+            credits: key.credits.as_ref().map_or_else(
+                || "Unlimited".to_owned(),
+                |c| format!("{} left", c.remaining),
+            ),
             status: status_label(key),
             created: when(Some(key.created_at)),
             last_used: when(key.last_used_at),
@@ -409,19 +415,9 @@ impl KeyForm {
         let remaining: u64 = amount
             .parse()
             .map_err(|_| Problem::invalid("credits.remaining", "must be a whole number"))?;
-        let interval = match self.refill.as_str() {
-            "" => None,
-            other => Some(RefillInterval::parse(other).ok_or_else(|| {
-                Problem::invalid("credits.refill.interval", "must be daily or monthly")
-            })?),
-        };
         Ok(Some(keys::CreditsRequest {
             remaining,
-            refill: interval.map(|interval| CreditRefill {
-                interval,
-                amount: remaining,
-                day: None,
-            }),
+            refill: refill_to(remaining, &self.refill, None, "credits.refill.interval")?,
         }))
     }
 
@@ -721,6 +717,8 @@ struct KeyPage {
     leaks: Vec<LeakRow>,
     /// The key's credits in words: "40 left, set back to 1,000 every day".
     credits: String,
+    /// The metering form's refill, as the key has it: "", "daily" or "monthly".
+    refill: &'static str,
 }
 
 /// A metered key's balance and refill in words; "Unlimited" otherwise.
@@ -874,6 +872,10 @@ async fn show(
         catalog: catalog_choices(&state, &user).await?,
         leaks: leaks.data.into_iter().map(LeakRow::from).collect(),
         credits: credits_in_words(key.credits.as_ref()),
+        refill: match key.credits.as_ref().and_then(|c| c.refill) {
+            None => "",
+            Some(refill) => refill.interval.as_str(),
+        },
         view: key,
     };
     Ok(page(&state, &user, &view))
@@ -884,12 +886,40 @@ struct Rename {
     name: String,
 }
 
-/// The key page's credits form: `add` to or `set` a metered key's
-/// balance, or — for a key without credits — meter it from `amount`.
+/// A refill back to `amount` as a form chose it: `daily`, `monthly`, or
+/// empty for none. A monthly refill keeps the day of the key's current one
+/// (the console offers only the 1st, the API any day).
+fn refill_to(
+    amount: u64,
+    chosen: &str,
+    current: Option<CreditRefill>,
+    field: &str,
+) -> ApiResult<Option<CreditRefill>> {
+    if chosen.is_empty() {
+        return Ok(None);
+    }
+    let interval = RefillInterval::parse(chosen)
+        .ok_or_else(|| Problem::invalid(field, "must be daily or monthly"))?;
+    let day = current
+        .filter(|c| c.interval == interval)
+        .and_then(|c| c.day);
+    Ok(Some(CreditRefill {
+        interval,
+        amount,
+        day,
+    }))
+}
+
+/// The key page's credits forms: `add` to or `set` a metered key's
+/// balance; `meter` the key from `amount` with a `refill` (replacing its
+/// balance and refill); or make it `unlimited` again.
 #[derive(Deserialize)]
 struct CreditsForm {
     change: String,
+    #[serde(default)]
     amount: String,
+    #[serde(default)]
+    refill: String,
 }
 
 async fn change_credits(
@@ -898,7 +928,7 @@ async fn change_credits(
     ConsoleForm { user, form }: ConsoleForm<CreditsForm>,
 ) -> PageResult {
     let Json(key) = keys::get(State(state.clone()), authorized(&user)?, Path(id.clone())).await?;
-    let done = match credits_request(&form, key.credits.is_some()) {
+    let done = match credits_request(&form, key.credits.as_ref()) {
         Ok(CreditsAction::Change(change)) => keys::change_credits(
             State(state.clone()),
             authorized(&user)?,
@@ -914,7 +944,10 @@ async fn change_credits(
             Body(update),
         )
         .await
-        .map(|Json(k)| format!("Metered: {}.", credits_in_words(k.credits.as_ref()))),
+        .map(|Json(k)| match &k.credits {
+            Some(credits) => format!("Metered: {}.", credits_in_words(Some(credits))),
+            None => "No longer metered: its requests are unlimited.".to_owned(),
+        }),
         Err(problem) => Err(problem),
     };
     redirect_after(&state, &format!("/keys/{id}"), done)
@@ -926,8 +959,18 @@ enum CreditsAction {
 }
 
 /// The form as the API request it stands for; a key without credits is
-/// metered from the amount, whatever the change chosen.
-fn credits_request(form: &CreditsForm, metered: bool) -> ApiResult<CreditsAction> {
+/// metered from the amount, whatever the change chosen. `current` is the
+/// key's credits.
+fn credits_request(form: &CreditsForm, current: Option<&CreditsView>) -> ApiResult<CreditsAction> {
+    let metering = |credits| {
+        CreditsAction::Meter(keys::UpdateKey {
+            credits: Some(credits),
+            ..Default::default()
+        })
+    };
+    if current.is_some() && form.change == "unlimited" {
+        return Ok(metering(None));
+    }
     let amount: i64 = form
         .amount
         .trim()
@@ -935,14 +978,13 @@ fn credits_request(form: &CreditsForm, metered: bool) -> ApiResult<CreditsAction
         .map_err(|_| Problem::invalid("amount", "must be a whole number"))?;
     let balance =
         || u64::try_from(amount).map_err(|_| Problem::invalid("amount", "must not be negative"));
-    if !metered {
-        return Ok(CreditsAction::Meter(keys::UpdateKey {
-            credits: Some(Some(keys::CreditsRequest {
-                remaining: balance()?,
-                refill: None,
-            })),
-            ..Default::default()
-        }));
+    if current.is_none() || form.change == "meter" {
+        let remaining = balance()?;
+        let current_refill = current.and_then(|c| c.refill);
+        return Ok(metering(Some(keys::CreditsRequest {
+            remaining,
+            refill: refill_to(remaining, &form.refill, current_refill, "refill")?,
+        })));
     }
     let change = match form.change.as_str() {
         "add" => keys::ChangeCredits {
@@ -953,7 +995,12 @@ fn credits_request(form: &CreditsForm, metered: bool) -> ApiResult<CreditsAction
             add: None,
             set: Some(balance()?),
         },
-        _ => return Err(Problem::invalid("change", "must be add or set")),
+        _ => {
+            return Err(Problem::invalid(
+                "change",
+                "must be add, set, meter or unlimited",
+            ));
+        }
     };
     Ok(CreditsAction::Change(change))
 }
