@@ -118,6 +118,10 @@ pub(crate) struct SqlStore {
     /// nothing SQLite would not serialise anyway. Readers never take it (WAL
     /// lets them run beside the writer). `None` on PostgreSQL.
     write_gate: Option<Mutex<()>>,
+    /// Credit draws waiting for the write gate on SQLite, run together in
+    /// one transaction by whichever of them gets it first
+    /// ([`credits::DrawQueue`]).
+    credit_draws: credits::DrawQueue,
     /// Where [`crate::ChangeFeed`] connects to LISTEN; `None` on SQLite,
     /// which only this process writes.
     listen_url: Option<String>,
@@ -149,6 +153,7 @@ impl SqlStore {
             writes,
             dialect,
             write_gate,
+            credit_draws: credits::DrawQueue::default(),
             listen_url: None,
         }
     }
@@ -167,6 +172,14 @@ impl SqlStore {
             Some(gate) => Some(gate.lock().await),
             None => None,
         };
+        self.begin_write_under(gate).await
+    }
+
+    /// Starts a write transaction under a gate already taken (if any).
+    async fn begin_write_under<'s>(
+        &'s self,
+        gate: Option<MutexGuard<'s, ()>>,
+    ) -> StoreResult<WriteTx<'s>> {
         let tx = match self.dialect.begin_write_statement() {
             Some(statement) => self.writes.begin_with(statement).await?,
             None => self.writes.begin().await?,
@@ -913,14 +926,19 @@ impl crate::Store for SqlStore {
         cost: u64,
         period_start: Option<i64>,
     ) -> StoreResult<Option<CreditDraw>> {
-        in_write_tx!(self, |conn| credits::draw(
-            conn,
-            account,
-            key_id,
+        let draw = credits::Draw {
+            account: account.to_owned(),
+            key_id: key_id.to_owned(),
             cost,
-            period_start
-        )
-        .await?)
+            period_start,
+        };
+        match &self.write_gate {
+            Some(gate) => self.credit_draws.draw(self, gate, draw).await,
+            // Concurrent draws need no help on PostgreSQL: they run on
+            // their own connections and its WAL flushes their commits
+            // together. One statement is its own transaction.
+            None => draw.run(&mut *self.writes.acquire().await?).await,
+        }
     }
 
     async fn change_credits(

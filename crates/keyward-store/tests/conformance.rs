@@ -3189,19 +3189,41 @@ async fn credits_are_drawn_exactly_and_refilled(backend: Backend) {
         .expect("found by hash");
     assert_eq!(found.key.credits, read.credits);
 
-    // 40 concurrent draws of 1 on a balance of 25: exactly 25 succeed.
+    // 40 concurrent draws of 1 on a balance of 25, interleaved with 40 on
+    // another key's 7 (on SQLite they commit in shared batches): exactly
+    // 25 and 7 succeed, and each success sees its own balance left.
+    let second = f
+        .key(&t, "metered-second", |k| {
+            k.credits = Some(CreditSetting {
+                remaining: 7,
+                refill: None,
+            })
+        })
+        .await;
     let mut draws = tokio::task::JoinSet::new();
     for _ in 0..40 {
-        let s = s.clone();
-        let (account, id) = (t.account.clone(), metered.id.clone());
-        draws.spawn(async move { s.draw_credits(&account, &id, 1, None).await });
+        for id in [&metered.id, &second.id] {
+            let s = s.clone();
+            let (account, id) = (t.account.clone(), id.clone());
+            draws.spawn(async move {
+                let draw = s.draw_credits(&account, &id, 1, None).await;
+                (id, draw)
+            });
+        }
     }
-    let mut allowed = 0;
-    while let Some(draw) = draws.join_next().await {
-        let draw = draw.unwrap().unwrap().expect("metered");
-        allowed += usize::from(draw.allowed);
+    let mut left_after = std::collections::HashMap::<String, Vec<u64>>::new();
+    while let Some(joined) = draws.join_next().await {
+        let (id, draw) = joined.unwrap();
+        let draw = draw.unwrap().expect("metered");
+        if draw.allowed {
+            left_after.entry(id).or_default().push(draw.remaining);
+        }
     }
-    assert_eq!(allowed, 25);
+    for (id, balance) in [(&metered.id, 25), (&second.id, 7)] {
+        let mut left = left_after.remove(id).unwrap_or_default();
+        left.sort_unstable();
+        assert_eq!(left, (0..balance).collect::<Vec<u64>>(), "{id}");
+    }
     let spent = s
         .draw_credits(&t.account, &metered.id, 0, None)
         .await

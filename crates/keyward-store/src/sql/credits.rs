@@ -2,10 +2,10 @@
 //! 0012). Verification draws on it with one conditional UPDATE, which is
 //! what keeps concurrent draws — on any number of nodes — from taking more
 //! than there is: PostgreSQL re-checks the condition on the row it locked,
-//! and SQLite has one writer.
+//! and SQLite has one writer (where [`DrawQueue`] commits draws in batches).
 
 use super::decode::{column, narrowed_opt};
-use super::{Dialect, audit, conflict, keys};
+use super::{Dialect, SqlStore, audit, conflict, keys};
 use crate::error::{StoreError, StoreResult};
 use crate::ids::now_ms;
 use crate::records::{Actor, ApiKey, CreditChange, CreditDraw, CreditSetting};
@@ -13,6 +13,9 @@ use keyward_core::{CreditRefill, Credits, RefillInterval};
 use serde_json::json;
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
+use std::sync::PoisonError;
+use tokio::sync::oneshot::{self, error::TryRecvError};
+use tokio::sync::{Mutex, MutexGuard};
 
 /// The credit columns [`super::keys`] selects with a key (NULL for an
 /// unmetered one), from `key_credits c`; read by [`from_row`].
@@ -61,50 +64,147 @@ pub(super) async fn set(
     Ok(())
 }
 
-/// Takes `cost` from the key's balance if it holds at least that much (and
-/// more than nothing, so that a cost of 0 still asks "anything left?").
-/// `period_start` is when the key's current refill period began, from the
-/// refill the caller knows; the draw refills first when the balance was
-/// last refilled before it. `None` when the key is not metered.
-pub(super) async fn draw(
-    conn: &mut AnyConnection,
-    account: &str,
-    key_id: &str,
-    cost: u64,
-    period_start: Option<i64>,
-) -> StoreResult<Option<CreditDraw>> {
-    // `due` in SQL: a refill period began since the last refill.
-    const BALANCE: &str = "(CASE WHEN $3 > refilled_at AND refill_amount IS NOT NULL \
-         THEN refill_amount ELSE remaining END)";
-    let taken: Option<i64> = sqlx::query_scalar(&format!(
-        "UPDATE key_credits SET remaining = {BALANCE} - $4, \
-         refilled_at = CASE WHEN $3 > refilled_at AND refill_amount IS NOT NULL \
-         THEN $3 ELSE refilled_at END \
-         WHERE account_id = $1 AND key_id = $2 AND {BALANCE} >= $5 RETURNING remaining"
-    ))
-    .bind(account)
-    .bind(key_id)
-    .bind(period_start)
-    .bind(stored(cost))
-    .bind(stored(cost.max(1)))
-    .fetch_optional(&mut *conn)
-    .await?;
-    if let Some(remaining) = taken {
-        return Ok(Some(CreditDraw {
-            allowed: true,
-            remaining: unsigned(remaining),
-        }));
+/// One request's draw on a key's credits.
+pub(super) struct Draw {
+    pub account: String,
+    pub key_id: String,
+    pub cost: u64,
+    /// When the key's current refill period began, from the refill the
+    /// caller knows; the draw refills first when the balance was last
+    /// refilled before it.
+    pub period_start: Option<i64>,
+}
+
+impl Draw {
+    /// Takes `cost` from the key's balance if it holds at least that much
+    /// (and more than nothing, so that a cost of 0 still asks "anything
+    /// left?"). `None` when the key is not metered.
+    pub(super) async fn run(&self, conn: &mut AnyConnection) -> StoreResult<Option<CreditDraw>> {
+        // `due` in SQL: a refill period began since the last refill.
+        const BALANCE: &str = "(CASE WHEN $3 > refilled_at AND refill_amount IS NOT NULL \
+             THEN refill_amount ELSE remaining END)";
+        let taken: Option<i64> = sqlx::query_scalar(&format!(
+            "UPDATE key_credits SET remaining = {BALANCE} - $4, \
+             refilled_at = CASE WHEN $3 > refilled_at AND refill_amount IS NOT NULL \
+             THEN $3 ELSE refilled_at END \
+             WHERE account_id = $1 AND key_id = $2 AND {BALANCE} >= $5 RETURNING remaining"
+        ))
+        .bind(&self.account)
+        .bind(&self.key_id)
+        .bind(self.period_start)
+        .bind(stored(self.cost))
+        .bind(stored(self.cost.max(1)))
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(remaining) = taken {
+            return Ok(Some(CreditDraw {
+                allowed: true,
+                remaining: unsigned(remaining),
+            }));
+        }
+        // Refused, or not metered: what is there (read after the refusal, so
+        // possibly a concurrent change's balance; it is only reported).
+        let found = find(conn, &self.account, &self.key_id, "").await?;
+        Ok(found.map(|credits| CreditDraw {
+            allowed: false,
+            remaining: match (self.period_start, credits.refill) {
+                (Some(start), Some(refill)) if start > credits.refilled_at => refill.amount,
+                _ => credits.remaining,
+            },
+        }))
     }
-    // Refused, or not metered: what is there (read after the refusal, so
-    // possibly a concurrent change's balance; it is only reported).
-    let found = find(conn, account, key_id, "").await?;
-    Ok(found.map(|credits| CreditDraw {
-        allowed: false,
-        remaining: match (period_start, credits.refill) {
-            (Some(start), Some(refill)) if start > credits.refilled_at => refill.amount,
-            _ => credits.remaining,
-        },
-    }))
+}
+
+type DrawResult = StoreResult<Option<CreditDraw>>;
+
+/// Group commit of credit draws on SQLite. SQLite commits one transaction
+/// at a time, each with a sync of its log to disk, so one transaction per
+/// draw held every metered key of a node to one disk sync per request
+/// (about 3,400 a second on the development VM, whatever the CPU). Instead
+/// a draw queues itself and waits for the write gate; whoever gets the gate
+/// runs the draws queued by then (oldest first, at most [`Self::MAX_BATCH`])
+/// in one transaction, each its own conditional UPDATE — as exact as alone
+/// — and hands every waiter its result. Draws that queue while a batch runs
+/// make up the next one.
+///
+/// A draw whose caller stopped waiting still runs with its batch (the credit
+/// is spent, as when a caller gives up on a slow store); a batch whose
+/// runner is dropped before it commits rolls back, and its draws fail.
+#[derive(Default)]
+pub(crate) struct DrawQueue {
+    waiting: std::sync::Mutex<Vec<(Draw, oneshot::Sender<DrawResult>)>>,
+}
+
+impl DrawQueue {
+    const MAX_BATCH: usize = 256;
+
+    /// Runs `draw` in a batch under `gate` (the store's write gate) and
+    /// returns its result.
+    pub(super) async fn draw(&self, store: &SqlStore, gate: &Mutex<()>, draw: Draw) -> DrawResult {
+        let (reply, mut result) = oneshot::channel();
+        self.queue().push((draw, reply));
+        loop {
+            let held = tokio::select! {
+                biased;
+                done = &mut result => return done.unwrap_or_else(|_| Err(batch_dropped())),
+                held = gate.lock() => held,
+            };
+            // A batch that took this draw answered it before it let go of
+            // the gate (or was dropped, closing the channel).
+            match result.try_recv() {
+                Ok(done) => return done,
+                Err(TryRecvError::Closed) => return Err(batch_dropped()),
+                Err(TryRecvError::Empty) => {}
+            }
+            let batch: Vec<_> = {
+                let mut waiting = self.queue();
+                let taken = waiting.len().min(Self::MAX_BATCH);
+                waiting.drain(..taken).collect()
+            };
+            match run_batch(store, held, &batch).await {
+                Ok(results) => {
+                    for ((_, reply), done) in batch.into_iter().zip(results) {
+                        // The caller may have stopped waiting; its credit is spent.
+                        let _ = reply.send(Ok(done));
+                    }
+                }
+                Err(error) => {
+                    let message = error.to_string();
+                    for (_, reply) in batch {
+                        let _ = reply.send(Err(batch_failed(&message)));
+                    }
+                }
+            }
+        }
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, Vec<(Draw, oneshot::Sender<DrawResult>)>> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The draws of `batch` in one write transaction, under the gate `held`.
+async fn run_batch(
+    store: &SqlStore,
+    held: MutexGuard<'_, ()>,
+    batch: &[(Draw, oneshot::Sender<DrawResult>)],
+) -> StoreResult<Vec<Option<CreditDraw>>> {
+    let mut tx = store.begin_write_under(Some(held)).await?;
+    let mut results = Vec::with_capacity(batch.len());
+    for (draw, _) in batch {
+        results.push(draw.run(tx.conn()).await?);
+    }
+    tx.commit().await?;
+    Ok(results)
+}
+
+/// Every draw of a failed batch fails as the store did.
+fn batch_failed(message: &str) -> StoreError {
+    StoreError::Unavailable(sqlx::Error::Io(std::io::Error::other(message.to_owned())))
+}
+
+fn batch_dropped() -> StoreError {
+    batch_failed("the batch holding this credit draw was dropped before it committed")
 }
 
 /// [`change`], audited as `key.credits_changed`: the key afterwards.
