@@ -183,6 +183,19 @@ impl Credits {
             _ => self,
         }
     }
+
+    /// Takes `cost` at `now_ms` (refilling first when a period began since
+    /// the last refill) if the balance covers it and holds anything at
+    /// all, so that a cost of 0 asks "anything left?". Whether it did;
+    /// `self` is the balance afterwards either way.
+    pub fn draw(&mut self, cost: u64, now_ms: i64) -> bool {
+        *self = self.as_of(now_ms);
+        let allowed = self.remaining >= cost.max(1);
+        if allowed {
+            self.remaining -= cost;
+        }
+        allowed
+    }
 }
 
 /// A balance, refill amount or cost within bounds.
@@ -329,6 +342,33 @@ mod tests {
             prop_assert!(next - start <= longest);
             prop_assert_eq!(refill.period_start_ms(next), next, "the next period starts at its boundary");
             prop_assert_eq!(refill.period_start_ms(next - 1), start, "no boundary between");
+        }
+
+        /// Draws in order at one moment: each passes exactly when what is
+        /// left (refilled first if due) covers it and is above zero, and
+        /// together they never take more than that balance.
+        #[test]
+        fn draws_never_take_more_than_the_balance(
+            remaining in 0..=1_000u64,
+            refill in proptest::option::of(any_refill()),
+            refilled_at in any_time(),
+            now in any_time(),
+            costs in proptest::collection::vec(0..=300u64, 0..20),
+        ) {
+            let mut credits = Credits { remaining, refill, refilled_at };
+            let start = credits.as_of(now).remaining;
+            let mut taken = 0;
+            for &cost in &costs {
+                let before = credits.as_of(now).remaining;
+                let allowed = credits.draw(cost, now);
+                prop_assert_eq!(allowed, before >= cost.max(1));
+                prop_assert_eq!(credits.remaining, if allowed { before - cost } else { before });
+                taken += if allowed { cost } else { 0 };
+            }
+            prop_assert_eq!(start - taken, credits.as_of(now).remaining);
+            if !costs.is_empty() {
+                prop_assert_eq!(credits.as_of(now), credits, "a draw refills when due, once");
+            }
         }
     }
 }

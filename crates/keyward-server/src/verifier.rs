@@ -18,7 +18,7 @@ use crate::telemetry as m;
 use governor::clock::{Clock, DefaultClock, QuantaInstant, Reference};
 use keyward_core::key::could_be_imported_secret;
 use keyward_core::verify::{Code, Demand, KeyFacts, PresentedCredential, decide};
-use keyward_core::{Credits, EnvTag, KeyFormat, KeyHash, PermissionName, RateLimitPolicy};
+use keyward_core::{EnvTag, KeyFormat, KeyHash, PermissionName, RateLimitPolicy};
 use keyward_store::{CreditDraw, Store, StoreResult, VerificationRecord};
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -241,9 +241,7 @@ impl Verifier {
             _ => code,
         };
         let credits = match (code, record.key.credits) {
-            (Code::Valid, Some(credits)) => {
-                self.draw_credits(&record, credits, input, now_ms).await?
-            }
+            (Code::Valid, Some(_)) => self.draw_credits(&record, input, now_ms).await?,
             _ => None,
         };
         let code = match credits {
@@ -261,24 +259,18 @@ impl Verifier {
 
     /// Takes the request's cost from a metered key's credits: the one store
     /// write on the verify path, because a balance shared by every node is
-    /// exact only where they all write it. `credits` is the cached copy,
-    /// read for its refill calendar only, never its balance. `None` when
-    /// the key turned out not to be metered any more (the cache is older
-    /// than the change).
+    /// exact only where they all write it (the store commits concurrent
+    /// draws in batches). `None` when the key turned out not to be metered
+    /// any more (the cache is older than the change).
     async fn draw_credits(
         &self,
         record: &CachedKey,
-        credits: Credits,
         input: &VerifyInput<'_>,
         now_ms: i64,
     ) -> StoreResult<Option<CreditDraw>> {
-        let period_start = credits.refill.map(|r| r.period_start_ms(now_ms));
-        let draw = self.store.draw_credits(
-            &record.key.account_id,
-            &record.key.id,
-            input.cost,
-            period_start,
-        );
+        let draw =
+            self.store
+                .draw_credits(&record.key.account_id, &record.key.id, input.cost, now_ms);
         // Never answered from the cache: during an outage a metered key's
         // verification fails (503) rather than spend credits it cannot count.
         match self.outage.read(None::<Infallible>, draw).await? {

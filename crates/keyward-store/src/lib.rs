@@ -305,9 +305,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Takes `cost` from a metered key's credits if its balance covers it
     /// (and is above zero), in one atomic step that concurrent draws — on
-    /// any node — cannot overdraw. `period_start` is when the key's current
-    /// refill period began (from the refill the caller has cached); a
-    /// balance last refilled before it is refilled first. Scoped to the
+    /// any node — cannot overdraw. A balance whose refill period began
+    /// since its last refill, as of `at`, is refilled first. Scoped to the
     /// account; `None` when the key is not metered (or not there). Not
     /// audited: it is a verification, logged as one.
     async fn draw_credits(
@@ -315,7 +314,7 @@ pub trait Store: Send + Sync + 'static {
         account: &str,
         key_id: &str,
         cost: u64,
-        period_start: Option<i64>,
+        at: i64,
     ) -> StoreResult<Option<CreditDraw>>;
 
     /// Adds to or sets a metered key's balance (a refill due is applied

@@ -39,8 +39,9 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, Transaction};
 use sqlx::{AnyConnection, AnyPool};
+use std::sync::Arc;
 use std::sync::Once;
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 /// What differs between the backends once connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,14 +102,28 @@ pub(crate) async fn connect(options: AnyPoolOptions, url: &str) -> StoreResult<A
 
 pub(crate) struct SqlStore {
     pool: AnyPool,
-    /// Where write transactions run. On SQLite, a pool of one connection
-    /// kept open for good: SQLite writes one at a time anyway, and one
-    /// connection keeps the writes' prepared statements (the request-log
-    /// batch INSERTs take about a million instructions each to prepare)
-    /// and page cache warm, where a writer taking turns on every pooled
-    /// connection would prepare each statement once per connection and
-    /// re-read pages the others changed. On PostgreSQL, `pool` itself.
-    writes: AnyPool,
+    writer: Writer,
+    dialect: Dialect,
+    /// Credit draws waiting for their turn, run together in one
+    /// transaction ([`credits::DrawQueue`]).
+    credit_draws: credits::DrawQueue,
+    /// Where [`crate::ChangeFeed`] connects to LISTEN; `None` on SQLite,
+    /// which only this process writes.
+    listen_url: Option<String>,
+}
+
+/// Where and how write transactions run; a clone shares the pool and the
+/// gate, so that work spawned off a request can write as the store does.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    /// On SQLite, a pool of one connection kept open for good: SQLite
+    /// writes one at a time anyway, and one connection keeps the writes'
+    /// prepared statements (the request-log batch INSERTs take about a
+    /// million instructions each to prepare) and page cache warm, where a
+    /// writer taking turns on every pooled connection would prepare each
+    /// statement once per connection and re-read pages the others changed.
+    /// On PostgreSQL, the store's pool itself.
+    pool: AnyPool,
     dialect: Dialect,
     /// Held around every write transaction on SQLite. SQLite allows one
     /// writer per database file; without the gate, concurrent writers from
@@ -117,24 +132,38 @@ pub(crate) struct SqlStore {
     /// "database is locked". Queuing them here in FIFO order instead costs
     /// nothing SQLite would not serialise anyway. Readers never take it (WAL
     /// lets them run beside the writer). `None` on PostgreSQL.
-    write_gate: Option<Mutex<()>>,
-    /// Credit draws waiting for the write gate on SQLite, run together in
-    /// one transaction by whichever of them gets it first
-    /// ([`credits::DrawQueue`]).
-    credit_draws: credits::DrawQueue,
-    /// Where [`crate::ChangeFeed`] connects to LISTEN; `None` on SQLite,
-    /// which only this process writes.
-    listen_url: Option<String>,
+    gate: Option<Arc<Mutex<()>>>,
+}
+
+impl Writer {
+    /// Starts a write transaction. The gate is taken before a connection,
+    /// so writers queue without holding pool connections that readers need.
+    async fn begin(&self) -> StoreResult<WriteTx> {
+        let gate = match &self.gate {
+            Some(gate) => Some(gate.clone().lock_owned().await),
+            None => None,
+        };
+        self.begin_under(gate).await
+    }
+
+    /// Starts a write transaction under a gate already taken (if any).
+    async fn begin_under(&self, gate: Option<OwnedMutexGuard<()>>) -> StoreResult<WriteTx> {
+        let tx = match self.dialect.begin_write_statement() {
+            Some(statement) => self.pool.begin_with(statement).await?,
+            None => self.pool.begin().await?,
+        };
+        Ok(WriteTx { tx, _gate: gate })
+    }
 }
 
 /// A write transaction, holding the write gate (if any) until it ends.
-pub(crate) struct WriteTx<'s> {
+pub(crate) struct WriteTx {
     // Declared first so that it drops (and rolls back) before the gate opens.
     tx: Transaction<'static, Any>,
-    _gate: Option<MutexGuard<'s, ()>>,
+    _gate: Option<OwnedMutexGuard<()>>,
 }
 
-impl WriteTx<'_> {
+impl WriteTx {
     fn conn(&mut self) -> &mut AnyConnection {
         &mut self.tx
     }
@@ -147,13 +176,16 @@ impl WriteTx<'_> {
 
 impl SqlStore {
     pub(crate) fn new(pool: AnyPool, writes: AnyPool, dialect: Dialect) -> Self {
-        let write_gate = (dialect == Dialect::Sqlite).then(|| Mutex::new(()));
+        let writer = Writer {
+            pool: writes,
+            dialect,
+            gate: (dialect == Dialect::Sqlite).then(|| Arc::new(Mutex::new(()))),
+        };
         Self {
             pool,
-            writes,
+            credit_draws: credits::DrawQueue::new(writer.clone()),
+            writer,
             dialect,
-            write_gate,
-            credit_draws: credits::DrawQueue::default(),
             listen_url: None,
         }
     }
@@ -165,26 +197,8 @@ impl SqlStore {
         }
     }
 
-    /// Starts a write transaction. The gate is taken before a connection,
-    /// so writers queue without holding pool connections that readers need.
-    async fn begin_write(&self) -> StoreResult<WriteTx<'_>> {
-        let gate = match &self.write_gate {
-            Some(gate) => Some(gate.lock().await),
-            None => None,
-        };
-        self.begin_write_under(gate).await
-    }
-
-    /// Starts a write transaction under a gate already taken (if any).
-    async fn begin_write_under<'s>(
-        &'s self,
-        gate: Option<MutexGuard<'s, ()>>,
-    ) -> StoreResult<WriteTx<'s>> {
-        let tx = match self.dialect.begin_write_statement() {
-            Some(statement) => self.writes.begin_with(statement).await?,
-            None => self.writes.begin().await?,
-        };
-        Ok(WriteTx { tx, _gate: gate })
+    async fn begin_write(&self) -> StoreResult<WriteTx> {
+        self.writer.begin().await
     }
 
     /// A connection for reads that need no transaction.
@@ -924,21 +938,15 @@ impl crate::Store for SqlStore {
         account: &str,
         key_id: &str,
         cost: u64,
-        period_start: Option<i64>,
+        at: i64,
     ) -> StoreResult<Option<CreditDraw>> {
         let draw = credits::Draw {
             account: account.to_owned(),
             key_id: key_id.to_owned(),
             cost,
-            period_start,
+            at,
         };
-        match &self.write_gate {
-            Some(gate) => self.credit_draws.draw(self, gate, draw).await,
-            // Concurrent draws need no help on PostgreSQL: they run on
-            // their own connections and its WAL flushes their commits
-            // together. One statement is its own transaction.
-            None => draw.run(&mut *self.writes.acquire().await?).await,
-        }
+        self.credit_draws.draw(draw).await
     }
 
     async fn change_credits(

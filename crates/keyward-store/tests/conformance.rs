@@ -3163,6 +3163,8 @@ async fn request_logs_round_trip_filter_and_purge(backend: Backend) {
 /// Credits are drawn in one atomic step: concurrent draws never take more
 /// than there is, a refill due is applied by the draw that finds it, and
 /// only the account's own key is ever touched.
+const DAY_MS: i64 = 86_400_000;
+
 async fn credits_are_drawn_exactly_and_refilled(backend: Backend) {
     let Some(f) = Fixture::new(backend).await else {
         return;
@@ -3179,6 +3181,8 @@ async fn credits_are_drawn_exactly_and_refilled(backend: Backend) {
         })
         .await;
     let credits = metered.credits.expect("created metered");
+    // When the draws happen: no refill is set until the last part.
+    let now = credits.refilled_at;
     assert_eq!((credits.remaining, credits.refill), (25, None));
     let read = s.get_key(&t.account, &metered.id).await.unwrap();
     assert_eq!(read.credits.map(|c| c.remaining), Some(25));
@@ -3200,21 +3204,65 @@ async fn credits_are_drawn_exactly_and_refilled(backend: Backend) {
             })
         })
         .await;
+    // Draws whose callers give up, the ones running a batch included, do
+    // not fail the others.
+    let patient = f
+        .key(&t, "metered-patient", |k| {
+            k.credits = Some(CreditSetting {
+                remaining: 1_000,
+                refill: None,
+            })
+        })
+        .await;
+    // Rounds that give up at different points, so that some of them leave
+    // while running a batch.
+    for round in 0..12 {
+        let mut draws = Vec::new();
+        for _ in 0..20 {
+            let s = s.clone();
+            let (account, id) = (t.account.clone(), patient.id.clone());
+            draws.push(tokio::spawn(async move {
+                s.draw_credits(&account, &id, 1, now).await
+            }));
+        }
+        for _ in 0..round % 4 {
+            tokio::task::yield_now().await;
+        }
+        for (i, draw) in draws.into_iter().enumerate() {
+            if i % 2 == 0 {
+                draw.abort();
+            } else {
+                let draw = draw.await.unwrap().expect("no failure").expect("metered");
+                assert!(draw.allowed);
+            }
+        }
+    }
+
+    // Another account's draws on the key, in the same batches, find nothing.
     let mut draws = tokio::task::JoinSet::new();
     for _ in 0..40 {
-        for id in [&metered.id, &second.id] {
+        for (account, id) in [
+            (&t.account, &metered.id),
+            (&t.account, &second.id),
+            (&other.account, &metered.id),
+        ] {
             let s = s.clone();
-            let (account, id) = (t.account.clone(), id.clone());
+            let (account, id) = (account.clone(), id.clone());
             draws.spawn(async move {
-                let draw = s.draw_credits(&account, &id, 1, None).await;
-                (id, draw)
+                let draw = s.draw_credits(&account, &id, 1, now).await;
+                (account, id, draw)
             });
         }
     }
     let mut left_after = std::collections::HashMap::<String, Vec<u64>>::new();
     while let Some(joined) = draws.join_next().await {
-        let (id, draw) = joined.unwrap();
-        let draw = draw.unwrap().expect("metered");
+        let (account, id, draw) = joined.unwrap();
+        let draw = draw.unwrap();
+        if account == other.account {
+            assert_eq!(draw, None, "another account's key");
+            continue;
+        }
+        let draw = draw.expect("metered");
         if draw.allowed {
             left_after.entry(id).or_default().push(draw.remaining);
         }
@@ -3225,7 +3273,7 @@ async fn credits_are_drawn_exactly_and_refilled(backend: Backend) {
         assert_eq!(left, (0..balance).collect::<Vec<u64>>(), "{id}");
     }
     let spent = s
-        .draw_credits(&t.account, &metered.id, 0, None)
+        .draw_credits(&t.account, &metered.id, 0, now)
         .await
         .unwrap();
     assert_eq!(
@@ -3244,7 +3292,7 @@ async fn credits_are_drawn_exactly_and_refilled(backend: Backend) {
         .unwrap();
     assert_eq!(topped.credits.map(|c| c.remaining), Some(10));
     let too_dear = s
-        .draw_credits(&t.account, &metered.id, 11, None)
+        .draw_credits(&t.account, &metered.id, 11, now)
         .await
         .unwrap();
     assert_eq!(
@@ -3255,7 +3303,7 @@ async fn credits_are_drawn_exactly_and_refilled(backend: Backend) {
         })
     );
     let exact = s
-        .draw_credits(&t.account, &metered.id, 10, None)
+        .draw_credits(&t.account, &metered.id, 10, now)
         .await
         .unwrap();
     assert_eq!(
@@ -3323,9 +3371,10 @@ async fn credits_are_drawn_exactly_and_refilled(backend: Backend) {
         .unwrap()
         .credits
         .expect("still metered");
-    let next_period = refilled.refilled_at + 1;
+    // A draw a day later is in the next period.
+    let next_period = refilled.refilled_at + DAY_MS;
     let first = s
-        .draw_credits(&t.account, &metered.id, 1, Some(next_period))
+        .draw_credits(&t.account, &metered.id, 1, next_period)
         .await
         .unwrap();
     assert_eq!(
@@ -3336,7 +3385,7 @@ async fn credits_are_drawn_exactly_and_refilled(backend: Backend) {
         })
     );
     let second = s
-        .draw_credits(&t.account, &metered.id, 1, Some(next_period))
+        .draw_credits(&t.account, &metered.id, 1, next_period)
         .await
         .unwrap();
     assert_eq!(
@@ -3348,7 +3397,7 @@ async fn credits_are_drawn_exactly_and_refilled(backend: Backend) {
         "refilled once per period"
     );
     let empty_refill = s
-        .draw_credits(&t.account, &metered.id, 5, Some(next_period + 1))
+        .draw_credits(&t.account, &metered.id, 5, next_period + DAY_MS)
         .await
         .unwrap();
     assert_eq!(
@@ -3362,7 +3411,7 @@ async fn credits_are_drawn_exactly_and_refilled(backend: Backend) {
 
     // Another account can neither draw on nor change the key.
     assert_eq!(
-        s.draw_credits(&other.account, &metered.id, 1, None)
+        s.draw_credits(&other.account, &metered.id, 1, now)
             .await
             .unwrap(),
         None
@@ -3378,16 +3427,15 @@ async fn credits_are_drawn_exactly_and_refilled(backend: Backend) {
             .unwrap()
             .credits
             .map(|c| c.remaining),
-        Some(1)
+        Some(3),
+        "untouched by the other account (the refusal above kept its refill)"
     );
 
     // Unmetered keys: nothing to draw, nothing to change.
     let plain = f.key(&t, "plain", |_| {}).await;
     assert_eq!(plain.credits, None);
     assert_eq!(
-        s.draw_credits(&t.account, &plain.id, 1, None)
-            .await
-            .unwrap(),
+        s.draw_credits(&t.account, &plain.id, 1, now).await.unwrap(),
         None
     );
     assert!(matches!(
@@ -3411,7 +3459,7 @@ async fn credits_are_drawn_exactly_and_refilled(backend: Backend) {
         .unwrap();
     assert_eq!(unmetered.credits, None);
     assert_eq!(
-        s.draw_credits(&t.account, &metered.id, 1, None)
+        s.draw_credits(&t.account, &metered.id, 1, now)
             .await
             .unwrap(),
         None
@@ -3436,7 +3484,7 @@ async fn credits_are_drawn_exactly_and_refilled(backend: Backend) {
     .await
     .unwrap();
     assert_eq!(
-        s.draw_credits(&t.account, &doomed.id, 1, None)
+        s.draw_credits(&t.account, &doomed.id, 1, now)
             .await
             .unwrap(),
         None
