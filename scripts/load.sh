@@ -14,8 +14,11 @@
 #   invalid      a well-formed key that does not exist (negative cache);
 #   ratelimited  a key over its limit;
 #   metered      the valid key's checks on a key with usage credits: each
-#                request also draws one credit in the store (one atomic
-#                UPDATE, the price of a balance exact across nodes);
+#                request also draws one credit in the store (committed
+#                together with the draws queued beside it: the price of a
+#                balance exact across nodes). Its half-rate row is no
+#                latency figure: 16 connections make batches of at most 16
+#                and fall behind a schedule set by what 64 reached;
 #   private      the valid key again, on the private verify listener
 #                (`--verify-listen`: no management token to check);
 #   gateway      `keyward proxy` in front of the reference server: a key
