@@ -134,6 +134,8 @@ impl DrawQueue {
             // Joined only to learn that it is over (it answers this draw
             // too); a batch that panicked answers with its channels closed.
             let _ = tokio::spawn(async move {
+                // Let go of only once every waiter of the batch is answered.
+                let _turn = held;
                 let batch: Vec<Waiting> = {
                     let mut waiting = queue(&waiting);
                     let taken = waiting.len().min(Self::MAX_BATCH);
@@ -141,7 +143,7 @@ impl DrawQueue {
                 };
                 let draws: Vec<&Draw> = batch.iter().map(|(draw, _)| draw).collect();
                 let outcome = async {
-                    let mut tx = writer.begin_under(Some(held)).await?;
+                    let mut tx = writer.begin_under(None).await?;
                     let results = draw_batch(tx.conn(), writer.dialect, &draws).await?;
                     tx.commit().await?;
                     Ok::<_, StoreError>(results)
