@@ -15,7 +15,7 @@ use crate::verifier::RequestLine;
 use governor::clock::{Clock, DefaultClock, QuantaInstant};
 use keyward_core::PermissionName;
 use keyward_core::verify::Code;
-use keyward_store::{NewRequestLog, Store, VerificationRecord};
+use keyward_store::{NewRequestLog, Store, StoreError, VerificationRecord};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -162,6 +162,15 @@ impl PendingLog {
 /// would stall every verification queued behind it.
 const OFFLOAD_AT: usize = 1024;
 
+/// Request-log rows per write transaction. Between two, other writers get
+/// their turn — on SQLite's single writer, a metered key's credit draws and
+/// every API change — instead of waiting out a whole second's logs (tens of
+/// thousands of rows at full load, about 100 ms of inserts: the metered
+/// scenario's p99 at its maximum rate fell from ~145 ms to ~25 ms on the
+/// development VM). Fewer rows per write cost more commits: at 2,000, that
+/// scenario's rate fell by a quarter.
+const ROWS_PER_WRITE: usize = 5_000;
+
 /// Outcomes of verifications, buffered until the next flush writes them as
 /// request-log rows and, for valid ones, as the keys' last use (so the
 /// verify path records each outcome once, and last use costs it nothing).
@@ -298,29 +307,40 @@ impl RequestLogBuffer {
         }
     }
 
-    /// Writes the last uses, then the request logs. On failure the log rows
-    /// go back in front of newer entries, as far as the capacity allows; the
-    /// rest are dropped and counted.
+    /// Writes the last uses, then the request logs, [`ROWS_PER_WRITE`] to a
+    /// transaction. On failure the rows not written go back in front of
+    /// newer entries, as far as the capacity allows; the rest are dropped
+    /// and counted.
     pub async fn flush(&self, store: &dyn Store) {
-        let batch = self.take_rows().await;
+        let mut batch = self.take_rows().await;
         self.usage.flush(store).await;
         if batch.is_empty() {
             return;
         }
         metrics::histogram!(m::FLUSH_BATCH_SIZE, "buffer" => "request_logs")
             .record(batch.len() as f64);
-        let Err(error) = store.insert_request_logs(&batch).await else {
-            if batch.len() >= OFFLOAD_AT {
-                tokio::task::spawn_blocking(move || drop(batch));
+        let mut written = 0;
+        while written < batch.len() {
+            let end = batch.len().min(written + ROWS_PER_WRITE);
+            if let Err(error) = store.insert_request_logs(&batch[written..end]).await {
+                let unwritten = batch.split_off(written);
+                self.retry_later(unwritten, &error);
+                break;
             }
-            return;
-        };
-        tracing::warn!(%error, entries = batch.len(), "could not write request logs; will retry");
+            written = end;
+        }
+        if batch.len() >= OFFLOAD_AT {
+            tokio::task::spawn_blocking(move || drop(batch));
+        }
+    }
+
+    fn retry_later(&self, rows: Vec<NewRequestLog>, error: &StoreError) {
+        tracing::warn!(%error, entries = rows.len(), "could not write request logs; will retry");
         metrics::counter!(m::FLUSH_FAILURES, "buffer" => "request_logs").increment(1);
         // The oldest entries are the ones dropped.
-        let skip = batch.len().saturating_sub(self.capacity);
+        let skip = rows.len().saturating_sub(self.capacity);
         self.dropped.increment(skip as u64);
-        *lock(&self.retry) = batch.into_iter().skip(skip).collect();
+        *lock(&self.retry) = rows.into_iter().skip(skip).collect();
     }
 
     /// Flushes every [`FLUSH_INTERVAL`] until `shutdown` fires, then once
@@ -452,6 +472,37 @@ mod tests {
         assert_eq!(held_positions(&held, &names(&["c:read", "a:read"])), None);
         assert_eq!(held_positions(&held, &names(&["a:read", "a:read"])), None);
         assert_eq!(held_positions(&held, &names(&["a:read", "d:read"])), None);
+    }
+
+    /// A flush of more rows than one write takes lands whole, in several
+    /// transactions.
+    #[tokio::test]
+    async fn a_flush_larger_than_one_write_writes_every_row() {
+        let store = keyward_store::open("sqlite::memory:").await.unwrap();
+        let rows = 2 * ROWS_PER_WRITE + 1;
+        let buffer = RequestLogBuffer::new(rows);
+        for _ in 0..rows {
+            buffer.record(entry(Code::Valid));
+        }
+        buffer.flush(&*store).await;
+        let mut page = keyward_store::PageRequest {
+            limit: 100,
+            after: None,
+        };
+        let mut written = 0;
+        loop {
+            let listed = store
+                .list_request_logs("acct", &Default::default(), &page)
+                .await
+                .unwrap();
+            written += listed.items.len();
+            match listed.next_after {
+                Some(after) => page.after = Some(after),
+                None => break,
+            }
+        }
+        assert_eq!(written, rows);
+        assert!(buffer.take_rows().await.is_empty(), "nothing left to retry");
     }
 
     fn take(buffer: &RequestLogBuffer) -> Vec<NewRequestLog> {
