@@ -375,6 +375,26 @@ async fn console_flows_in_chromium() {
         "{row}"
     );
 
+    // Usage credits: metered from the key's page with a daily refill, topped
+    // up, then unmetered — a button that needs no balance typed.
+    s.fill("#metering input[name=amount]", "1").await;
+    s.choose("#metering select[name=refill]", "daily").await;
+    s.submit("#metering button[value=meter]").await;
+    let flash = s.text(".flash.ok").await;
+    assert!(flash.contains("1 left, set back to 1 every day"), "{flash}");
+    assert_eq!(s.verify(demand(&second_secret)).await, "valid");
+    assert_eq!(s.verify(demand(&second_secret)).await, "rate_limited");
+    s.fill("#change-credits input[name=amount]", "2").await;
+    s.submit("#change-credits button[type=submit]").await;
+    assert!(s.text(".flash.ok").await.contains("2 left"));
+    assert_eq!(s.verify(demand(&second_secret)).await, "valid");
+    s.submit("#metering button[value=unlimited]").await;
+    assert!(s.text(".flash.ok").await.contains("No longer metered"));
+    assert_eq!(s.text("#credits").await, "Unlimited");
+    for _ in 0..3 {
+        assert_eq!(s.verify(demand(&second_secret)).await, "valid");
+    }
+
     // IP allowlist (seed 001): once the workspace has an entry, other
     // addresses are refused even with a valid key.
     s.open("/credentials").await;
