@@ -225,16 +225,7 @@ async fn draw_batch(
         .collect();
     for (key_id, (account, read, drawn)) in &balances {
         if drawn != read {
-            sqlx::query(
-                "UPDATE key_credits SET remaining = $1, refilled_at = $2 \
-                 WHERE key_id = $3 AND account_id = $4",
-            )
-            .bind(stored(drawn.remaining))
-            .bind(drawn.refilled_at)
-            .bind(key_id)
-            .bind(account)
-            .execute(&mut *conn)
-            .await?;
+            write_balance(conn, account, key_id, drawn).await?;
         }
     }
     Ok(results)
@@ -305,26 +296,38 @@ async fn change(
     let Some(credits) = find(conn, account, key_id, lock).await? else {
         return Ok(None);
     };
-    let current = credits.as_of(now);
+    let mut current = credits.as_of(now);
     let before = current.remaining;
-    let after = match change {
+    current.remaining = match change {
         CreditChange::Set(balance) => balance,
         CreditChange::Add(delta) => {
             let sum = i128::from(before) + i128::from(delta);
             u64::try_from(sum.clamp(0, i128::from(keyward_core::credits::MAX_CREDITS))).unwrap_or(0)
         }
     };
+    write_balance(conn, account, key_id, &current).await?;
+    Ok(Some((before, current.remaining)))
+}
+
+/// Stores a metered key's balance and when it was last refilled (its
+/// refill setting is changed only by [`set`]).
+async fn write_balance(
+    conn: &mut AnyConnection,
+    account: &str,
+    key_id: &str,
+    credits: &Credits,
+) -> StoreResult<()> {
     sqlx::query(
         "UPDATE key_credits SET remaining = $3, refilled_at = $4 \
          WHERE account_id = $1 AND key_id = $2",
     )
     .bind(account)
     .bind(key_id)
-    .bind(stored(after))
-    .bind(current.refilled_at)
+    .bind(stored(credits.remaining))
+    .bind(credits.refilled_at)
     .execute(conn)
     .await?;
-    Ok(Some((before, after)))
+    Ok(())
 }
 
 /// The key's credits; `lock` is a row-lock clause from
