@@ -33,6 +33,10 @@
 # shared with the load generator). The reference's own
 # half-rate run, and a last one at the rate keyward's valid run was held
 # at, show what this machine and load generator allow for the latencies.
+# Those two half-rate runs (valid key, reference) record every request
+# (oha --db-url), and scripts/slow_by_phase.py says where in the second
+# their requests slower than 1 ms fell: bunched in one window of each
+# second is keyward's once-a-second request-log flush.
 #
 #   scripts/load.sh                       # 10 s per run
 #   DURATION=3 scripts/load.sh            # a quick pass
@@ -149,7 +153,8 @@ run_oha() { # url lua rate server-pid
   before=$(cpu_ticks "$4")
   out=$(timeout $((DURATION + 30)) oha --no-tui --output-format json -z "${DURATION}s" \
     -c "$RATE_CONNECTIONS" -q "$3" --latency-correction -w -m POST \
-    "${auth[@]}" -T application/json -d "$body" "$1")
+    ${RECORD:+--db-url "$RECORD"} "${auth[@]}" -T application/json -d "$body" "$1" \
+    2> >(grep -v '^Storing results' >&2))
   after=$(cpu_ticks "$4")
   if [ "$(jq -r '[.statusCodeDistribution | keys[] | select(. != "200")] | length' <<<"$out")" != 0 ] ||
      [ "$(jq -r '.errorDistribution | length' <<<"$out")" != 0 ]; then
@@ -237,7 +242,10 @@ row() { # url lua name server-pid
   local rps p50 p99 half hrps hp50 hp99 cpu ratio
   read -r rps p50 p99 < <(run_wrk "$1" "$2")
   half=$(awk -v r="$rps" 'BEGIN {printf "%d", r / 2}')
-  read -r hrps hp50 hp99 cpu < <(run_oha "$1" "$2" "$half" "$4")
+  # The valid run's requests are recorded, to say where its slow ones fell.
+  read -r hrps hp50 hp99 cpu < <(
+    if [ "$3" = valid ]; then RECORD=$WORK/valid-half.db; fi
+    run_oha "$1" "$2" "$half" "$4")
   ratio=$(awk -v a="$rps" -v b="${REF_RPS:-$rps}" 'BEGIN {printf "%.2f", a / b}')
   [ -n "${REF_RPS:-}" ] || REF_RPS=$rps
   [ "$3" != valid ] || VALID_HALF=$half
@@ -273,9 +281,12 @@ for pid in "${PIDS[@]}"; do kill "$pid"; wait "$pid" 2>/dev/null || true; done; 
 # this machine and load generator allow at that rate, for its p99.
 "$REF" "$REF_ADDR" 2>/dev/null & PIDS+=($!)
 wait_up "http://$REF_ADDR/"
-read -r hrps hp50 hp99 cpu < <(run_oha "http://$REF_ADDR/v1/verify" "$WORK/valid.lua" "$VALID_HALF" "${PIDS[0]}")
+read -r hrps hp50 hp99 cpu < <(RECORD=$WORK/reference-half.db run_oha "http://$REF_ADDR/v1/verify" "$WORK/valid.lua" "$VALID_HALF" "${PIDS[0]}")
 printf '%-12s %10s %8s %8s %7s │ %9.0f %8.3f %8.3f %9.1f\n' 'reference' '' '' '' '' "$hrps" "$hp50" "$hp99" "$cpu"
 echo "(last row: the reference held at the valid run's half rate;"
 echo " CPU µs/req: the server process's user + system time per request during the half-rate run)"
+echo "where the slow requests of the runs at $VALID_HALF req/s fell (scripts/slow_by_phase.py):"
+echo "  valid:     $("$ROOT/scripts/slow_by_phase.py" "$WORK/valid-half.db")"
+echo "  reference: $("$ROOT/scripts/slow_by_phase.py" "$WORK/reference-half.db")"
 echo "($(date -u +%FT%TZ), $(nproc) cores; max: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s;" \
   "half: oha -c$RATE_CONNECTIONS -z${DURATION}s -q <max/2> --latency-correction -w; store ${KEYWARD_DATABASE_URL%%:*})"
