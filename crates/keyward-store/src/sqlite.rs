@@ -14,21 +14,36 @@ use std::time::Duration;
 const CONNECTION_PRAGMAS: &str =
     "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL;";
 
-pub(crate) async fn open(url: &str) -> StoreResult<SqlStore> {
-    let options = AnyPoolOptions::new().after_connect(|conn, _meta| {
+/// The writer's page cache, in KiB (SQLite's default is 2,000): request
+/// logs are written a second's rows at a time, and their indexes take
+/// each batch to as many places as there are keys in use. A larger cache
+/// keeps those pages between batches (docs/PERFORMANCE.md, fifteenth
+/// session). One connection writes, so this is the most it can hold; the
+/// readers keep the default.
+const WRITER_PRAGMAS: &str = "PRAGMA cache_size = -65536;";
+
+fn pool_options(pragmas: &'static [&'static str]) -> AnyPoolOptions {
+    AnyPoolOptions::new().after_connect(move |conn, _meta| {
         Box::pin(async move {
-            conn.execute(CONNECTION_PRAGMAS).await?;
+            for pragma in pragmas {
+                conn.execute(*pragma).await?;
+            }
             Ok(())
         })
-    });
+    })
+}
+
+pub(crate) async fn open(url: &str) -> StoreResult<SqlStore> {
+    let writer = single_lasting_connection(pool_options(&[CONNECTION_PRAGMAS, WRITER_PRAGMAS]));
     let (pool, writes) = if is_in_memory(url) {
-        let only = connect(single_lasting_connection(options), url).await?;
+        let only = connect(writer, url).await?;
         (only.clone(), only)
     } else {
         let url = with_create_mode(url);
         // The writer first: it creates the file, then migrates it.
-        let writes = connect(single_lasting_connection(options.clone()), &url).await?;
-        (connect(options, &url).await?, writes)
+        let writes = connect(writer, &url).await?;
+        let reads = connect(pool_options(&[CONNECTION_PRAGMAS]), &url).await?;
+        (reads, writes)
     };
     sqlx::migrate!("migrations/sqlite").run(&writes).await?;
     Ok(SqlStore::new(pool, writes, Dialect::Sqlite))
