@@ -38,10 +38,12 @@
 //! parameter alone and ~13,300 with 0008 as well. What 1,000 keys add on
 //! SQLite is, by all appearances, the by-key index: the only one a batch
 //! touches in ~1,000 places (one leaf per key), far more pages than the
-//! 2 MB page cache holds. The writer's cache is now 64 MB (`sqlite.rs`):
-//! on a busier machine, alternating the two builds three times gave
-//! 28,000–31,400 ns of CPU a row before and 23,200–28,400 after for 1,000
-//! keys, and no difference beyond the noise for one key.
+//! 2 MB page cache holds. The writer's cache is now 64 MB and it
+//! checkpoints every 10,000 WAL pages instead of 1,000 (`sqlite.rs`); on a
+//! busier machine, each change alternated three times against the build
+//! before it, CPU ns a row for 1,000 keys: 28,000–31,400 → 23,200–28,400
+//! (the cache), then 30,600–33,200 → 26,500–28,600 (the checkpoints, which
+//! also took one key from 7,000–9,400 to 5,900–7,800).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use keyward_store::testing::{Backend, DEFAULT_POSTGRES_URL, POSTGRES_URL_VAR, TestDatabase};
