@@ -35,6 +35,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
                 "send the body as JSON with Content-Type: application/json",
             ));
         }
+        let RawBody(bytes) = RawBody::from_request(req, state).await?;
+        parse_json(&bytes).map(Body)
+    }
+}
+
+/// A body of any media type, read whole, for a handler that must see its
+/// exact bytes (a signed webhook); too large or unreadable, it is refused
+/// with this API's problems rather than axum's plain text.
+pub struct RawBody(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
             .map_err(|rejection| {
@@ -52,7 +66,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
                     )
                 }
             })?;
-        parse_json(&bytes).map(Body)
+        Ok(RawBody(bytes))
     }
 }
 
@@ -204,9 +218,16 @@ pub fn decode_cursor(cursor: &str) -> Result<String, Problem> {
         .ok_or_else(|| Problem::invalid("cursor", "not a cursor returned by this API"))
 }
 
-#[derive(Deserialize)]
-struct RawPagination {
+/// The paging parameters as sent; this is also what the OpenAPI document
+/// says of them (`params(PageQuery)`), so the two cannot drift. `limit` is
+/// read as text so that a bad one gets this API's own problem.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// How many items to return.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100, default = 50)]
     limit: Option<String>,
+    /// The `next_cursor` of the previous page; absent for the first page.
     cursor: Option<String>,
 }
 
@@ -214,7 +235,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Pagination {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Problem> {
-        let raw: RawPagination = serde_urlencoded_query(parts.uri.query())?;
+        let raw: PageQuery = serde_urlencoded_query(parts.uri.query())?;
         let limit = match raw.limit {
             None => Self::DEFAULT_LIMIT,
             Some(s) => s

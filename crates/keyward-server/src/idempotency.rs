@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 pub const HEADER: HeaderName = HeaderName::from_static("idempotency-key");
 const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
-const MAX_KEY_LEN: usize = 255;
+pub(crate) const MAX_KEY_LEN: usize = 255;
 /// Responses are small JSON documents; anything larger is not replayable.
 const MAX_RESPONSE_BYTES: usize = 256 * 1024;
 

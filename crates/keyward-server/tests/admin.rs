@@ -19,6 +19,7 @@ on_both_stores!(
     idempotent_creates_replay_without_the_secret,
     management_tokens_can_be_revoked_and_expire,
     every_documented_route_exists,
+    every_answer_is_documented,
     health_and_readiness,
 );
 
@@ -925,24 +926,131 @@ async fn every_documented_route_exists(s: TestServer) {
             );
         }
     }
-    // And every documented operation is served (never the router's 404/405).
-    for (path, item) in paths {
+}
+
+/// Every documented operation is served, and answers only what the document
+/// says it may, in the media type it says: with the owner's token and a
+/// minimal body, without a token, with a body that is not JSON, and with a
+/// `limit` out of range. Unknown ids stand in for the path parameters.
+async fn every_answer_is_documented(s: TestServer) {
+    let doc: Value = reqwest::get(format!("{}/v1/openapi.json", s.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
         let concrete = path.replace("{id}", "nonexistent").replace("{name}", "x:y");
-        for method in item
-            .as_object()
-            .unwrap()
-            .keys()
-            .filter(|m| ["get", "post", "patch", "delete"].contains(&m.as_str()))
-        {
+        for (method, operation) in item.as_object().unwrap() {
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-            let (status, body) = s
-                .call(&s.owner.token, method.clone(), &concrete, Some(json!({})))
+            let check = Contract {
+                operation,
+                method: method.clone(),
+                path: &concrete,
+            };
+            let response = s
+                .send(
+                    &s.owner.token,
+                    method.clone(),
+                    &concrete,
+                    Some(json!({})),
+                    &[],
+                )
                 .await;
+            let body = check.documents(response).await;
             assert!(
                 body["code"] != "route_not_found" && body["code"] != "method_not_allowed",
-                "{method} {concrete} → {status} {body}"
+                "{method} {concrete}: {body}"
             );
+            if operation.get("security") != Some(&json!([{}])) {
+                let response = s
+                    .client
+                    .request(method.clone(), format!("{}{concrete}", s.base))
+                    .json(&json!({}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    response.status(),
+                    StatusCode::UNAUTHORIZED,
+                    "{method} {concrete}"
+                );
+                check.documents(response).await;
+            }
+            if operation["responses"].get("415").is_some() {
+                let response = s
+                    .client
+                    .request(method.clone(), format!("{}{concrete}", s.base))
+                    .bearer_auth(&s.owner.token)
+                    .header("Content-Type", "text/plain")
+                    .body("{}")
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    response.status(),
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "{method} {concrete}"
+                );
+                check.documents(response).await;
+            }
+            let pages = operation["parameters"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["name"] == "limit"));
+            if pages {
+                let limited = format!("{concrete}?limit=0");
+                let response = s
+                    .send(&s.owner.token, method.clone(), &limited, None, &[])
+                    .await;
+                assert_eq!(
+                    response.status(),
+                    StatusCode::BAD_REQUEST,
+                    "{method} {limited}"
+                );
+                check.documents(response).await;
+            }
+            checked += 1;
         }
+    }
+    assert_eq!(checked, 48);
+}
+
+/// One documented operation, and what it says it answers.
+struct Contract<'a> {
+    operation: &'a Value,
+    method: Method,
+    path: &'a str,
+}
+
+impl Contract<'_> {
+    /// Asserts that `response`'s status and media type are documented;
+    /// returns its body.
+    async fn documents(&self, response: reqwest::Response) -> Value {
+        let status = response.status();
+        let media_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
+        let text = response.text().await.unwrap();
+        let (method, path) = (&self.method, self.path);
+        let documented = &self.operation["responses"][status.as_str()];
+        assert!(
+            documented.is_object(),
+            "{method} {path} answered {status}, undocumented: {text}"
+        );
+        match (documented["content"].as_object(), media_type) {
+            (Some(content), Some(media_type)) => assert!(
+                content.contains_key(&media_type),
+                "{method} {path} {status}: {media_type} is not among {:?}",
+                content.keys().collect::<Vec<_>>()
+            ),
+            (None, None) => assert!(text.is_empty(), "{method} {path} {status}: {text}"),
+            (content, media_type) => {
+                panic!("{method} {path} {status}: documented {content:?}, sent {media_type:?}")
+            }
+        }
+        serde_json::from_str(&text).unwrap_or(Value::Null)
     }
 }
 

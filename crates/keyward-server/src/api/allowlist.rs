@@ -29,7 +29,7 @@ pub struct CreateAllowlistEntry {
 }
 
 /// Every entry of the account.
-#[utoipa::path(get, path = "/v1/ip-allowlist", tag = "ip-allowlist",
+#[utoipa::path(get, operation_id = "listAllowedAddresses", path = "/v1/ip-allowlist", tag = "ip-allowlist",
     responses((status = 200, body = List<AllowlistEntryView>)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -42,7 +42,7 @@ pub async fn list(
 }
 
 /// Allows an address or range to reach some workspaces.
-#[utoipa::path(post, path = "/v1/ip-allowlist", tag = "ip-allowlist", request_body = CreateAllowlistEntry,
+#[utoipa::path(post, operation_id = "addAllowedAddress", path = "/v1/ip-allowlist", tag = "ip-allowlist", request_body = CreateAllowlistEntry,
     responses((status = 201, body = AllowlistEntryView), (status = 400, body = ProblemDocument), (status = 404, body = ProblemDocument)))]
 pub async fn create(
     State(state): State<AppState>,
@@ -82,7 +82,7 @@ pub async fn create(
 }
 
 /// Removes an entry.
-#[utoipa::path(delete, path = "/v1/ip-allowlist/{id}", tag = "ip-allowlist",
+#[utoipa::path(delete, operation_id = "removeAllowedAddress", path = "/v1/ip-allowlist/{id}", tag = "ip-allowlist",
     responses((status = 204), (status = 404, body = ProblemDocument)))]
 pub async fn delete(
     State(state): State<AppState>,

@@ -38,7 +38,7 @@ struct AuditQuery {
 /// or newest first with `order=desc`. Requires `manage_members`: the log shows every member's actions, so it is
 /// an account administrator's view. Each event's `hash` chains it to the
 /// previous one; `keyward audit verify` checks the chain.
-#[utoipa::path(get, path = "/v1/audit-events", tag = "audit",
+#[utoipa::path(get, operation_id = "listAuditEvents", path = "/v1/audit-events", tag = "audit",
     params(
         ("action" = Option<String>, Query, description = "e.g. `key.created`"),
         ("object_id" = Option<String>, Query, description = "the id of the object acted on"),
@@ -46,7 +46,7 @@ struct AuditQuery {
         ("from" = Option<String>, Query, format = DateTime, description = "events at or after (RFC 3339)"),
         ("to" = Option<String>, Query, format = DateTime, description = "events before (RFC 3339)"),
         ("order" = Option<String>, Query, description = "`asc` (the default: oldest first, the chain's order) or `desc` (newest first)"),
-        ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+        crate::extract::PageQuery),
     responses((status = 200, body = List<AuditEventView>), (status = 400, body = ProblemDocument),
               (status = 403, body = ProblemDocument)))]
 pub async fn list(

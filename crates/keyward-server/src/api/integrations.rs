@@ -99,7 +99,7 @@ fn snippet(site_id: &str, publishable_key: &str, environment: &str) -> String {
 }
 
 /// The workspace's integrations.
-#[utoipa::path(get, path = "/v1/workspaces/{id}/integrations", tag = "integrations",
+#[utoipa::path(get, operation_id = "listIntegrations", path = "/v1/workspaces/{id}/integrations", tag = "integrations",
     responses((status = 200, body = List<IntegrationView>), (status = 404, body = ProblemDocument)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -118,7 +118,7 @@ pub async fn list(
 }
 
 /// Records which key an integration uses.
-#[utoipa::path(post, path = "/v1/workspaces/{id}/integrations", tag = "integrations", request_body = CreateIntegration,
+#[utoipa::path(post, operation_id = "createIntegration", path = "/v1/workspaces/{id}/integrations", tag = "integrations", request_body = CreateIntegration,
     responses((status = 201, body = IntegrationView), (status = 400, body = ProblemDocument), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
 pub async fn create(
     State(state): State<AppState>,
@@ -141,7 +141,7 @@ pub async fn create(
 }
 
 /// One integration; a JavaScript snippet's includes the code to paste.
-#[utoipa::path(get, path = "/v1/integrations/{id}", tag = "integrations",
+#[utoipa::path(get, operation_id = "getIntegration", path = "/v1/integrations/{id}", tag = "integrations",
     responses((status = 200, body = IntegrationView), (status = 404, body = ProblemDocument)))]
 pub async fn get(
     State(state): State<AppState>,
@@ -153,7 +153,7 @@ pub async fn get(
 }
 
 /// Renames an integration or moves it to another key.
-#[utoipa::path(patch, path = "/v1/integrations/{id}", tag = "integrations", request_body = UpdateIntegration,
+#[utoipa::path(patch, operation_id = "updateIntegration", path = "/v1/integrations/{id}", tag = "integrations", request_body = UpdateIntegration,
     responses((status = 200, body = IntegrationView), (status = 400, body = ProblemDocument), (status = 404, body = ProblemDocument)))]
 pub async fn update(
     State(state): State<AppState>,
@@ -176,7 +176,7 @@ pub async fn update(
 }
 
 /// Removes an integration (its key stays).
-#[utoipa::path(delete, path = "/v1/integrations/{id}", tag = "integrations",
+#[utoipa::path(delete, operation_id = "deleteIntegration", path = "/v1/integrations/{id}", tag = "integrations",
     responses((status = 204), (status = 404, body = ProblemDocument)))]
 pub async fn delete(
     State(state): State<AppState>,

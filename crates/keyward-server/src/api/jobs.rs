@@ -312,7 +312,7 @@ impl From<Job> for JobView {
 /// Starts a bulk operation; answers at once with the queued job. Watch it
 /// with `GET /v1/jobs/{id}`; a `rotate_keys` job's new secrets are then at
 /// `GET /v1/jobs/{id}/secrets`.
-#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = StartJob,
+#[utoipa::path(post, operation_id = "createJob", path = "/v1/jobs", tag = "jobs", request_body = StartJob,
     params(("Idempotency-Key" = Option<String>, Header)),
     responses((status = 202, body = JobView), (status = 400, body = ProblemDocument), (status = 404, body = ProblemDocument)))]
 pub async fn create(
@@ -345,9 +345,9 @@ pub async fn create(
 }
 
 /// The account's jobs, oldest first, or newest first with `order=desc`.
-#[utoipa::path(get, path = "/v1/jobs", tag = "jobs",
+#[utoipa::path(get, operation_id = "listJobs", path = "/v1/jobs", tag = "jobs",
     params(("order" = Option<String>, Query, description = "`asc` (the default: oldest first) or `desc` (newest first)"),
-        ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+        crate::extract::PageQuery),
     responses((status = 200, body = List<JobView>), (status = 400, body = ProblemDocument)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -363,7 +363,7 @@ pub async fn list(
 }
 
 /// One job: status, progress and result.
-#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs",
+#[utoipa::path(get, operation_id = "getJob", path = "/v1/jobs/{id}", tag = "jobs",
     responses((status = 200, body = JobView), (status = 404, body = ProblemDocument)))]
 pub async fn get(
     State(state): State<AppState>,
@@ -379,8 +379,8 @@ pub async fn get(
 /// id; each is encrypted to the recipient the job was started with, and
 /// never stored or shown in the clear. Available as the job runs (the keys
 /// rotated so far) and after; empty for other kinds of job.
-#[utoipa::path(get, path = "/v1/jobs/{id}/secrets", tag = "jobs",
-    params(("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+#[utoipa::path(get, operation_id = "listJobSecrets", path = "/v1/jobs/{id}/secrets", tag = "jobs",
+    params(crate::extract::PageQuery),
     responses((status = 200, body = List<JobSecretView>), (status = 404, body = ProblemDocument)))]
 pub async fn secrets(
     State(state): State<AppState>,
@@ -399,7 +399,7 @@ pub async fn secrets(
 /// gzip-compressed CSV or NDJSON (`Content-Disposition` names it). Streamed
 /// part by part as the job stored it. Kept 7 days after the job ran. Each
 /// download is audited (`job.export_downloaded`).
-#[utoipa::path(get, path = "/v1/jobs/{id}/export", tag = "jobs",
+#[utoipa::path(get, operation_id = "exportJob", path = "/v1/jobs/{id}/export", tag = "jobs",
     responses(
         (status = 200, description = "The export, gzip-compressed", content_type = "application/gzip", body = String),
         (status = 404, body = ProblemDocument),

@@ -298,10 +298,10 @@ async fn environment_tag(
 }
 
 /// Lists a workspace's keys, optionally filtered by environment and status.
-#[utoipa::path(get, path = "/v1/workspaces/{id}/keys", tag = "keys",
+#[utoipa::path(get, operation_id = "listKeys", path = "/v1/workspaces/{id}/keys", tag = "keys",
     params(("environment" = Option<String>, Query), ("status" = Option<KeyStatus>, Query),
            ("kind" = Option<KeyKind>, Query),
-           ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+           crate::extract::PageQuery),
     responses((status = 200, body = List<KeyView>), (status = 404, body = ProblemDocument)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -345,7 +345,7 @@ pub async fn list(
 }
 
 /// Issues a key. The response carries the secret; it is never shown again.
-#[utoipa::path(post, path = "/v1/workspaces/{id}/keys", tag = "keys", request_body = CreateKey,
+#[utoipa::path(post, operation_id = "createKey", path = "/v1/workspaces/{id}/keys", tag = "keys", request_body = CreateKey,
     params(("Idempotency-Key" = Option<String>, Header)),
     responses((status = 201, body = CreatedKey), (status = 400, body = ProblemDocument), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
 pub async fn create(
@@ -409,7 +409,7 @@ pub struct ImportedKey {
 /// Creates keys issued by another system from their hashes, so its
 /// clients keep their keys when the platform moves to Keyward. The
 /// deployment must verify imported keys (`--accept-imported-keys`).
-#[utoipa::path(post, path = "/v1/workspaces/{id}/keys/import", tag = "keys",
+#[utoipa::path(post, operation_id = "importKeys", path = "/v1/workspaces/{id}/keys/import", tag = "keys",
     request_body = ImportKeys,
     responses((status = 201, body = List<KeyView>), (status = 400, body = ProblemDocument),
         (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
@@ -551,7 +551,7 @@ fn validated_new_key(who: &Principal, workspace_id: String, r: CreateKey) -> Api
 }
 
 /// One key.
-#[utoipa::path(get, path = "/v1/keys/{id}", tag = "keys",
+#[utoipa::path(get, operation_id = "getKey", path = "/v1/keys/{id}", tag = "keys",
     responses((status = 200, body = KeyView), (status = 404, body = ProblemDocument)))]
 pub async fn get(
     State(state): State<AppState>,
@@ -563,7 +563,7 @@ pub async fn get(
 }
 
 /// Every report of the key's secret found in public, newest first.
-#[utoipa::path(get, path = "/v1/keys/{id}/leaks", tag = "keys",
+#[utoipa::path(get, operation_id = "listKeyLeaks", path = "/v1/keys/{id}/leaks", tag = "keys",
     responses((status = 200, body = List<KeyLeakView>), (status = 404, body = ProblemDocument)))]
 pub async fn leaks(
     State(state): State<AppState>,
@@ -577,7 +577,7 @@ pub async fn leaks(
 }
 
 /// Changes a key's name, permissions, rate limit, expiry, customer, allowed IPs or meta.
-#[utoipa::path(patch, path = "/v1/keys/{id}", tag = "keys", request_body = UpdateKey,
+#[utoipa::path(patch, operation_id = "updateKey", path = "/v1/keys/{id}", tag = "keys", request_body = UpdateKey,
     responses((status = 200, body = KeyView), (status = 400, body = ProblemDocument), (status = 404, body = ProblemDocument)))]
 pub async fn update(
     State(state): State<AppState>,
@@ -644,7 +644,7 @@ fn validated_patch(r: UpdateKey) -> ApiResult<KeyPatch> {
 
 /// Adds to or sets a metered key's balance (a customer bought more, a
 /// support refund). Audited as `key.credits_changed`.
-#[utoipa::path(post, path = "/v1/keys/{id}/credits", tag = "keys", request_body = ChangeCredits,
+#[utoipa::path(post, operation_id = "changeKeyCredits", path = "/v1/keys/{id}/credits", tag = "keys", request_body = ChangeCredits,
     responses((status = 200, body = KeyView), (status = 400, body = ProblemDocument),
         (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
 pub async fn change_credits(
@@ -685,7 +685,7 @@ async fn set_status(
 }
 
 /// Disables a key (status `inactive`); reversible with enable.
-#[utoipa::path(post, path = "/v1/keys/{id}/disable", tag = "keys",
+#[utoipa::path(post, operation_id = "disableKey", path = "/v1/keys/{id}/disable", tag = "keys",
     responses((status = 200, body = KeyView), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
 pub async fn disable(
     State(state): State<AppState>,
@@ -696,7 +696,7 @@ pub async fn disable(
 }
 
 /// Re-enables a disabled key.
-#[utoipa::path(post, path = "/v1/keys/{id}/enable", tag = "keys",
+#[utoipa::path(post, operation_id = "enableKey", path = "/v1/keys/{id}/enable", tag = "keys",
     responses((status = 200, body = KeyView), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
 pub async fn enable(
     State(state): State<AppState>,
@@ -708,7 +708,7 @@ pub async fn enable(
 
 /// Revokes a key for good; its history stays. Refused for the workspace's
 /// last active ingest key, and while integrations use the key unless `force`.
-#[utoipa::path(post, path = "/v1/keys/{id}/revoke", tag = "keys", request_body(content = Option<RevokeKey>),
+#[utoipa::path(post, operation_id = "revokeKey", path = "/v1/keys/{id}/revoke", tag = "keys", request_body(content = Option<RevokeKey>),
     responses((status = 200, body = KeyView), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
 pub async fn revoke(
     State(state): State<AppState>,
@@ -725,7 +725,7 @@ pub async fn revoke(
 
 /// Issues a new secret for the key — same id, name, permissions and
 /// configuration. With `grace_seconds` the old secret keeps working that long.
-#[utoipa::path(post, path = "/v1/keys/{id}/rotate", tag = "keys", request_body(content = Option<RotateKey>),
+#[utoipa::path(post, operation_id = "rotateKey", path = "/v1/keys/{id}/rotate", tag = "keys", request_body(content = Option<RotateKey>),
     params(("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, body = CreatedKey), (status = 400, body = ProblemDocument), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
 pub async fn rotate(
@@ -762,7 +762,7 @@ pub async fn rotate(
 }
 
 /// Stops the old secret of a rotation now, before its grace period ends.
-#[utoipa::path(post, path = "/v1/keys/{id}/end-grace", tag = "keys",
+#[utoipa::path(post, operation_id = "endKeyGrace", path = "/v1/keys/{id}/end-grace", tag = "keys",
     responses((status = 200, body = KeyView), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
 pub async fn end_grace(
     State(state): State<AppState>,
@@ -778,7 +778,7 @@ pub async fn end_grace(
 
 /// Deletes a key for good once its name is repeated. Its request logs and
 /// audit history stay.
-#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", request_body = DeleteKey,
+#[utoipa::path(delete, operation_id = "deleteKey", path = "/v1/keys/{id}", tag = "keys", request_body = DeleteKey,
     responses((status = 204), (status = 400, body = ProblemDocument), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
 pub async fn delete(
     State(state): State<AppState>,

@@ -129,13 +129,13 @@ pub(crate) fn filter_from_params(params: &Map<String, Value>) -> ApiResult<Reque
 }
 
 /// Lists the account's request logs, newest first.
-#[utoipa::path(get, path = "/v1/logs", tag = "logs",
+#[utoipa::path(get, operation_id = "listRequestLogs", path = "/v1/logs", tag = "logs",
     params(("key_id" = Option<String>, Query), ("workspace_id" = Option<String>, Query),
            ("code" = Option<String>, Query, description = "A verification code; `outcome` is an alias"),
            ("environment" = Option<String>, Query),
            ("from" = Option<String>, Query, description = "RFC 3339, inclusive"),
            ("to" = Option<String>, Query, description = "RFC 3339, exclusive"),
-           ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+           crate::extract::PageQuery),
     responses((status = 200, body = List<RequestLogView>), (status = 400, body = ProblemDocument)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -152,13 +152,13 @@ pub async fn list(
 }
 
 /// Lists one key's request logs, newest first — also after the key was deleted.
-#[utoipa::path(get, path = "/v1/keys/{id}/logs", tag = "logs",
+#[utoipa::path(get, operation_id = "listKeyRequestLogs", path = "/v1/keys/{id}/logs", tag = "logs",
     params(("id" = String, Path), ("workspace_id" = Option<String>, Query),
            ("code" = Option<String>, Query, description = "A verification code; `outcome` is an alias"),
            ("environment" = Option<String>, Query),
            ("from" = Option<String>, Query, description = "RFC 3339, inclusive"),
            ("to" = Option<String>, Query, description = "RFC 3339, exclusive"),
-           ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+           crate::extract::PageQuery),
     responses((status = 200, body = List<RequestLogView>), (status = 400, body = ProblemDocument)))]
 pub async fn list_for_key(
     State(state): State<AppState>,

@@ -31,7 +31,7 @@ pub struct CreateMember {
 }
 
 /// The account's members.
-#[utoipa::path(get, path = "/v1/members", tag = "members",
+#[utoipa::path(get, operation_id = "listMembers", path = "/v1/members", tag = "members",
     responses((status = 200, body = List<MemberView>)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -71,7 +71,7 @@ pub struct CreatedMember {
 /// Adds a member. Only owners may add owners. A person new to Keyward gets
 /// an invitation link to choose a password (there is no email delivery:
 /// pass the link on).
-#[utoipa::path(post, path = "/v1/members", tag = "members", request_body = CreateMember,
+#[utoipa::path(post, operation_id = "addMember", path = "/v1/members", tag = "members", request_body = CreateMember,
     responses((status = 201, body = CreatedMember), (status = 400, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
 pub async fn create(
     State(state): State<AppState>,
@@ -147,7 +147,7 @@ async fn require_owner(state: &AppState, who: &Principal, action: &str) -> ApiRe
 /// owner role; the account's last owner cannot be demoted (409
 /// `last_owner`). A member's management tokens follow at once: they never
 /// hold more than the member does.
-#[utoipa::path(patch, path = "/v1/members/{id}", tag = "members", request_body = UpdateMember,
+#[utoipa::path(patch, operation_id = "updateMember", path = "/v1/members/{id}", tag = "members", request_body = UpdateMember,
     responses((status = 200, body = MemberView), (status = 400, body = ProblemDocument),
               (status = 403, body = ProblemDocument), (status = 404, body = ProblemDocument),
               (status = 409, body = ProblemDocument)))]
@@ -180,7 +180,7 @@ pub async fn update(
 /// Removes a member from the account; their management tokens stop working
 /// at once. Only owners may remove an owner, and the last owner cannot be
 /// removed (409 `last_owner`).
-#[utoipa::path(delete, path = "/v1/members/{id}", tag = "members",
+#[utoipa::path(delete, operation_id = "removeMember", path = "/v1/members/{id}", tag = "members",
     responses((status = 204), (status = 403, body = ProblemDocument),
               (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
 pub async fn delete(

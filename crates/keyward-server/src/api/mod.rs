@@ -8,6 +8,7 @@ pub(crate) mod jobs;
 pub(crate) mod keys;
 pub(crate) mod logs;
 pub(crate) mod members;
+mod openapi;
 pub(crate) mod permissions;
 pub(crate) mod secret_scanning;
 pub(crate) mod tokens;
@@ -141,10 +142,12 @@ fn verify_routes() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI 3.1 document served at `/v1/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    management_routes()
-        .merge(verify_routes())
-        .split_for_parts()
-        .1
+    let mut document = management_routes().split_for_parts().1;
+    openapi::complete(&mut document, openapi::Layers::Management);
+    let mut verify = verify_routes().split_for_parts().1;
+    openapi::complete(&mut verify, openapi::Layers::Verify);
+    document.merge(verify);
+    document
 }
 
 pub fn router(state: AppState) -> Router {

@@ -25,7 +25,7 @@ pub struct CreatePermission {
 }
 
 /// The catalog.
-#[utoipa::path(get, path = "/v1/permissions", tag = "permissions",
+#[utoipa::path(get, operation_id = "listPermissions", path = "/v1/permissions", tag = "permissions",
     responses((status = 200, body = List<PermissionView>)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -38,7 +38,7 @@ pub async fn list(
 }
 
 /// Adds a permission to the catalog.
-#[utoipa::path(post, path = "/v1/permissions", tag = "permissions", request_body = CreatePermission,
+#[utoipa::path(post, operation_id = "createPermission", path = "/v1/permissions", tag = "permissions", request_body = CreatePermission,
     responses((status = 201, body = PermissionView), (status = 409, body = ProblemDocument)))]
 pub async fn create(
     State(state): State<AppState>,
@@ -65,7 +65,7 @@ pub async fn create(
 }
 
 /// Removes a permission no key holds.
-#[utoipa::path(delete, path = "/v1/permissions/{name}", tag = "permissions",
+#[utoipa::path(delete, operation_id = "deletePermission", path = "/v1/permissions/{name}", tag = "permissions",
     responses((status = 204), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
 pub async fn delete(
     State(state): State<AppState>,

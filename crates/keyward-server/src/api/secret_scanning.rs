@@ -10,11 +10,11 @@
 
 use crate::AppState;
 use crate::auth::peer_ip;
-use crate::extract::parse_json;
+use crate::extract::{RawBody, parse_json};
 use crate::problem::{ApiResult, Problem, ProblemDocument};
 use crate::telemetry as m;
 use axum::Json;
-use axum::body::Bytes;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -61,7 +61,7 @@ pub enum Label {
 
 /// Receives GitHub's secret scanning alerts (enabled with
 /// `keyward serve --github-secret-scanning`).
-#[utoipa::path(post, path = "/v1/secret-scanning/github", tag = "secret-scanning",
+#[utoipa::path(post, operation_id = "receiveGithubSecretAlerts", path = "/v1/secret-scanning/github", tag = "secret-scanning",
     security(()),
     params(
         ("GitHub-Public-Key-Identifier" = String, Header, description = "The GitHub key the alert is signed with"),
@@ -69,12 +69,13 @@ pub enum Label {
     ),
     request_body = Vec<GithubMatch>,
     responses((status = 200, body = Vec<GithubLabel>), (status = 400, body = ProblemDocument),
-        (status = 401, body = ProblemDocument), (status = 404, body = ProblemDocument),
+        (status = 401, body = ProblemDocument, description = "The signature is missing, or not GitHub's."),
+        (status = 404, body = ProblemDocument, description = "This deployment does not take GitHub's alerts (`--github-secret-scanning`)."),
         (status = 503, body = ProblemDocument)))]
 pub async fn github(
     State(state): State<AppState>,
     parts: Parts,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> ApiResult<Json<Vec<GithubLabel>>> {
     let Some(keys) = &state.github_keys else {
         return Err(Problem::new(

@@ -40,7 +40,7 @@ pub struct CreatedManagementToken {
 }
 
 /// The account's management tokens.
-#[utoipa::path(get, path = "/v1/management-tokens", tag = "management-tokens",
+#[utoipa::path(get, operation_id = "listManagementTokens", path = "/v1/management-tokens", tag = "management-tokens",
     responses((status = 200, body = List<ManagementTokenView>)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -55,7 +55,7 @@ pub async fn list(
 }
 
 /// Creates a token for a member, with permissions that member holds.
-#[utoipa::path(post, path = "/v1/management-tokens", tag = "management-tokens", request_body = CreateManagementToken,
+#[utoipa::path(post, operation_id = "createManagementToken", path = "/v1/management-tokens", tag = "management-tokens", request_body = CreateManagementToken,
     responses((status = 201, body = CreatedManagementToken), (status = 400, body = ProblemDocument), (status = 404, body = ProblemDocument)))]
 pub async fn create(
     State(state): State<AppState>,
@@ -109,7 +109,7 @@ pub async fn create(
 }
 
 /// Revokes a token at once.
-#[utoipa::path(delete, path = "/v1/management-tokens/{id}", tag = "management-tokens",
+#[utoipa::path(delete, operation_id = "deleteManagementToken", path = "/v1/management-tokens/{id}", tag = "management-tokens",
     responses((status = 204), (status = 404, body = ProblemDocument)))]
 pub async fn delete(
     State(state): State<AppState>,

@@ -103,7 +103,7 @@ const MAX_ORIGIN_LEN: usize = 2048;
 /// Needs a management token holding `keys:verify`, except on the private
 /// verify listener (`keyward serve --verify-listen`), which answers for one
 /// account without a token.
-#[utoipa::path(post, path = "/v1/verify", tag = "verify", request_body = VerifyRequest,
+#[utoipa::path(post, operation_id = "verifyKey", path = "/v1/verify", tag = "verify", request_body = VerifyRequest,
     responses((status = 200, body = VerdictBody), (status = 400, body = ProblemDocument), (status = 401, body = ProblemDocument),
               (status = 403, body = ProblemDocument), (status = 503, body = ProblemDocument)))]
 pub async fn verify(

@@ -79,8 +79,8 @@ fn environments_of(request: &CreateWorkspace) -> ApiResult<Vec<(String, String)>
 }
 
 /// Lists the account's workspaces.
-#[utoipa::path(get, path = "/v1/workspaces", tag = "workspaces",
-    params(("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+#[utoipa::path(get, operation_id = "listWorkspaces", path = "/v1/workspaces", tag = "workspaces",
+    params(crate::extract::PageQuery),
     responses((status = 200, body = List<WorkspaceView>), (status = 401, body = ProblemDocument)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -95,7 +95,7 @@ pub async fn list(
 }
 
 /// Creates a workspace with its environments.
-#[utoipa::path(post, path = "/v1/workspaces", tag = "workspaces", request_body = CreateWorkspace,
+#[utoipa::path(post, operation_id = "createWorkspace", path = "/v1/workspaces", tag = "workspaces", request_body = CreateWorkspace,
     params(("Idempotency-Key" = Option<String>, Header)),
     responses((status = 201, body = WorkspaceView), (status = 400, body = ProblemDocument)))]
 pub async fn create(
@@ -132,7 +132,7 @@ pub async fn create(
 }
 
 /// One workspace with its environments.
-#[utoipa::path(get, path = "/v1/workspaces/{id}", tag = "workspaces",
+#[utoipa::path(get, operation_id = "getWorkspace", path = "/v1/workspaces/{id}", tag = "workspaces",
     responses((status = 200, body = WorkspaceView), (status = 404, body = ProblemDocument)))]
 pub async fn get(
     State(state): State<AppState>,
@@ -151,7 +151,7 @@ pub async fn get(
 }
 
 /// Renames a workspace.
-#[utoipa::path(patch, path = "/v1/workspaces/{id}", tag = "workspaces", request_body = UpdateWorkspace,
+#[utoipa::path(patch, operation_id = "updateWorkspace", path = "/v1/workspaces/{id}", tag = "workspaces", request_body = UpdateWorkspace,
     responses((status = 200, body = WorkspaceView), (status = 404, body = ProblemDocument)))]
 pub async fn update(
     State(state): State<AppState>,
@@ -168,7 +168,7 @@ pub async fn update(
 }
 
 /// Deletes a workspace with its environments and keys.
-#[utoipa::path(delete, path = "/v1/workspaces/{id}", tag = "workspaces",
+#[utoipa::path(delete, operation_id = "deleteWorkspace", path = "/v1/workspaces/{id}", tag = "workspaces",
     responses((status = 204), (status = 404, body = ProblemDocument)))]
 pub async fn delete(
     State(state): State<AppState>,
@@ -183,7 +183,7 @@ pub async fn delete(
 }
 
 /// The workspace's environments.
-#[utoipa::path(get, path = "/v1/workspaces/{id}/environments", tag = "workspaces",
+#[utoipa::path(get, operation_id = "listEnvironments", path = "/v1/workspaces/{id}/environments", tag = "workspaces",
     responses((status = 200, body = List<EnvironmentView>), (status = 404, body = ProblemDocument)))]
 pub async fn list_environments(
     State(state): State<AppState>,
@@ -198,7 +198,7 @@ pub async fn list_environments(
 }
 
 /// Adds an environment to the workspace.
-#[utoipa::path(post, path = "/v1/workspaces/{id}/environments", tag = "workspaces", request_body = EnvironmentSpec,
+#[utoipa::path(post, operation_id = "createEnvironment", path = "/v1/workspaces/{id}/environments", tag = "workspaces", request_body = EnvironmentSpec,
     responses((status = 201, body = EnvironmentView), (status = 409, body = ProblemDocument)))]
 pub async fn create_environment(
     State(state): State<AppState>,

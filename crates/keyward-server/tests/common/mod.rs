@@ -51,7 +51,7 @@ pub struct TestServer {
     pub app: EmbeddedApp,
     pub owner: Tenant,
     pub store: Arc<dyn Store>,
-    client: reqwest::Client,
+    pub client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     db: TestDatabase,
 }
