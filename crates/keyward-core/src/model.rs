@@ -292,7 +292,9 @@ impl<'de> Deserialize<'de> for PermissionName {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitPolicy {
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1_000_000_000))]
     pub limit: u32,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 86_400))]
     pub window_seconds: u32,
 }
 

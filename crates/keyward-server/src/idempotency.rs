@@ -13,7 +13,7 @@ use crate::extract::MAX_BODY_BYTES;
 use crate::problem::Problem;
 use axum::body::{Body, to_bytes};
 use axum::extract::{FromRequestParts, Request, State};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use keyward_store::IdempotencyClaim;
@@ -33,14 +33,16 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
 }
 
 async fn handle(state: AppState, request: Request, next: Next) -> Result<Response, Problem> {
-    let Some(idempotency_key) = applicable_key(&request)? else {
+    if request.method() != Method::POST || !request.headers().contains_key(HEADER) {
         return Ok(next.run(request).await);
-    };
+    }
     let (mut parts, body) = request.into_parts();
     let Ok(principal) = Principal::from_request_parts(&mut parts, &state).await else {
-        // Let the handler answer with the authentication problem.
+        // Let the handler answer with the authentication problem: a caller
+        // without a valid token learns nothing about its header first.
         return Ok(next.run(Request::from_parts(parts, body)).await);
     };
+    let idempotency_key = valid_key(&parts.headers)?;
     let body = to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
         Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -75,21 +77,15 @@ async fn handle(state: AppState, request: Request, next: Next) -> Result<Respons
     }
 }
 
-/// The key, for POSTs that carry one; verification is exempt because it
-/// changes nothing a replay could protect.
-fn applicable_key(request: &Request) -> Result<Option<String>, Problem> {
-    // (`/v1/verify` is routed outside this layer.)
-    if request.method() != Method::POST {
-        return Ok(None);
-    }
-    let Some(value) = request.headers().get(HEADER) else {
-        return Ok(None);
-    };
-    value
-        .to_str()
-        .ok()
+/// The request's key, if it is one this layer accepts. Verification is
+/// exempt from the layer (routed outside it) because it changes nothing a
+/// replay could protect.
+fn valid_key(headers: &HeaderMap) -> Result<String, Problem> {
+    headers
+        .get(HEADER)
+        .and_then(|value| value.to_str().ok())
         .filter(|k| (1..=MAX_KEY_LEN).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
-        .map(|k| Some(k.to_owned()))
+        .map(str::to_owned)
         .ok_or_else(|| {
             Problem::invalid(
                 "Idempotency-Key",

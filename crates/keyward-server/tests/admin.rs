@@ -930,8 +930,8 @@ async fn every_documented_route_exists(s: TestServer) {
 
 /// Every documented operation is served, and answers only what the document
 /// says it may, in the media type it says: with the owner's token and a
-/// minimal body, without a token, with a body that is not JSON, and with a
-/// `limit` out of range. Unknown ids stand in for the path parameters.
+/// minimal body, without a token, with a body that is not JSON, with a bad
+/// `Idempotency-Key` and with a `limit` out of range. Unknown ids stand in for the path parameters.
 async fn every_answer_is_documented(s: TestServer) {
     let doc: Value = reqwest::get(format!("{}/v1/openapi.json", s.base))
         .await
@@ -964,9 +964,11 @@ async fn every_answer_is_documented(s: TestServer) {
                 "{method} {concrete}: {body}"
             );
             if operation.get("security") != Some(&json!([{}])) {
+                // Authentication comes first, before any other header is judged.
                 let response = s
                     .client
                     .request(method.clone(), format!("{}{concrete}", s.base))
+                    .header("Idempotency-Key", "not printable ascii")
                     .json(&json!({}))
                     .send()
                     .await
@@ -991,6 +993,27 @@ async fn every_answer_is_documented(s: TestServer) {
                 assert_eq!(
                     response.status(),
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "{method} {concrete}"
+                );
+                check.documents(response).await;
+            }
+            let idempotent = operation["parameters"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["name"] == "Idempotency-Key"));
+            if idempotent {
+                let header = [("Idempotency-Key", "not printable ascii")];
+                let response = s
+                    .send(
+                        &s.owner.token,
+                        method.clone(),
+                        &concrete,
+                        Some(json!({})),
+                        &header,
+                    )
+                    .await;
+                assert_eq!(
+                    response.status(),
+                    StatusCode::BAD_REQUEST,
                     "{method} {concrete}"
                 );
                 check.documents(response).await;

@@ -23,6 +23,7 @@ type Auth = Authorized<ManageCredentials>;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateIntegration {
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     pub kind: IntegrationKind,
     /// The key it uses: a publishable key for `javascript_snippet`, an ingest
@@ -33,6 +34,7 @@ pub struct CreateIntegration {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateIntegration {
+    #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
     /// Move the integration to another key of its workspace.
     pub key_id: Option<String>,

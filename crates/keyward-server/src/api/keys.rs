@@ -40,8 +40,10 @@ pub(super) const MAX_GRACE_SECONDS: u32 = 7 * 24 * 60 * 60;
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     /// Unique within the workspace, e.g. "Main Website Integration".
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     /// The environment's name; the key works there only.
+    #[schema(pattern = "^[a-z][a-z0-9-]{0,31}$")]
     pub environment: String,
     #[serde(default)]
     pub kind: KeyKind,
@@ -96,6 +98,7 @@ pub struct ChangeCredits {
 #[derive(Debug, Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateKey {
+    #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
     #[schema(value_type = Option<Vec<String>>)]
     pub permissions: Option<Vec<PermissionName>>,

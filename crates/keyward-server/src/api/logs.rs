@@ -131,7 +131,7 @@ pub(crate) fn filter_from_params(params: &Map<String, Value>) -> ApiResult<Reque
 /// Lists the account's request logs, newest first.
 #[utoipa::path(get, operation_id = "listRequestLogs", path = "/v1/logs", tag = "logs",
     params(("key_id" = Option<String>, Query), ("workspace_id" = Option<String>, Query),
-           ("code" = Option<String>, Query, description = "A verification code; `outcome` is an alias"),
+           ("code" = Option<keyward_core::verify::Code>, Query, description = "A verification code; `outcome` is an alias"),
            ("environment" = Option<String>, Query),
            ("from" = Option<String>, Query, description = "RFC 3339, inclusive"),
            ("to" = Option<String>, Query, description = "RFC 3339, exclusive"),
@@ -154,7 +154,7 @@ pub async fn list(
 /// Lists one key's request logs, newest first — also after the key was deleted.
 #[utoipa::path(get, operation_id = "listKeyRequestLogs", path = "/v1/keys/{id}/logs", tag = "logs",
     params(("id" = String, Path), ("workspace_id" = Option<String>, Query),
-           ("code" = Option<String>, Query, description = "A verification code; `outcome` is an alias"),
+           ("code" = Option<keyward_core::verify::Code>, Query, description = "A verification code; `outcome` is an alias"),
            ("environment" = Option<String>, Query),
            ("from" = Option<String>, Query, description = "RFC 3339, inclusive"),
            ("to" = Option<String>, Query, description = "RFC 3339, exclusive"),

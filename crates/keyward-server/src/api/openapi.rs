@@ -137,7 +137,7 @@ fn add_shared_answers(method: &str, operation: &mut Operation, layers: Layers) {
     if authenticated {
         shared.extend([StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN]);
     }
-    if has_body || has_query {
+    if has_body || has_query || idempotent {
         shared.push(StatusCode::BAD_REQUEST);
     }
     if has_body {
@@ -185,7 +185,8 @@ fn declare_idempotency_key(operation: &mut Operation) {
                 ObjectBuilder::new()
                     .schema_type(Type::String)
                     .min_length(Some(1))
-                    .max_length(Some(crate::idempotency::MAX_KEY_LEN)),
+                    .max_length(Some(crate::idempotency::MAX_KEY_LEN))
+                    .pattern(Some("^[!-~]+$")), // printable ASCII
             ))
             .build(),
     );
@@ -244,7 +245,10 @@ fn describe(status: &str) -> &'static str {
         "201" => "Created.",
         "202" => "Accepted: the job runs in the background.",
         "204" => "Done; no content.",
-        "400" => "Invalid input: the problem's `field` names the parameter or body field at fault.",
+        "400" => {
+            "Invalid input: the problem's `field` names the parameter, header or body field \
+             at fault."
+        }
         "401" => "No management token, or one that is malformed, expired, revoked or unknown.",
         "403" => "The token, or the member it acts for, lacks the account permission this needs.",
         "404" => "No such object in this account.",

@@ -66,7 +66,9 @@ pub async fn create(
 
 /// Removes a permission no key holds.
 #[utoipa::path(delete, operation_id = "deletePermission", path = "/v1/permissions/{name}", tag = "permissions",
-    responses((status = 204), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
+    responses((status = 204),
+        (status = 400, body = ProblemDocument, description = "`name` is not a permission name."),
+        (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
 pub async fn delete(
     State(state): State<AppState>,
     Authorized(who, _): Auth,

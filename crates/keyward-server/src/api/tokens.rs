@@ -22,6 +22,7 @@ type Auth = Authorized<ManageMembers>;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateManagementToken {
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     pub permissions: Vec<AccountPermission>,
     /// The member the token acts for; the caller's own member by default.
@@ -34,8 +35,10 @@ pub struct CreateManagementToken {
 pub struct CreatedManagementToken {
     pub token: ManagementTokenView,
     /// Shown once; only its hash is kept.
+    /// `null` in an idempotent replay (`Idempotent-Replayed: true`): the
+    /// secret is never stored, so a replay cannot show it again.
     #[serde(serialize_with = "super::views::reveal_once")]
-    #[schema(value_type = String)]
+    #[schema(value_type = Option<String>, required = true)]
     pub secret: Secret,
 }
 

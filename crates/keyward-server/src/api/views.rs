@@ -65,8 +65,10 @@ impl From<store::Environment> for EnvironmentView {
 pub struct CreatedKey {
     pub key: KeyView,
     /// Store it now: Keyward keeps only its hash.
+    /// `null` in an idempotent replay (`Idempotent-Replayed: true`): the
+    /// secret is never stored, so a replay cannot show it again.
     #[serde(serialize_with = "reveal_once")]
-    #[schema(value_type = String)]
+    #[schema(value_type = Option<String>, required = true)]
     pub secret: Secret,
 }
 

@@ -32,6 +32,7 @@ pub struct EnvironmentSpec {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWorkspace {
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     /// Defaults to production (`live`), staging (`stg`) and development (`dev`).
     pub environments: Option<Vec<EnvironmentSpec>>,
@@ -40,6 +41,7 @@ pub struct CreateWorkspace {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateWorkspace {
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
 }
 
@@ -199,7 +201,7 @@ pub async fn list_environments(
 
 /// Adds an environment to the workspace.
 #[utoipa::path(post, operation_id = "createEnvironment", path = "/v1/workspaces/{id}/environments", tag = "workspaces", request_body = EnvironmentSpec,
-    responses((status = 201, body = EnvironmentView), (status = 409, body = ProblemDocument)))]
+    responses((status = 201, body = EnvironmentView), (status = 404, body = ProblemDocument), (status = 409, body = ProblemDocument)))]
 pub async fn create_environment(
     State(state): State<AppState>,
     Authorized(who, _): Auth,
