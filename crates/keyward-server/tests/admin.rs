@@ -963,75 +963,53 @@ async fn every_answer_is_documented(s: TestServer) {
                 body["code"] != "route_not_found" && body["code"] != "method_not_allowed",
                 "{method} {concrete}: {body}"
             );
-            if operation.get("security") != Some(&json!([{}])) {
-                // Authentication comes first, before any other header is judged.
-                let response = s
-                    .client
+            let request = || {
+                s.client
                     .request(method.clone(), format!("{}{concrete}", s.base))
-                    .header("Idempotency-Key", "not printable ascii")
-                    .json(&json!({}))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(
-                    response.status(),
+            };
+            let with_token = || request().bearer_auth(&s.owner.token);
+            let declares = |name: &str| {
+                operation["parameters"]
+                    .as_array()
+                    .is_some_and(|ps| ps.iter().any(|p| p["name"] == name))
+            };
+            let bad_key = "not printable ascii";
+            let probes = [
+                (
+                    "no token (authentication comes before any other header)",
+                    operation.get("security") != Some(&json!([{}])),
+                    request()
+                        .header("Idempotency-Key", bad_key)
+                        .json(&json!({})),
                     StatusCode::UNAUTHORIZED,
-                    "{method} {concrete}"
-                );
-                check.documents(response).await;
-            }
-            if operation["responses"].get("415").is_some() {
-                let response = s
-                    .client
-                    .request(method.clone(), format!("{}{concrete}", s.base))
-                    .bearer_auth(&s.owner.token)
-                    .header("Content-Type", "text/plain")
-                    .body("{}")
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(
-                    response.status(),
+                ),
+                (
+                    "a body that is not JSON",
+                    operation["responses"].get("415").is_some(),
+                    with_token().header("Content-Type", "text/plain").body("{}"),
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "{method} {concrete}"
-                );
-                check.documents(response).await;
-            }
-            let idempotent = operation["parameters"]
-                .as_array()
-                .is_some_and(|ps| ps.iter().any(|p| p["name"] == "Idempotency-Key"));
-            if idempotent {
-                let header = [("Idempotency-Key", "not printable ascii")];
-                let response = s
-                    .send(
-                        &s.owner.token,
-                        method.clone(),
-                        &concrete,
-                        Some(json!({})),
-                        &header,
-                    )
-                    .await;
-                assert_eq!(
-                    response.status(),
+                ),
+                (
+                    "a bad Idempotency-Key",
+                    declares("Idempotency-Key"),
+                    with_token()
+                        .header("Idempotency-Key", bad_key)
+                        .json(&json!({})),
                     StatusCode::BAD_REQUEST,
-                    "{method} {concrete}"
-                );
-                check.documents(response).await;
-            }
-            let pages = operation["parameters"]
-                .as_array()
-                .is_some_and(|ps| ps.iter().any(|p| p["name"] == "limit"));
-            if pages {
-                let limited = format!("{concrete}?limit=0");
-                let response = s
-                    .send(&s.owner.token, method.clone(), &limited, None, &[])
-                    .await;
-                assert_eq!(
-                    response.status(),
+                ),
+                (
+                    "limit=0",
+                    declares("limit"),
+                    with_token().query(&[("limit", "0")]),
                     StatusCode::BAD_REQUEST,
-                    "{method} {limited}"
-                );
-                check.documents(response).await;
+                ),
+            ];
+            for (probe, applies, request, expected) in probes {
+                if applies {
+                    let response = request.send().await.unwrap();
+                    assert_eq!(response.status(), expected, "{method} {concrete}: {probe}");
+                    check.documents(response).await;
+                }
             }
             checked += 1;
         }
