@@ -973,6 +973,20 @@ async fn a_workspaces_keys_page_past_one_page(server: TestServer) {
     assert!(!next.body.contains("Next →"));
     let back = console.get(&link_to(&next.body, "← First")).await;
     assert_eq!(rows(&back), 100);
+
+    // The workspace's own page shows the first page, says there is more,
+    // and offers every key to an integration, the 101st too.
+    let workspace = console
+        .get(&format!("/workspaces/{}", server.owner.workspace_id))
+        .await;
+    assert_eq!(rows(&workspace), 100);
+    assert!(!workspace.body.contains(">key 099</a>"), "not in the table");
+    assert!(workspace.body.contains("id=\"keys-truncated\""));
+    assert!(workspace.body.contains(&format!(
+        "href=\"/credentials?workspace={}\">page through all of them",
+        server.owner.workspace_id
+    )));
+    assert!(workspace.body.contains(">key 099 ("), "among the choices");
     assert_eq!(
         console
             .get(&format!(

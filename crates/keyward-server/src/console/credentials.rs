@@ -208,6 +208,17 @@ pub async fn keys_of(
     keys_page(state, user, workspace, &filter, first_page(PAGE)).await
 }
 
+/// Every key of a workspace, page after page (for choices that must offer
+/// all of them, beyond the first page a table shows).
+pub async fn every_key_of(
+    state: &AppState,
+    user: &ConsoleUser,
+    workspace: &str,
+) -> ApiResult<Vec<KeyView>> {
+    every_page(|page| async move { keys_page(state, user, workspace, &[], page).await.map(Json) })
+        .await
+}
+
 /// A page of a workspace's keys; `filter` holds the list's query fields
 /// (`environment`, `status`, `kind`), empty ones ignored.
 async fn keys_page(

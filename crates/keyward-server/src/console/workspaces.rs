@@ -3,7 +3,7 @@
 //! credentials available in it, and which credentials the JavaScript
 //! snippet, a Segment connection or a server uses.
 
-use super::credentials::{KeyRow, every_page, keys_of, secret_page};
+use super::credentials::{KeyRow, every_key_of, every_page, keys_of, secret_page};
 use super::page::{Chrome, page, readable, when};
 use super::session::{ConsoleForm, ConsoleUser, Flash, redirect_with};
 use super::{PageResult, authorized, redirect_after};
@@ -170,6 +170,8 @@ struct WorkspacePage {
     workspace: WorkspaceOption,
     workspaces: Vec<WorkspaceOption>,
     keys: Vec<KeyRow>,
+    /// The workspace has more keys than `keys` shows.
+    more_keys: bool,
     integrations: Vec<IntegrationRow>,
     /// (id, label) of every usable key, for a new integration.
     all_choices: Vec<(String, String)>,
@@ -207,8 +209,18 @@ async fn show(
         .find(|w| w.id == id)
         .cloned()
         .ok_or_else(|| crate::problem::Problem::not_found("workspace"))?;
-    let keys = keys_of(&state, &user, &id, "", "").await?.data;
-    let usable_keys: Vec<_> = keys
+    let first_page = keys_of(&state, &user, &id, "", "").await?;
+    let more_keys = first_page.next_cursor.is_some();
+    let keys = first_page.data;
+    // The table shows the first page; an integration may use any key.
+    let every_key = if more_keys {
+        Some(every_key_of(&state, &user, &id).await?)
+    } else {
+        None
+    };
+    let usable_keys: Vec<_> = every_key
+        .as_deref()
+        .unwrap_or(&keys)
         .iter()
         .filter(|k| matches!(k.status, KeyStatus::Active | KeyStatus::Inactive))
         .collect();
@@ -248,6 +260,7 @@ async fn show(
             .iter()
             .map(|k| KeyRow::new(k, &workspace.name))
             .collect(),
+        more_keys,
         integrations: rows,
         workspace,
         workspaces,
