@@ -45,7 +45,7 @@ struct AuditQuery {
         ("actor" = Option<String>, Query, description = "the id of the member who acted"),
         ("from" = Option<String>, Query, format = DateTime, description = "events at or after (RFC 3339)"),
         ("to" = Option<String>, Query, format = DateTime, description = "events before (RFC 3339)"),
-        ("order" = Option<String>, Query, description = "`asc` (the default: oldest first, the chain's order) or `desc` (newest first)"),
+        ("order" = Option<String>, Query, pattern = "^(asc|desc)$", description = "`asc` (the default: oldest first, the chain's order) or `desc` (newest first)"),
         crate::extract::PageQuery),
     responses((status = 200, body = List<AuditEventView>), (status = 400, body = ProblemDocument),
               (status = 403, body = ProblemDocument)))]

@@ -346,7 +346,7 @@ pub async fn create(
 
 /// The account's jobs, oldest first, or newest first with `order=desc`.
 #[utoipa::path(get, operation_id = "listJobs", path = "/v1/jobs", tag = "jobs",
-    params(("order" = Option<String>, Query, description = "`asc` (the default: oldest first) or `desc` (newest first)"),
+    params(("order" = Option<String>, Query, pattern = "^(asc|desc)$", description = "`asc` (the default: oldest first) or `desc` (newest first)"),
         crate::extract::PageQuery),
     responses((status = 200, body = List<JobView>), (status = 400, body = ProblemDocument)))]
 pub async fn list(
