@@ -931,7 +931,8 @@ async fn every_documented_route_exists(s: TestServer) {
 /// Every documented operation is served, and answers only what the document
 /// says it may, in the media type it says: with the owner's token and a
 /// minimal body, without a token, with a body that is not JSON, with a bad
-/// `Idempotency-Key` and with a `limit` out of range. Unknown ids stand in for the path parameters.
+/// `Idempotency-Key` and with a `limit` out of range. Unknown ids stand in
+/// for the path parameters.
 async fn every_answer_is_documented(s: TestServer) {
     let doc: Value = reqwest::get(format!("{}/v1/openapi.json", s.base))
         .await

@@ -14,7 +14,6 @@ use crate::extract::{RawBody, parse_json};
 use crate::problem::{ApiResult, Problem, ProblemDocument};
 use crate::telemetry as m;
 use axum::Json;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::request::Parts;

@@ -52,13 +52,21 @@ pub fn first_page(limit: u32) -> Pagination {
 /// Every item of a list, page after page, for the pages that show a whole
 /// list (workspaces, members, tokens: a few hundred at most) — a single
 /// page would silently stop at the API's 100.
-pub async fn every_page<T, F, Fut>(mut fetch: F) -> ApiResult<Vec<T>>
+pub async fn every_page<T, F, Fut>(fetch: F) -> ApiResult<Vec<T>>
+where
+    F: FnMut(Pagination) -> Fut,
+    Fut: std::future::Future<Output = ApiResult<Json<List<T>>>>,
+{
+    pages_from(first_page(Pagination::MAX_LIMIT), fetch).await
+}
+
+/// The items of `page` and of every page after it.
+async fn pages_from<T, F, Fut>(mut page: Pagination, mut fetch: F) -> ApiResult<Vec<T>>
 where
     F: FnMut(Pagination) -> Fut,
     Fut: std::future::Future<Output = ApiResult<Json<List<T>>>>,
 {
     let mut items = Vec::new();
-    let mut page = first_page(Pagination::MAX_LIMIT);
     loop {
         let Json(list) = fetch(page.clone()).await?;
         items.extend(list.data);
@@ -208,15 +216,26 @@ pub async fn keys_of(
     keys_page(state, user, workspace, &filter, first_page(PAGE)).await
 }
 
-/// Every key of a workspace, page after page (for choices that must offer
-/// all of them, beyond the first page a table shows).
-pub async fn every_key_of(
+/// The keys of a workspace after those of `first` (a page from
+/// [`keys_of`] with no filter), page after page: for choices that must
+/// offer every key, beyond the first page a table shows.
+pub async fn keys_after(
     state: &AppState,
     user: &ConsoleUser,
     workspace: &str,
+    first: &List<KeyView>,
 ) -> ApiResult<Vec<KeyView>> {
-    every_page(|page| async move { keys_page(state, user, workspace, &[], page).await.map(Json) })
-        .await
+    let Some(cursor) = &first.next_cursor else {
+        return Ok(Vec::new());
+    };
+    let next = Pagination {
+        limit: PAGE,
+        after: Some(decode_cursor(cursor)?),
+    };
+    pages_from(next, |page| async move {
+        keys_page(state, user, workspace, &[], page).await.map(Json)
+    })
+    .await
 }
 
 /// A page of a workspace's keys; `filter` holds the list's query fields

@@ -3,7 +3,7 @@
 //! credentials available in it, and which credentials the JavaScript
 //! snippet, a Segment connection or a server uses.
 
-use super::credentials::{KeyRow, every_key_of, every_page, keys_of, secret_page};
+use super::credentials::{KeyRow, every_page, keys_after, keys_of, secret_page};
 use super::page::{Chrome, page, readable, when};
 use super::session::{ConsoleForm, ConsoleUser, Flash, redirect_with};
 use super::{PageResult, authorized, redirect_after};
@@ -211,17 +211,12 @@ async fn show(
         .ok_or_else(|| crate::problem::Problem::not_found("workspace"))?;
     let first_page = keys_of(&state, &user, &id, "", "").await?;
     let more_keys = first_page.next_cursor.is_some();
-    let keys = first_page.data;
     // The table shows the first page; an integration may use any key.
-    let every_key = if more_keys {
-        Some(every_key_of(&state, &user, &id).await?)
-    } else {
-        None
-    };
-    let usable_keys: Vec<_> = every_key
-        .as_deref()
-        .unwrap_or(&keys)
+    let later_keys = keys_after(&state, &user, &id, &first_page).await?;
+    let keys = first_page.data;
+    let usable_keys: Vec<_> = keys
         .iter()
+        .chain(&later_keys)
         .filter(|k| matches!(k.status, KeyStatus::Active | KeyStatus::Inactive))
         .collect();
     let label =
