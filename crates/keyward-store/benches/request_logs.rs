@@ -47,7 +47,7 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use keyward_store::testing::{Backend, DEFAULT_POSTGRES_URL, POSTGRES_URL_VAR, TestDatabase};
-use keyward_store::{NewRequestLog, Store};
+use keyward_store::{NewRequestLog, PageRequest, RequestLogFilter, Store};
 use sqlx::Connection;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -202,12 +202,67 @@ fn insert_batches(c: &mut Criterion) {
                     cpu_ns / timed_rows
                 );
             }
+            list_pages(&mut group, &runtime, &store, backend_name, workload);
             // The store (and its pool) goes before its database.
             drop(store);
             drop(db);
         }
     }
     group.finish();
+}
+
+/// What reading costs, on the table the insert benchmark left: the
+/// account's newest page of 100, one key's, and the page after a cursor in
+/// the middle of the newest batch (where an export walking every page
+/// spends its time).
+fn list_pages(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    runtime: &tokio::runtime::Runtime,
+    store: &Arc<dyn Store>,
+    backend_name: &str,
+    workload: Workload,
+) {
+    let account = "acct_01jabcdefghjkmnpqrstvwxy0";
+    let page = |after: Option<String>| PageRequest { limit: 100, after };
+    let newest = runtime
+        .block_on(store.list_request_logs(account, &RequestLogFilter::default(), &page(None)))
+        .unwrap();
+    let Some(a_key) = newest.items.iter().find_map(|log| log.entry.key_id.clone()) else {
+        return;
+    };
+    let one_key = RequestLogFilter {
+        key_id: Some(a_key),
+        ..RequestLogFilter::default()
+    };
+    let middle = runtime
+        .block_on(store.list_request_logs(
+            account,
+            &RequestLogFilter::default(),
+            &PageRequest {
+                limit: 100,
+                after: newest.items.get(99).map(|log| log.id.clone()),
+            },
+        ))
+        .unwrap();
+    let deep = middle.items.last().map(|log| log.id.clone());
+    let cases = [
+        ("newest", RequestLogFilter::default(), None),
+        ("one_key", one_key, None),
+        ("after_200", RequestLogFilter::default(), deep),
+    ];
+    group.throughput(Throughput::Elements(100));
+    for (case, filter, after) in cases {
+        let name = format!("list_100/{backend_name}/{}/{case}", workload.name);
+        group.bench_function(&name, |b| {
+            b.iter(|| {
+                let listed = runtime
+                    .block_on(store.list_request_logs(account, &filter, &page(after.clone())))
+                    .unwrap();
+                assert_eq!(listed.items.len(), 100);
+            })
+        });
+    }
+    group.throughput(Throughput::Elements(BATCH as u64));
 }
 
 criterion_group!(benches, insert_batches);

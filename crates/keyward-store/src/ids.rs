@@ -3,54 +3,76 @@
 //! id) and are unguessable enough not to invite enumeration.
 
 use std::sync::Mutex;
+use std::time::SystemTime;
+use ulid::Ulid;
 
-/// Ids made within one millisecond would otherwise sort at random; a
-/// monotonic generator keeps them in creation order within this process (so
-/// a workspace's environments list in the order they were given).
-static GENERATOR: Mutex<ulid::Generator> = Mutex::new(ulid::Generator::new());
+/// The last ULID this process handed out. Ids made within one millisecond
+/// would otherwise sort at random; counting up from the last one (as a
+/// monotonic ULID generator does) keeps them in creation order within this
+/// process, so a workspace's environments list in the order they were given.
+static LAST: Mutex<Ulid> = Mutex::new(Ulid::nil());
+
+/// The largest random part of a ULID (80 bits).
+const MAX_RANDOM: u128 = (1 << 80) - 1;
 
 pub fn new_id(prefix: &str) -> String {
-    format!("{prefix}_{}", next_ulid().to_string().to_ascii_lowercase())
+    IdRange::reserve(1).id(prefix, 0)
 }
 
-/// `count` new ids for a batch (request logs): ids of the same form and
-/// order as `count` calls of [`new_id`] would give, for less. One lock and
-/// one clock reading for the whole batch (the ids share the batch's
-/// millisecond and then count up, as ids made within one millisecond do
-/// anyway; the lock is held for ~8 ms at 100,000 ids), and one allocation
-/// per id instead of three (`to_string`, lower-casing, `format!`): about
-/// 80 ns an id instead of 175 (release build, 100,000 ids) — small beside
-/// a row's insert, but per row.
-pub fn new_ids(prefix: &str, count: usize) -> Vec<String> {
-    let now = std::time::SystemTime::now();
-    let mut generator = GENERATOR
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let mut buffer = [0u8; ulid::ULID_LEN];
-    (0..count)
-        .map(|_| {
-            let ulid = generator
-                .generate_from_datetime(now)
-                .unwrap_or_else(|_| ulid::Ulid::new());
-            let encoded = ulid.array_to_str(&mut buffer);
-            encoded.make_ascii_lowercase();
-            let mut id = String::with_capacity(prefix.len() + 1 + ulid::ULID_LEN);
-            id.push_str(prefix);
-            id.push('_');
-            id.push_str(encoded);
-            id
-        })
-        .collect()
+/// `count` consecutive ULIDs, reserved at once: the first is made as
+/// [`new_id`] would make it and the others count up from it, exactly as
+/// `count` calls within one millisecond would. The store gives each request
+/// log of a batch the id `first + offset` and keeps only `first` and the
+/// offsets (`sql/request_logs.rs`), so ids no longer cost a string each to
+/// make or store.
+///
+/// A range never leaves its millisecond (the ULID's time part): one whose
+/// random part would overflow starts at the next millisecond's zero
+/// instead, still after every id made before. The request-log listing
+/// relies on it to find the blocks around a cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdRange {
+    first: Ulid,
 }
 
-fn next_ulid() -> ulid::Ulid {
-    let generated = match GENERATOR.lock() {
-        Ok(mut generator) => generator.generate().ok(),
-        Err(poisoned) => poisoned.into_inner().generate().ok(),
-    };
-    // `generate` fails only when 2^80 ids were made in one millisecond; a
-    // random ULID is still a valid, unique id.
-    generated.unwrap_or_else(ulid::Ulid::new)
+impl IdRange {
+    pub fn reserve(count: u32) -> Self {
+        let now = SystemTime::now();
+        let mut last = LAST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let fresh = Ulid::from_datetime(now);
+        // A clock that stepped back, or ids already made up to this
+        // millisecond, continue from the last id instead.
+        let mut first = if fresh.timestamp_ms() > last.timestamp_ms() {
+            fresh
+        } else {
+            Ulid(last.0 + 1)
+        };
+        let span = u128::from(count.max(1)) - 1;
+        if first.random() + span > MAX_RANDOM {
+            first = Ulid::from_parts(first.timestamp_ms() + 1, 0);
+        }
+        *last = Ulid(first.0 + span);
+        Self { first }
+    }
+
+    /// The range that starts at `id` (`<prefix>_<ulid>`), if it is one.
+    pub fn starting_at(id: &str) -> Option<Self> {
+        let (_, ulid) = id.split_once('_')?;
+        Ulid::from_string(ulid).ok().map(|first| Self { first })
+    }
+
+    /// The id at `offset` in this range, as `<prefix>_<lower-case ulid>`.
+    pub fn id(&self, prefix: &str, offset: u32) -> String {
+        let ulid = Ulid(self.first.0.wrapping_add(u128::from(offset)));
+        let mut buffer = [0u8; ulid::ULID_LEN];
+        let encoded = ulid.array_to_str(&mut buffer);
+        encoded.make_ascii_lowercase();
+        let mut id = String::with_capacity(prefix.len() + 1 + ulid::ULID_LEN);
+        id.push_str(prefix);
+        id.push('_');
+        id.push_str(encoded);
+        id
+    }
 }
 
 pub fn now_ms() -> i64 {
@@ -74,20 +96,35 @@ mod tests {
     }
 
     #[test]
-    fn batches_of_ids_look_like_single_ids_and_keep_increasing() {
+    fn a_range_looks_like_single_ids_and_what_follows_sorts_after_it() {
         let before = new_id("log");
-        let batch = new_ids("log", 1000);
+        let range = IdRange::reserve(1000);
         let after = new_id("log");
-        assert_eq!(batch.len(), 1000);
+        let batch: Vec<String> = (0..1000).map(|n| range.id("log", n)).collect();
         for id in &batch {
             assert!(id.starts_with("log_"), "{id}");
             assert_eq!(id.len(), before.len());
             assert_eq!(*id, id.to_ascii_lowercase());
-            assert!(ulid::Ulid::from_string(&id["log_".len()..]).is_ok(), "{id}");
+            assert!(Ulid::from_string(&id["log_".len()..]).is_ok(), "{id}");
         }
         assert!(before < batch[0]);
         assert!(batch.windows(2).all(|w| w[0] < w[1]));
         assert!(batch[999] < after);
-        assert!(new_ids("log", 0).is_empty());
+        assert_eq!(IdRange::starting_at(&batch[0]), Some(range));
+        assert_eq!(IdRange::starting_at("log_not-a-ulid"), None);
+    }
+
+    #[test]
+    fn a_range_stays_in_one_millisecond() {
+        let range = IdRange::reserve(100_000);
+        let (first, last) = (range.id("log", 0), range.id("log", 99_999));
+        assert_eq!(first[..14], last[..14], "{first} {last}");
+        // One that would overflow the random part moves to the next
+        // millisecond, after the last id made.
+        let now = Ulid::from_datetime(SystemTime::now());
+        *LAST.lock().unwrap() = Ulid::from_parts(now.timestamp_ms() + 5, MAX_RANDOM - 1);
+        let range = IdRange::reserve(10);
+        assert_eq!(range.first, Ulid::from_parts(now.timestamp_ms() + 6, 0));
+        assert!(new_id("log") > range.id("log", 9));
     }
 }

@@ -3160,6 +3160,83 @@ async fn request_logs_round_trip_filter_and_purge(backend: Backend) {
     assert_eq!(f.store.purge_request_logs(cut_off).await.unwrap(), 0);
 }
 
+/// Batches larger than a block, one key's entries interleaved with
+/// others': every page size walks them newest first without a gap or a
+/// repeat, a key's pages too; and a purge cutting through a batch keeps
+/// the newer entries under the ids they had.
+async fn request_logs_page_across_blocks_and_batches(backend: Backend) {
+    let Some(f) = Fixture::new(backend).await else {
+        return;
+    };
+    let entry = |n: usize| NewRequestLog {
+        account_id: "acct_acme".into(),
+        at: 1_700_000_000_000 + n as i64,
+        key_id: Some(if n % 10 == 3 { "key_cold" } else { "key_hot" }.into()),
+        workspace_id: Some("ws_1".into()),
+        environment: Some("production".into()),
+        client_ip: None,
+        permissions: vec![],
+        code: if n.is_multiple_of(4) { "rate_limited" } else { "valid" }.into(),
+        latency_us: n as i64,
+        method: None,
+        path: None,
+    };
+    let batches = [0..2_600, 2_600..2_601, 2_601..4_700];
+    for batch in batches {
+        let entries: Vec<_> = batch.map(entry).collect();
+        f.store.insert_request_logs(&entries).await.unwrap();
+    }
+    let newest_first: Vec<_> = (0..4_700).rev().map(entry).collect();
+    let listed = |filter: RequestLogFilter, size: u32| {
+        let store = f.store.clone();
+        async move {
+            all_pages(size, |page| {
+                let (store, filter) = (store.clone(), filter.clone());
+                async move { store.list_request_logs("acct_acme", &filter, &page).await }
+            })
+            .await
+            .concat()
+        }
+    };
+    let mut ids = Vec::new();
+    for size in [9, 100] {
+        let logs = listed(RequestLogFilter::default(), size).await;
+        let entries: Vec<_> = logs.iter().map(|log| log.entry.clone()).collect();
+        assert_eq!(entries, newest_first, "pages of {size}");
+        assert!(
+            logs.windows(2).all(|w| w[0].id > w[1].id),
+            "pages of {size}"
+        );
+        ids = logs.into_iter().map(|log| log.id).collect();
+    }
+    for (key, code) in [("key_cold", None), ("key_hot", Some("rate_limited"))] {
+        let filter = RequestLogFilter {
+            key_id: Some(key.into()),
+            code: code.map(str::to_owned),
+            ..RequestLogFilter::default()
+        };
+        let expected: Vec<_> = newest_first
+            .iter()
+            .filter(|e| e.key_id.as_deref() == Some(key))
+            .filter(|e| code.is_none_or(|c| e.code == c))
+            .cloned()
+            .collect();
+        let got = listed(filter, 100).await;
+        assert_eq!(
+            got.into_iter().map(|l| l.entry).collect::<Vec<_>>(),
+            expected
+        );
+    }
+
+    let cut_off = 1_700_000_000_000 + 1_500;
+    assert_eq!(f.store.purge_request_logs(cut_off).await.unwrap(), 1_500);
+    let kept = listed(RequestLogFilter::default(), 100).await;
+    let kept_ids: Vec<_> = kept.iter().map(|log| log.id.clone()).collect();
+    assert_eq!(kept_ids, ids[..4_700 - 1_500]);
+    let kept: Vec<_> = kept.into_iter().map(|log| log.entry).collect();
+    assert_eq!(kept, newest_first[..4_700 - 1_500]);
+}
+
 /// Credits are drawn in one atomic step: concurrent draws never take more
 /// than there is, a refill due is applied by the draw that finds it, and
 /// only the account's own key is ever touched.
@@ -3543,4 +3620,5 @@ conformance_suite!(
     reports_its_backend,
     console_sessions_and_invitations,
     request_logs_round_trip_filter_and_purge,
+    request_logs_page_across_blocks_and_batches,
 );

@@ -1,7 +1,8 @@
 //! Upgrades keep what was stored: a database migrated up to 0007 (request
 //! logs as 0002 made them), given logs, then opened by the store (which
-//! applies 0008, the request-log index change, and 0009, the gateway's
-//! method and path), lists the same logs.
+//! applies 0008, the request-log index change, 0009, the gateway's method
+//! and path, and 0013, which moves every log into a block of its own),
+//! lists the same logs under the same ids, filters and purges them.
 
 use keyward_store::testing::{Backend, TestDatabase};
 use keyward_store::{NewRequestLog, PageRequest, RequestLog, RequestLogFilter};
