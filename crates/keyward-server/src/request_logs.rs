@@ -156,10 +156,10 @@ impl PendingLog {
     }
 }
 
-/// From this many entries on, a flush builds its rows and frees them on the
-/// blocking pool: under load a second's entries (tens of thousands) take
-/// milliseconds to turn into rows and to free, which on a runtime worker
-/// would stall every verification queued behind it.
+/// From this many entries on, a flush builds its rows on the blocking pool:
+/// under load a second's entries (tens of thousands) take milliseconds to
+/// turn into rows, which on a runtime worker would stall every verification
+/// queued behind it.
 const OFFLOAD_AT: usize = 1024;
 
 /// Request-log rows per write transaction. Between two, other writers get
@@ -307,30 +307,22 @@ impl RequestLogBuffer {
         }
     }
 
-    /// Writes the last uses, then the request logs, [`ROWS_PER_WRITE`] to a
-    /// transaction. On failure the rows not written go back in front of
-    /// newer entries, as far as the capacity allows; the rest are dropped
-    /// and counted.
-    pub async fn flush(&self, store: &dyn Store) {
-        let mut batch = self.take_rows().await;
-        self.usage.flush(store).await;
+    /// Writes the last uses, then the request logs. On failure the rows not
+    /// written go back in front of newer entries, as far as the capacity
+    /// allows; the rest are dropped and counted.
+    pub async fn flush(&self, store: &Arc<dyn Store>) {
+        let batch = self.take_rows().await;
+        self.usage.flush(store.as_ref()).await;
         if batch.is_empty() {
             return;
         }
-        metrics::histogram!(m::FLUSH_BATCH_SIZE, "buffer" => "request_logs")
-            .record(batch.len() as f64);
-        let mut written = 0;
-        while written < batch.len() {
-            let end = batch.len().min(written + ROWS_PER_WRITE);
-            if let Err(error) = store.insert_request_logs(&batch[written..end]).await {
-                let unwritten = batch.split_off(written);
-                self.retry_later(unwritten, &error);
-                break;
-            }
-            written = end;
-        }
-        if batch.len() >= OFFLOAD_AT {
-            tokio::task::spawn_blocking(move || drop(batch));
+        let count = batch.len();
+        metrics::histogram!(m::FLUSH_BATCH_SIZE, "buffer" => "request_logs").record(count as f64);
+        match tokio::task::spawn_blocking(write_off_runtime(store.clone(), batch)).await {
+            Ok(None) => {}
+            Ok(Some((unwritten, error))) => self.retry_later(unwritten, &error),
+            // Only if the store panicked: the entries are lost.
+            Err(_) => self.dropped.increment(count as u64),
         }
     }
 
@@ -350,11 +342,37 @@ impl RequestLogBuffer {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = ticker.tick() => self.flush(store.as_ref()).await,
+                _ = ticker.tick() => self.flush(&store).await,
                 _ = shutdown.changed() => break,
             }
         }
-        self.flush(store.as_ref()).await;
+        self.flush(&store).await;
+    }
+}
+
+/// Writes `batch`, [`ROWS_PER_WRITE`] to a transaction, as a closure for the
+/// blocking pool: the store turns a second's entries into its rows
+/// (grouping them, writing JSON) with milliseconds of CPU, which on a
+/// runtime worker would stall every verification queued behind it. The
+/// batch is freed there too. Returns the rows not written and the error
+/// that stopped them.
+fn write_off_runtime(
+    store: Arc<dyn Store>,
+    mut batch: Vec<NewRequestLog>,
+) -> impl FnOnce() -> Option<(Vec<NewRequestLog>, StoreError)> {
+    let runtime = tokio::runtime::Handle::current();
+    move || {
+        runtime.block_on(async {
+            let mut written = 0;
+            while written < batch.len() {
+                let end = batch.len().min(written + ROWS_PER_WRITE);
+                if let Err(error) = store.insert_request_logs(&batch[written..end]).await {
+                    return Some((batch.split_off(written), error));
+                }
+                written = end;
+            }
+            None
+        })
     }
 }
 
@@ -484,7 +502,7 @@ mod tests {
         for _ in 0..rows {
             buffer.record(entry(Code::Valid));
         }
-        buffer.flush(&*store).await;
+        buffer.flush(&store).await;
         let mut page = keyward_store::PageRequest {
             limit: 100,
             after: None,
