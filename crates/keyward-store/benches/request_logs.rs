@@ -1,5 +1,6 @@
-//! The cost of writing request logs: `Store::insert_request_logs` with
-//! batches of 10,000 rows (a busy node's flush of one second), into a fresh
+//! The cost of writing request logs, and of reading a page of them:
+//! `Store::insert_request_logs` with batches of 10,000 entries (a busy
+//! node's flush of one second), into a fresh
 //! SQLite file and, when it answers, a fresh PostgreSQL schema (see
 //! `keyward_store::testing`; `KEYWARD_TEST_POSTGRES_URL` names the server).
 //!
@@ -15,35 +16,33 @@
 //! from /proc where there is one.
 //!
 //! Only the insert is timed: each batch is built beforehand. Each table
-//! starts with `PREFILLED` rows that stay (dated a year ahead), and the
-//! benchmark's own rows are purged, untimed, whenever they pass
+//! starts with `PREFILLED` entries that stay (dated a year ahead), and the
+//! benchmark's own entries are purged, untimed, whenever they pass
 //! `OWN_ROWS_CAP`, so that a faster build, which runs more batches, does
-//! not also write into a bigger table.
+//! not also write into a bigger table. After each workload's inserts,
+//! `list_100/…` times reading a page of 100 from the table they left: the
+//! account's newest, one key's newest, and the page after 200 (a cursor in
+//! the middle of the newest batch, where an export spends its time).
 //!
-//! Measured on the 2-core development machine while another build ran
-//! (wall times ±20 %), three runs of each build alternating, ns per row:
+//! Since migration 0013 logs are stored in blocks (`sql/request_logs.rs`).
+//! The two builds' benchmark binaries alternated twice on the 2-core
+//! development machine (2026-12-01, 13:24–13:28 UTC, then the final build
+//! twice; ns of this process's CPU per entry, and wall time per page):
 //!
-//! | workload            | before (wall / CPU) | after (wall / CPU) |
-//! |---------------------|---------------------|--------------------|
-//! | sqlite, one key     | 12,900–14,000 / 11,200–12,100 | 5,300–5,500 / 4,400–4,600 |
-//! | sqlite, 1,000 keys  | 34,800–38,900 / 30,000–32,100 | 21,800–24,700 / 18,300–20,400 |
-//! | postgres, one key   | 12,500–14,100 / 1,900–2,100 | 11,100–11,600 / 800–900 |
-//! | postgres, 1,000 keys| 16,800–17,800 / 2,000–2,200 | 15,300–16,200 / 770–880 |
+//! | workload | one row per log | blocks |
+//! |---|---|---|
+//! | insert, sqlite, one key | 3,173–3,525 ns | 476–540 ns |
+//! | insert, sqlite, 1,000 keys | 12,886–13,701 ns | 2,185–2,562 ns |
+//! | insert, postgres, one key (wall per 10,000) | 609 ns (83–112 ms) | 344–350 ns (6.4–6.9 ms) |
+//! | insert, postgres, 1,000 keys (wall per 10,000) | 606 ns (152 ms) | 488–553 ns (15–16 ms) |
+//! | page, sqlite, one key: newest / one key's / after 200 | 0.52–1.20 / 0.50–1.18 / 0.50–1.35 ms | 0.47–0.48 / 0.38–0.44 / 0.49–0.53 ms |
+//! | page, sqlite, 1,000 keys: newest / one key's / after 200 | 0.48–0.50 / 0.49–0.50 / 0.49 ms | 1.24–1.28 / 0.15–0.20 / 2.1–2.3 ms |
+//! | page, postgres, 1,000 keys: newest / one key's / after 200 | 0.36–0.37 / 0.36–0.38 / 0.38–0.39 ms | 1.24–1.36 / 0.31–0.32 / 2.1 ms |
 //!
-//! "Before" is 16 (SQLite) or 500 (PostgreSQL) rows per statement with
-//! `$n` parameters and the 0002 indexes; "after" is `sql/request_logs.rs`
-//! as it is now and migration 0008. On PostgreSQL the wall time is mostly
-//! the server's: summing the CPU of the `postgres` processes in a separate
-//! run (1,000 keys) gave ~15,800 ns a row before, ~15,500 with the JSON
-//! parameter alone and ~13,300 with 0008 as well. What 1,000 keys add on
-//! SQLite is, by all appearances, the by-key index: the only one a batch
-//! touches in ~1,000 places (one leaf per key), far more pages than the
-//! 2 MB page cache holds. The writer's cache is now 64 MB and it
-//! checkpoints every 10,000 WAL pages instead of 1,000 (`sqlite.rs`); on a
-//! busier machine, each change alternated three times against the build
-//! before it, CPU ns a row for 1,000 keys: 28,000–31,400 → 23,200–28,400
-//! (the cache), then 30,600–33,200 → 26,500–28,600 (the checkpoints, which
-//! also took one key from 7,000–9,400 to 5,900–7,800).
+//! Writing costs a sixth to a fifth of what it did. Reading an account's
+//! pages while a thousand keys interleave costs 2.5–5× more: every key's
+//! block of the cursor's batch holds entries on both sides of it and is
+//! decoded whole.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use keyward_store::testing::{Backend, DEFAULT_POSTGRES_URL, POSTGRES_URL_VAR, TestDatabase};

@@ -3176,7 +3176,12 @@ async fn request_logs_page_across_blocks_and_batches(backend: Backend) {
         environment: Some("production".into()),
         client_ip: None,
         permissions: vec![],
-        code: if n.is_multiple_of(4) { "rate_limited" } else { "valid" }.into(),
+        code: if n.is_multiple_of(4) {
+            "rate_limited"
+        } else {
+            "valid"
+        }
+        .into(),
         latency_us: n as i64,
         method: None,
         path: None,
