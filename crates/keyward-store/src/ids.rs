@@ -37,22 +37,29 @@ pub struct IdRange {
 
 impl IdRange {
     pub fn reserve(count: u32) -> Self {
-        let now = SystemTime::now();
+        let fresh = Ulid::from_datetime(SystemTime::now());
         let mut last = LAST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let fresh = Ulid::from_datetime(now);
+        let range = Self::after(*last, fresh, count);
+        *last = Ulid(range.first.0 + u128::from(count.max(1)) - 1);
+        range
+    }
+
+    /// The range of `count` that follows `last`, starting at `fresh` when
+    /// that is a later millisecond.
+    fn after(last: Ulid, fresh: Ulid, count: u32) -> Self {
         // A clock that stepped back, or ids already made up to this
         // millisecond, continue from the last id instead.
-        let mut first = if fresh.timestamp_ms() > last.timestamp_ms() {
+        let first = if fresh.timestamp_ms() > last.timestamp_ms() {
             fresh
         } else {
             Ulid(last.0 + 1)
         };
-        let span = u128::from(count.max(1)) - 1;
-        if first.random() + span > MAX_RANDOM {
-            first = Ulid::from_parts(first.timestamp_ms() + 1, 0);
+        match first.random() + u128::from(count.max(1)) - 1 > MAX_RANDOM {
+            true => Self {
+                first: Ulid::from_parts(first.timestamp_ms() + 1, 0),
+            },
+            false => Self { first },
         }
-        *last = Ulid(first.0 + span);
-        Self { first }
     }
 
     /// The range that starts at `id` (`<prefix>_<ulid>`), if it is one.
@@ -120,11 +127,15 @@ mod tests {
         let (first, last) = (range.id("log", 0), range.id("log", 99_999));
         assert_eq!(first[..14], last[..14], "{first} {last}");
         // One that would overflow the random part moves to the next
-        // millisecond, after the last id made.
-        let now = Ulid::from_datetime(SystemTime::now());
-        *LAST.lock().unwrap() = Ulid::from_parts(now.timestamp_ms() + 5, MAX_RANDOM - 1);
-        let range = IdRange::reserve(10);
-        assert_eq!(range.first, Ulid::from_parts(now.timestamp_ms() + 6, 0));
-        assert!(new_id("log") > range.id("log", 9));
+        // millisecond, after the last id made; one that fits does not.
+        let last = Ulid::from_parts(1_700_000_000_005, MAX_RANDOM - 20);
+        let earlier = Ulid::from_parts(1_700_000_000_000, 7);
+        let next = IdRange::after(last, earlier, 10);
+        assert_eq!(next.first, Ulid(last.0 + 1));
+        let moved = IdRange::after(last, earlier, 30);
+        assert_eq!(moved.first, Ulid::from_parts(1_700_000_000_006, 0));
+        assert!(moved.id("log", 29)[..14] == moved.id("log", 0)[..14]);
+        let later = Ulid::from_parts(1_700_000_000_009, 3);
+        assert_eq!(IdRange::after(last, later, 30).first, later);
     }
 }
