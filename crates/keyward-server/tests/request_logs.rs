@@ -170,8 +170,8 @@ async fn the_retention_purge_deletes_only_older_logs(s: TestServer) {
     logs(&s, "/v1/logs", 0).await;
 }
 
-/// A batch larger than one INSERT statement on either backend (SQLite
-/// splits at 512 rows, PostgreSQL at 1,000) lands whole, and pages cover it.
+/// A batch larger than one block (1,024 entries of one key, or here of no
+/// key) lands whole, and the API's pages cover it.
 async fn large_batches_are_written_whole(s: TestServer) {
     // Recent times: the server's retention purge would delete old ones.
     let now_ms = common::now_ms();
