@@ -127,6 +127,17 @@ async fn upgrade_keeps_request_logs(backend: Backend) {
             .filter(|l| l.entry.key_id.as_deref() == Some("key_1"))
             .count()
     );
+    // Moved logs may hold any code: a search by code decodes them.
+    let by_code = RequestLogFilter {
+        code: Some("valid".into()),
+        ..RequestLogFilter::default()
+    };
+    let listed = store
+        .list_request_logs("acct_1", &by_code, &page)
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(listed.len(), 21);
     assert_eq!(
         store.purge_request_logs(1_700_000_000_020).await.unwrap(),
         20

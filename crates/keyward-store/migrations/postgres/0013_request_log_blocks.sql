@@ -13,15 +13,17 @@ CREATE TABLE request_log_blocks (
     entry_count  BIGINT NOT NULL,
     first_at     BIGINT NOT NULL,           -- the earliest and latest `at` of its entries
     last_at      BIGINT NOT NULL,
+    codes        BIGINT NOT NULL,           -- a bit per code among its entries (see sql/request_logs.rs)
     -- JSON: [[offset in the batch, at, client_ip, [permissions asked for],
     --         code, latency_us, method, path], …] in offset order
     entries      TEXT   NOT NULL,
     CONSTRAINT request_log_blocks_account PRIMARY KEY (account_id, last_id)
 );
--- Every log written so far becomes a batch of one, keeping its id.
+-- Every log written so far becomes a batch of one, keeping its id; its
+-- `codes` has every bit set, as if it could hold any code.
 INSERT INTO request_log_blocks (id, last_id, batch_id, account_id, key_id, workspace_id, environment,
-                                entry_count, first_at, last_at, entries)
-    SELECT id, id, id, account_id, key_id, workspace_id, environment, 1, at, at,
+                                entry_count, first_at, last_at, codes, entries)
+    SELECT id, id, id, account_id, key_id, workspace_id, environment, 1, at, at, -1,
            json_build_array(json_build_array(0, at, client_ip, permissions::json, code,
                                              latency_us, method, path))::text
     FROM request_logs;

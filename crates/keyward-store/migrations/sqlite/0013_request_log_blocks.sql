@@ -18,14 +18,16 @@ CREATE TABLE request_log_blocks (
     entry_count  INTEGER NOT NULL,
     first_at     INTEGER NOT NULL, -- the earliest and latest `at` of its entries
     last_at      INTEGER NOT NULL,
+    codes        INTEGER NOT NULL, -- a bit per code among its entries (see sql/request_logs.rs)
     -- JSON: [[offset in the batch, at, client_ip, [permissions asked for],
     --         code, latency_us, method, path], …] in offset order
     entries      TEXT    NOT NULL
 ) STRICT;
--- Every log written so far becomes a batch of one, keeping its id.
+-- Every log written so far becomes a batch of one, keeping its id; its
+-- `codes` has every bit set, as if it could hold any code.
 INSERT INTO request_log_blocks (id, last_id, batch_id, account_id, key_id, workspace_id, environment,
-                                entry_count, first_at, last_at, entries)
-    SELECT id, id, id, account_id, key_id, workspace_id, environment, 1, at, at,
+                                entry_count, first_at, last_at, codes, entries)
+    SELECT id, id, id, account_id, key_id, workspace_id, environment, 1, at, at, -1,
            json_array(json_array(0, at, client_ip, json(permissions), code, latency_us,
                                  method, path))
     FROM request_logs;

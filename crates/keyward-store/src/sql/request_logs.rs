@@ -30,7 +30,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fmt::Write as _;
 
 const COLUMNS: &str = "id, last_id, batch_id, account_id, key_id, workspace_id, environment, \
-                       entry_count, first_at, last_at, entries";
+                       entry_count, first_at, last_at, codes, entries";
 
 /// Entries at most in one block. A page of a key's logs decodes whole
 /// blocks, so they are kept small enough to decode in well under a
@@ -91,6 +91,7 @@ struct Block<'a> {
     entry_count: i64,
     first_at: i64,
     last_at: i64,
+    codes: i64,
     entries: String,
 }
 
@@ -126,6 +127,7 @@ pub(super) async fn insert(
                 .bind(block.entry_count)
                 .bind(block.first_at)
                 .bind(block.last_at)
+                .bind(block.codes)
                 .bind(block.entries.as_str());
         }
         query.execute(&mut *conn).await?;
@@ -185,11 +187,14 @@ fn block<'a>(
         entry_count: offsets.len() as i64,
         first_at: offsets.iter().map(at).min().unwrap_or_default(),
         last_at: offsets.iter().map(at).max().unwrap_or_default(),
+        codes: offsets.iter().fold(0, |codes, &offset| {
+            codes | code_bit(&entries[offset as usize].code)
+        }),
         entries: to_json(&stored, "request_logs")?,
     })
 }
 
-/// Blocks at most per INSERT: 704 parameters.
+/// Blocks at most per INSERT: 768 parameters.
 const BLOCKS_PER_STATEMENT: usize = 64;
 
 /// How many of `remaining` blocks the next INSERT takes: a full statement,
@@ -235,29 +240,61 @@ enum Arg<'a> {
     Int(i64),
 }
 
-/// The conditions on blocks that `filter` makes: the block's own columns
-/// exactly and its time span overlapping `from..to`. Only the filters that
-/// are set become conditions, so that the planner can use the key or
-/// workspace index.
+/// Each code's bit in a block's `codes`, by position. Append only: stored
+/// blocks hold these bits.
+const CODE_BITS: [&str; 12] = [
+    "valid",
+    "malformed_key",
+    "unknown_key",
+    "key_inactive",
+    "key_revoked",
+    "key_expired",
+    "wrong_environment",
+    "ip_not_allowed",
+    "origin_not_allowed",
+    "insufficient_permissions",
+    "customer_mismatch",
+    "rate_limited",
+];
+
+/// The bit of any code not in [`CODE_BITS`]. Blocks moved from the table of
+/// one row per log have every bit set (`-1`): they may hold any code.
+const OTHER_CODE: i64 = 1 << 62;
+
+fn code_bit(code: &str) -> i64 {
+    CODE_BITS
+        .iter()
+        .position(|known| *known == code)
+        .map_or(OTHER_CODE, |bit| 1 << bit)
+}
+
+/// The conditions on blocks that `filter` makes, each with `?` where its
+/// parameter goes: the block's own columns exactly, its time span
+/// overlapping `from..to`, and the code among its entries' (so that a
+/// search for a rare code skips the blocks without it undecoded). Only the
+/// filters that are set become conditions, so that the planner can use the
+/// key or workspace index.
 fn block_conditions<'a>(
     account: &'a str,
     filter: &'a RequestLogFilter,
 ) -> Vec<(&'static str, Arg<'a>)> {
-    let mut conditions = vec![("account_id =", Arg::Text(account))];
+    let mut conditions = vec![("account_id = ?", Arg::Text(account))];
     let text = |column, value: &'a Option<String>| value.as_deref().map(|v| (column, Arg::Text(v)));
-    conditions.extend(text("key_id =", &filter.key_id));
-    conditions.extend(text("workspace_id =", &filter.workspace_id));
-    conditions.extend(text("environment =", &filter.environment));
-    conditions.extend(filter.from.map(|from| ("last_at >=", Arg::Int(from))));
-    conditions.extend(filter.to.map(|to| ("first_at <", Arg::Int(to))));
+    conditions.extend(text("key_id = ?", &filter.key_id));
+    conditions.extend(text("workspace_id = ?", &filter.workspace_id));
+    conditions.extend(text("environment = ?", &filter.environment));
+    conditions.extend(filter.from.map(|from| ("last_at >= ?", Arg::Int(from))));
+    conditions.extend(filter.to.map(|to| ("first_at < ?", Arg::Int(to))));
+    let code = filter.code.as_deref().map(code_bit);
+    conditions.extend(code.map(|bit| ("(codes & ?) <> 0", Arg::Int(bit))));
     conditions
 }
 
 const BLOCK_SELECT: &str = "SELECT last_id, batch_id, account_id, key_id, workspace_id, environment, entries \
      FROM request_log_blocks WHERE";
 
-/// The query for `conditions` (numbered from `$1`) and then `more`
-/// (numbered after them), each `(condition, parameter)`.
+/// The query for `conditions` and then `more`, their `?`s numbered from
+/// `$1` in order.
 fn block_query(conditions: &[(&'static str, Arg<'_>)], more: &[&str], rest: &str) -> String {
     let mut sql = BLOCK_SELECT.to_owned();
     let all = conditions
@@ -265,8 +302,9 @@ fn block_query(conditions: &[(&'static str, Arg<'_>)], more: &[&str], rest: &str
         .map(|(condition, _)| *condition)
         .chain(more.iter().copied());
     for (n, condition) in all.enumerate() {
-        let and = if n == 0 { "" } else { " AND" };
-        let _ = write!(sql, "{and} {condition} ${}", n + 1);
+        let and = if n == 0 { " " } else { " AND " };
+        sql.push_str(and);
+        sql.push_str(&condition.replace('?', &format!("${}", n + 1)));
     }
     sql.push_str(rest);
     sql
@@ -279,7 +317,7 @@ fn next_blocks_query(conditions: &[(&'static str, Arg<'_>)], below: bool) -> Str
     match below {
         true => block_query(
             conditions,
-            &["last_id <"],
+            &["last_id < ?"],
             &format!(" ORDER BY last_id DESC LIMIT ${}", n + 2),
         ),
         false => block_query(
@@ -295,7 +333,7 @@ fn next_blocks_query(conditions: &[(&'static str, Arg<'_>)], below: bool) -> Str
 /// leaves its millisecond ([`IdRange`]), so only the cursor's own batch can
 /// straddle it, and the bound keeps the search within that millisecond.
 fn straddling_query(conditions: &[(&'static str, Arg<'_>)]) -> String {
-    block_query(conditions, &["id <", "last_id >=", "last_id <"], "")
+    block_query(conditions, &["id < ?", "last_id >= ?", "last_id < ?"], "")
 }
 
 /// The end of `cursor`'s millisecond as a bound on ids: its prefix and
@@ -490,7 +528,9 @@ const TRIM_BLOCK: &str = "UPDATE request_log_blocks SET entries = $1, entry_coun
 
 /// Deletes every log written before `before` (Unix ms); returns how many.
 /// Whole blocks go at once; a block straddling `before` keeps its newer
-/// entries (and their ids: entries keep their offsets).
+/// entries (and their ids: entries keep their offsets), and its `codes`,
+/// which may then name a code no longer among them: a search for it
+/// decodes the block for nothing, never misses an entry.
 pub(super) async fn purge(conn: &mut AnyConnection, before: i64) -> StoreResult<u64> {
     let mut purged: u64 = 0;
     for row in sqlx::query(PURGE_BLOCKS)
@@ -559,12 +599,12 @@ mod tests {
         let values = |sql: String| sql.split_once(" VALUES ").unwrap().1.to_owned();
         assert_eq!(
             values(insert_sql(Dialect::Sqlite, 2)),
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         );
         assert_eq!(
             values(insert_sql(Dialect::Postgres, 2)),
-            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11), \
-             ($12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)"
+            "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12), \
+             ($13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)"
         );
     }
 
@@ -591,6 +631,7 @@ mod tests {
             (blocks[0].first_at, blocks[0].last_at),
             (1_000 - 2_046, 1_000)
         );
+        assert_eq!(blocks[0].codes, code_bit("valid"));
         let stored: Vec<ReadEntry> = serde_json::from_str(&blocks[3].entries).unwrap();
         let offsets: Vec<_> = stored.iter().map(|e| e.0).collect();
         assert_eq!(offsets, [2_049, 2_051, 2_053, 2_055, 2_057]);
@@ -621,6 +662,33 @@ mod tests {
         );
         let args: Vec<_> = conditions.iter().map(|(_, arg)| *arg).collect();
         assert_eq!(args, [Arg::Text("acct_1"), Arg::Text("key_1"), Arg::Int(9)]);
+
+        let by_code = RequestLogFilter {
+            code: Some("rate_limited".into()),
+            ..RequestLogFilter::default()
+        };
+        let conditions = block_conditions("acct_1", &by_code);
+        assert_eq!(
+            select(next_blocks_query(&conditions, false)),
+            "account_id = $1 AND (codes & $2) <> 0 ORDER BY last_id DESC LIMIT $3"
+        );
+        assert_eq!(conditions[1].1, Arg::Int(1 << 11));
+    }
+
+    /// Every code the verifier answers has a bit of its own; anything else
+    /// shares the one for other codes, and so do the blocks moved from the
+    /// old table, whose `codes` is -1.
+    #[test]
+    fn every_code_has_its_own_bit() {
+        let bits: Vec<_> = keyward_core::verify::Code::ALL
+            .iter()
+            .map(|code| code_bit(code.as_str()))
+            .collect();
+        assert!(bits.iter().all(|&bit| bit != OTHER_CODE));
+        let distinct: std::collections::BTreeSet<_> = bits.iter().collect();
+        assert_eq!(distinct.len(), bits.len());
+        assert_eq!(code_bit("not_a_code"), OTHER_CODE);
+        assert!(bits.iter().all(|&bit| -1 & bit != 0));
     }
 
     #[test]
