@@ -92,36 +92,34 @@ async fn upgrade_keeps_request_logs(backend: Backend) {
         .insert_request_logs(std::slice::from_ref(&new))
         .await
         .unwrap();
-    let page = PageRequest {
-        limit: 100,
-        after: None,
+    let listed = |filter: RequestLogFilter| {
+        let store = store.clone();
+        async move {
+            let page = PageRequest {
+                limit: 100,
+                after: None,
+            };
+            let listed = store.list_request_logs("acct_1", &filter, &page).await;
+            listed.unwrap().items
+        }
     };
-    let listed = store
-        .list_request_logs("acct_1", &RequestLogFilter::default(), &page)
-        .await
-        .unwrap()
-        .items;
-    assert_eq!(listed.len(), 21);
-    assert_eq!(listed[0].entry, new);
-    assert!(listed[0].id.starts_with("log_"));
+    let all = listed(RequestLogFilter::default()).await;
+    assert_eq!(all.len(), 21);
+    assert_eq!(all[0].entry, new);
+    assert!(all[0].id.starts_with("log_"));
     let expected: Vec<_> = old
         .iter()
         .rev()
         .filter(|log| log.entry.account_id == "acct_1")
         .cloned()
         .collect();
-    assert_eq!(listed[1..], expected[..]);
+    assert_eq!(all[1..], expected[..]);
     let by_key = RequestLogFilter {
         key_id: Some("key_1".into()),
         ..RequestLogFilter::default()
     };
-    let listed = store
-        .list_request_logs("acct_1", &by_key, &page)
-        .await
-        .unwrap()
-        .items;
     assert_eq!(
-        listed.len(),
+        listed(by_key).await.len(),
         1 + expected
             .iter()
             .filter(|l| l.entry.key_id.as_deref() == Some("key_1"))
@@ -132,12 +130,7 @@ async fn upgrade_keeps_request_logs(backend: Backend) {
         code: Some("valid".into()),
         ..RequestLogFilter::default()
     };
-    let listed = store
-        .list_request_logs("acct_1", &by_code, &page)
-        .await
-        .unwrap()
-        .items;
-    assert_eq!(listed.len(), 21);
+    assert_eq!(listed(by_code).await, all);
     assert_eq!(
         store.purge_request_logs(1_700_000_000_020).await.unwrap(),
         20
