@@ -1,9 +1,9 @@
 //! Request logs, stored in blocks: batched inserts, filtered newest-first
 //! pages, and the retention purge.
 //!
-//! A row per verification cost SQLite ~6 µs of CPU a row with one key and
-//! ~20 µs with a thousand (a table and four index inserts each), spent once a
-//! second by the flush and felt by every request answered meanwhile
+//! A row per verification cost SQLite 3–6 µs of CPU a row with one key and
+//! 13–20 µs with a thousand (a table and four index inserts each), spent once
+//! a second by the flush and felt by every request answered meanwhile
 //! (docs/PERFORMANCE.md). So a flush writes one row per *block*: the entries
 //! of one batch that share an account, key, workspace and environment, at
 //! most [`BLOCK_ENTRIES`] of them, as one JSON array. Those four columns,
