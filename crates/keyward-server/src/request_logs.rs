@@ -156,12 +156,6 @@ impl PendingLog {
     }
 }
 
-/// From this many entries on, a flush builds its rows on the blocking pool:
-/// under load a second's entries (tens of thousands) take milliseconds to
-/// turn into rows, which on a runtime worker would stall every verification
-/// queued behind it.
-const OFFLOAD_AT: usize = 1024;
-
 /// Request-log rows per write transaction. Between two, other writers get
 /// their turn — on SQLite's single writer, a metered key's credit draws and
 /// every API change — instead of waiting out a whole second's logs (tens of
@@ -283,45 +277,23 @@ impl RequestLogBuffer {
         pending
     }
 
-    /// Every row pending (failed ones first), built off the runtime's
-    /// workers when the batch is large.
-    async fn take_rows(&self) -> Vec<NewRequestLog> {
-        let retry = std::mem::take(&mut *lock(&self.retry));
-        let pending = self.take_pending();
-        let count = retry.len() + pending.len();
-        let build = move || {
-            let mut rows = retry;
-            rows.extend(pending.into_iter().map(PendingLog::into_entry));
-            rows
-        };
-        if count < OFFLOAD_AT {
-            return build();
-        }
-        match tokio::task::spawn_blocking(build).await {
-            Ok(rows) => rows,
-            // Only if building the rows panicked: the entries are lost.
-            Err(_) => {
-                self.dropped.increment(count as u64);
-                Vec::new()
-            }
-        }
-    }
-
     /// Writes the last uses, then the request logs. On failure the rows not
     /// written go back in front of newer entries, as far as the capacity
     /// allows; the rest are dropped and counted.
     pub async fn flush(&self, store: &Arc<dyn Store>) {
-        let batch = self.take_rows().await;
+        let retry = std::mem::take(&mut *lock(&self.retry));
+        let pending = self.take_pending();
         self.usage.flush(store.as_ref()).await;
-        if batch.is_empty() {
+        let count = retry.len() + pending.len();
+        if count == 0 {
             return;
         }
-        let count = batch.len();
         metrics::histogram!(m::FLUSH_BATCH_SIZE, "buffer" => "request_logs").record(count as f64);
-        match tokio::task::spawn_blocking(write_off_runtime(store.clone(), batch)).await {
+        let write = write_off_runtime(store.clone(), retry, pending);
+        match tokio::task::spawn_blocking(write).await {
             Ok(None) => {}
             Ok(Some((unwritten, error))) => self.retry_later(unwritten, &error),
-            // Only if the store panicked: the entries are lost.
+            // Only if building or writing panicked: the entries are lost.
             Err(_) => self.dropped.increment(count as u64),
         }
     }
@@ -350,18 +322,21 @@ impl RequestLogBuffer {
     }
 }
 
-/// Writes `batch`, [`ROWS_PER_WRITE`] to a transaction, as a closure for the
-/// blocking pool: the store turns a second's entries into its rows
-/// (grouping them, writing JSON) with milliseconds of CPU, which on a
-/// runtime worker would stall every verification queued behind it. The
-/// batch is freed there too. Returns the rows not written and the error
-/// that stopped them.
+/// Writes the rows to retry, then the pending entries as rows,
+/// [`ROWS_PER_WRITE`] to a transaction, as a closure for the blocking pool:
+/// under load a second's entries (tens of thousands) take milliseconds of
+/// CPU to turn into rows and then into the store's (grouped, as JSON), and
+/// to free, which on a runtime worker would stall every verification queued
+/// behind it. Returns the rows not written and the error that stopped them.
 fn write_off_runtime(
     store: Arc<dyn Store>,
-    mut batch: Vec<NewRequestLog>,
+    retry: Vec<NewRequestLog>,
+    pending: Vec<PendingLog>,
 ) -> impl FnOnce() -> Option<(Vec<NewRequestLog>, StoreError)> {
     let runtime = tokio::runtime::Handle::current();
     move || {
+        let mut batch = retry;
+        batch.extend(pending.into_iter().map(PendingLog::into_entry));
         runtime.block_on(async {
             let mut written = 0;
             while written < batch.len() {
@@ -520,7 +495,8 @@ mod tests {
             }
         }
         assert_eq!(written, rows);
-        assert!(buffer.take_rows().await.is_empty(), "nothing left to retry");
+        assert!(lock(&buffer.retry).is_empty(), "nothing left to retry");
+        assert!(buffer.take_pending().is_empty(), "nothing left to write");
     }
 
     fn take(buffer: &RequestLogBuffer) -> Vec<NewRequestLog> {

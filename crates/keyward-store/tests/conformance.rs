@@ -3203,7 +3203,7 @@ async fn request_logs_page_across_blocks_and_batches(backend: Backend) {
             .concat()
         }
     };
-    let mut ids = Vec::new();
+    let mut ids_of_each_size = Vec::new();
     for size in [9, 100] {
         let logs = listed(RequestLogFilter::default(), size).await;
         let entries: Vec<_> = logs.iter().map(|log| log.entry.clone()).collect();
@@ -3212,8 +3212,10 @@ async fn request_logs_page_across_blocks_and_batches(backend: Backend) {
             logs.windows(2).all(|w| w[0].id > w[1].id),
             "pages of {size}"
         );
-        ids = logs.into_iter().map(|log| log.id).collect();
+        ids_of_each_size.push(logs.into_iter().map(|log| log.id).collect::<Vec<_>>());
     }
+    assert_eq!(ids_of_each_size[0], ids_of_each_size[1], "one id per log");
+    let ids = &ids_of_each_size[1];
     for (key, code) in [("key_cold", None), ("key_hot", Some("rate_limited"))] {
         let filter = RequestLogFilter {
             key_id: Some(key.into()),
