@@ -15,7 +15,7 @@ use crate::verifier::RequestLine;
 use governor::clock::{Clock, DefaultClock, QuantaInstant};
 use keyward_core::PermissionName;
 use keyward_core::verify::Code;
-use keyward_store::{NewRequestLog, Store, StoreError, VerificationRecord};
+use keyward_store::{LogEntry, RequestLogBatch, Store, StoreError, VerificationRecord};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -48,18 +48,31 @@ impl AskedPermissions {
             .map_or_else(|| Self::Copied(asked.to_vec()), Self::Held)
     }
 
-    fn names(&self, record: Option<&VerificationRecord>) -> Vec<String> {
-        match self {
-            Self::Copied(names) => names.iter().map(ToString::to_string).collect(),
-            Self::Held(mask) => record
-                .map(|record| &record.key.permissions[..])
-                .unwrap_or_default()
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| mask & (1 << i) != 0)
-                .map(|(_, name)| name.to_string())
-                .collect(),
-        }
+    /// The names asked for, in order, borrowed from the copy or the record.
+    fn names<'a>(
+        &'a self,
+        record: Option<&'a VerificationRecord>,
+    ) -> impl Iterator<Item = &'a str> + Clone + 'a {
+        let (names, mask) = match self {
+            Self::Copied(names) => (&names[..], None),
+            Self::Held(mask) => (
+                record
+                    .map(|record| &record.key.permissions[..])
+                    .unwrap_or_default(),
+                Some(*mask),
+            ),
+        };
+        let asked = move |i: usize| {
+            mask.is_none_or(|mask| {
+                let bit = u32::try_from(i).ok().and_then(|i| 1u64.checked_shl(i));
+                bit.is_some_and(|bit| mask & bit != 0)
+            })
+        };
+        names
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| asked(*i))
+            .map(|(_, name)| name.as_str())
     }
 }
 
@@ -76,7 +89,7 @@ fn held_positions(held: &[PermissionName], asked: &[PermissionName]) -> Option<u
 }
 
 /// One outcome as the verify path leaves it: copies and a pointer to the
-/// (cached) record, turned into a [`NewRequestLog`] at flush time.
+/// (cached) record, read as a [`LogEntry`] at flush time.
 #[derive(Debug)]
 pub struct PendingLog {
     pub at: i64,
@@ -132,31 +145,36 @@ impl LoggedRequest {
 }
 
 impl PendingLog {
-    fn into_entry(self) -> NewRequestLog {
+    /// The entry to log, borrowed from this outcome and its record: the
+    /// flush encodes it into its block without copying it first.
+    fn log_entry(&self) -> LogEntry<'_, impl Iterator<Item = &str> + Clone + '_> {
         let record = self.record.as_deref().map(|r| &**r);
         let key = record.map(|r| &r.key);
-        let (account_id, environment) = match (key, self.unmatched) {
-            (Some(key), _) => (key.account_id.clone(), Some(key.environment.clone())),
-            (None, Some(unmatched)) => (unmatched.account_id, unmatched.environment),
-            (None, None) => (String::new(), None),
+        let (account_id, environment) = match (key, &self.unmatched) {
+            (Some(key), _) => (key.account_id.as_str(), Some(key.environment.as_str())),
+            (None, Some(unmatched)) => (
+                unmatched.account_id.as_str(),
+                unmatched.environment.as_deref(),
+            ),
+            (None, None) => ("", None),
         };
-        NewRequestLog {
+        LogEntry {
             account_id,
             at: self.at,
-            key_id: key.map(|k| k.id.clone()),
-            workspace_id: key.map(|k| k.workspace_id.clone()),
+            key_id: key.map(|k| k.id.as_str()),
+            workspace_id: key.map(|k| k.workspace_id.as_str()),
             environment,
-            client_ip: self.ip.map(|ip| ip.to_canonical().to_string()),
+            client_ip: self.ip.map(|ip| ip.to_canonical()),
             permissions: self.permissions.names(record),
-            code: self.code.as_str().to_owned(),
+            code: self.code.as_str(),
             latency_us: self.latency_us,
-            method: self.request.as_ref().map(|r| r.method.clone()),
-            path: self.request.map(|r| r.path),
+            method: self.request.as_ref().map(|r| r.method.as_str()),
+            path: self.request.as_ref().map(|r| r.path.as_str()),
         }
     }
 }
 
-/// Request-log rows per write transaction. Between two, other writers get
+/// Request-log entries per write transaction (one [`RequestLogBatch`]). Between two, other writers get
 /// their turn — on SQLite's single writer, a metered key's credit draws and
 /// every API change — instead of waiting out a whole second's logs (tens of
 /// thousands of rows at full load, about 100 ms of inserts: the metered
@@ -173,9 +191,9 @@ pub struct RequestLogBuffer {
     /// own, uncontended lock (a shared list's lock was fought over by every
     /// worker on every verification). The flusher empties them all.
     lists: ThreadLocal<Mutex<Vec<PendingLog>>>,
-    /// Rows of failed flushes, retried first.
-    retry: Mutex<Vec<NewRequestLog>>,
-    /// Entries buffered at most per verifying thread, and rows kept for retry.
+    /// Batches of failed flushes, oldest first, retried first.
+    retry: Mutex<Vec<RequestLogBatch>>,
+    /// Entries buffered at most per verifying thread, and kept for retry.
     capacity: usize,
     /// Reads the cut of each flush (see [`Self::take_pending`]).
     clock: DefaultClock,
@@ -277,34 +295,52 @@ impl RequestLogBuffer {
         pending
     }
 
-    /// Writes the last uses, then the request logs. On failure the rows not
-    /// written go back in front of newer entries, as far as the capacity
-    /// allows; the rest are dropped and counted.
+    /// Writes the last uses, then the request logs. On failure the batches
+    /// not written go back in front of newer entries, as far as the
+    /// capacity allows; the rest are dropped and counted.
     pub async fn flush(&self, store: &Arc<dyn Store>) {
         let retry = std::mem::take(&mut *lock(&self.retry));
         let pending = self.take_pending();
         self.usage.flush(store.as_ref()).await;
-        let count = retry.len() + pending.len();
+        let count = entries(&retry) + pending.len();
         if count == 0 {
             return;
         }
         metrics::histogram!(m::FLUSH_BATCH_SIZE, "buffer" => "request_logs").record(count as f64);
         let write = write_off_runtime(store.clone(), retry, pending);
         match tokio::task::spawn_blocking(write).await {
-            Ok(None) => {}
-            Ok(Some((unwritten, error))) => self.retry_later(unwritten, &error),
+            Ok(Written {
+                unwritten,
+                error,
+                not_encoded,
+            }) => {
+                self.dropped.increment(not_encoded);
+                if let Some(error) = error {
+                    self.retry_later(unwritten, &error);
+                }
+            }
             // Only if building or writing panicked: the entries are lost.
             Err(_) => self.dropped.increment(count as u64),
         }
     }
 
-    fn retry_later(&self, rows: Vec<NewRequestLog>, error: &StoreError) {
-        tracing::warn!(%error, entries = rows.len(), "could not write request logs; will retry");
+    fn retry_later(&self, mut batches: Vec<RequestLogBatch>, error: &StoreError) {
+        let count = entries(&batches);
+        tracing::warn!(%error, entries = count, "could not write request logs; will retry");
         metrics::counter!(m::FLUSH_FAILURES, "buffer" => "request_logs").increment(1);
-        // The oldest entries are the ones dropped.
-        let skip = rows.len().saturating_sub(self.capacity);
-        self.dropped.increment(skip as u64);
-        *lock(&self.retry) = rows.into_iter().skip(skip).collect();
+        // The oldest entries are the ones dropped, a batch at a time.
+        let mut kept = count;
+        let too_old = batches
+            .iter()
+            .take_while(|batch| {
+                let over = kept > self.capacity;
+                kept -= if over { batch.len() } else { 0 };
+                over
+            })
+            .count();
+        self.dropped.increment((count - kept) as u64);
+        batches.drain(..too_old);
+        *lock(&self.retry) = batches;
     }
 
     /// Flushes every [`FLUSH_INTERVAL`] until `shutdown` fires, then once
@@ -322,31 +358,58 @@ impl RequestLogBuffer {
     }
 }
 
-/// Writes the rows to retry, then the pending entries as rows,
-/// [`ROWS_PER_WRITE`] to a transaction, as a closure for the blocking pool:
-/// under load a second's entries (tens of thousands) take milliseconds of
-/// CPU to turn into rows and then into the store's (grouped, as JSON), and
-/// to free, which on a runtime worker would stall every verification queued
-/// behind it. Returns the rows not written and the error that stopped them.
+/// Entries in `batches`.
+fn entries(batches: &[RequestLogBatch]) -> usize {
+    batches.iter().map(RequestLogBatch::len).sum()
+}
+
+/// What a flush's write did.
+struct Written {
+    /// The batches not written, the first of them the one that failed.
+    unwritten: Vec<RequestLogBatch>,
+    /// Why they were not.
+    error: Option<StoreError>,
+    /// Entries that could not be encoded (none is expected to).
+    not_encoded: u64,
+}
+
+/// Writes the batches to retry, then the pending entries in batches of
+/// [`ROWS_PER_WRITE`], one transaction each, as a closure for the blocking
+/// pool: under load a second's entries (tens of thousands) take
+/// milliseconds of CPU to encode into blocks and to free, which on a
+/// runtime worker would stall every verification queued behind it.
 fn write_off_runtime(
     store: Arc<dyn Store>,
-    retry: Vec<NewRequestLog>,
+    retry: Vec<RequestLogBatch>,
     pending: Vec<PendingLog>,
-) -> impl FnOnce() -> Option<(Vec<NewRequestLog>, StoreError)> {
+) -> impl FnOnce() -> Written {
     let runtime = tokio::runtime::Handle::current();
     move || {
-        let mut batch = retry;
-        batch.extend(pending.into_iter().map(PendingLog::into_entry));
-        runtime.block_on(async {
-            let mut written = 0;
-            while written < batch.len() {
-                let end = batch.len().min(written + ROWS_PER_WRITE);
-                if let Err(error) = store.insert_request_logs(&batch[written..end]).await {
-                    return Some((batch.split_off(written), error));
-                }
-                written = end;
+        let mut not_encoded = 0;
+        let mut batches = retry;
+        for chunk in pending.chunks(ROWS_PER_WRITE) {
+            let mut batch = RequestLogBatch::default();
+            for entry in chunk {
+                not_encoded += u64::from(batch.push(entry.log_entry()).is_err());
             }
-            None
+            batches.push(batch);
+        }
+        drop(pending);
+        runtime.block_on(async {
+            for (written, batch) in batches.iter().enumerate() {
+                if let Err(error) = store.insert_request_logs(batch).await {
+                    return Written {
+                        unwritten: batches.split_off(written),
+                        error: Some(error),
+                        not_encoded,
+                    };
+                }
+            }
+            Written {
+                unwritten: Vec::new(),
+                error: None,
+                not_encoded,
+            }
         })
     }
 }
@@ -399,12 +462,12 @@ mod tests {
         assert!(logged.path.len() <= MAX_LOGGED_PATH);
         assert!(logged.path.len() >= MAX_LOGGED_PATH - 1);
         assert!(long.starts_with(&logged.path));
-        let entry = PendingLog {
+        let pending = PendingLog {
             request: Some(logged),
             ..entry(Code::Valid)
-        }
-        .into_entry();
-        assert_eq!(entry.method.as_deref(), Some("GET"));
+        };
+        let entry = pending.log_entry();
+        assert_eq!(entry.method, Some("GET"));
         assert!(entry.path.is_some_and(|p| p.starts_with("/é")));
     }
 
@@ -499,12 +562,73 @@ mod tests {
         assert!(buffer.take_pending().is_empty(), "nothing left to write");
     }
 
-    fn take(buffer: &RequestLogBuffer) -> Vec<NewRequestLog> {
-        buffer
-            .take_pending()
-            .into_iter()
-            .map(PendingLog::into_entry)
-            .collect()
+    /// A flush the store refuses keeps its entries, and the next flush
+    /// writes them, before the entries buffered since.
+    #[tokio::test]
+    async fn entries_of_a_failed_flush_are_written_by_the_next() {
+        use sqlx::{Connection, SqliteConnection};
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("logs.db").display());
+        let store = keyward_store::open(&url).await.unwrap();
+        let rename = |from: &'static str, to: &'static str| {
+            let url = url.clone();
+            async move {
+                let mut conn = SqliteConnection::connect(&url).await.unwrap();
+                let sql = format!("ALTER TABLE {from} RENAME TO {to}");
+                sqlx::query(&sql).execute(&mut conn).await.unwrap();
+            }
+        };
+        let buffer = RequestLogBuffer::new(100);
+        rename("request_log_blocks", "parked").await;
+        for _ in 0..3 {
+            buffer.record(entry(Code::Valid));
+        }
+        buffer.flush(&store).await;
+        assert_eq!(entries(&lock(&buffer.retry)), 3, "kept for the next flush");
+        rename("parked", "request_log_blocks").await;
+        buffer.record(entry(Code::UnknownKey));
+        buffer.flush(&store).await;
+        assert!(lock(&buffer.retry).is_empty());
+        let page = keyward_store::PageRequest {
+            limit: 10,
+            after: None,
+        };
+        let listed = store
+            .list_request_logs("acct", &Default::default(), &page)
+            .await
+            .unwrap();
+        let codes: Vec<_> = listed.items.iter().map(|l| l.entry.code.as_str()).collect();
+        assert_eq!(codes, ["unknown_key", "valid", "valid", "valid"]);
+    }
+
+    /// Kept for retry: the newest batches, as many entries as the capacity,
+    /// the oldest dropped whole and counted.
+    #[test]
+    fn a_failed_flush_keeps_the_newest_batches_within_capacity() {
+        let buffer = RequestLogBuffer::new(5);
+        let batch = |codes: &[Code]| {
+            let taken: Vec<_> = codes.iter().map(|&code| entry(code)).collect();
+            let mut batch = RequestLogBatch::default();
+            for pending in &taken {
+                batch.push(pending.log_entry()).unwrap();
+            }
+            batch
+        };
+        let batches = vec![
+            batch(&[Code::Valid; 3]),
+            batch(&[Code::UnknownKey; 3]),
+            batch(&[Code::RateLimited; 2]),
+        ];
+        let error = StoreError::Invalid {
+            field: "request_logs",
+            message: "refused".into(),
+        };
+        buffer.retry_later(batches, &error);
+        let kept: Vec<_> = lock(&buffer.retry)
+            .iter()
+            .map(RequestLogBatch::len)
+            .collect();
+        assert_eq!(kept, [3, 2]);
     }
 
     #[test]
@@ -513,14 +637,25 @@ mod tests {
         for code in [Code::Valid, Code::UnknownKey, Code::MalformedKey] {
             buffer.record(entry(code));
         }
-        let batch = take(&buffer);
-        assert_eq!(
-            batch.iter().map(|e| e.code.as_str()).collect::<Vec<_>>(),
-            ["valid", "unknown_key"]
-        );
-        assert_eq!(batch[0].client_ip.as_deref(), Some("203.0.113.7"));
-        assert_eq!(batch[0].permissions, ["customers:read"]);
-        assert_eq!(batch[0].account_id, "acct");
-        assert!(take(&buffer).is_empty());
+        let taken = buffer.take_pending();
+        let entries: Vec<_> = taken.iter().map(PendingLog::log_entry).collect();
+        let codes: Vec<_> = entries.iter().map(|e| e.code).collect();
+        assert_eq!(codes, ["valid", "unknown_key"]);
+        assert_eq!(entries[0].client_ip, "203.0.113.7".parse().ok());
+        let permissions: Vec<_> = entries[0].permissions.clone().collect();
+        assert_eq!(permissions, ["customers:read"]);
+        assert_eq!(entries[0].account_id, "acct");
+        assert!(buffer.take_pending().is_empty());
+    }
+
+    /// Permissions the key does not hold are logged from the copy, in the
+    /// order asked (a held subset is checked through the API, in
+    /// tests/request_logs.rs).
+    #[test]
+    fn copied_permissions_are_logged_as_asked() {
+        let asked = ["z:write", "a:read"].map(|n| PermissionName::parse(n).unwrap());
+        let copied = AskedPermissions::Copied(asked.to_vec());
+        let logged: Vec<_> = copied.names(None).collect();
+        assert_eq!(logged, ["z:write", "a:read"]);
     }
 }

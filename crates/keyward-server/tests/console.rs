@@ -605,7 +605,7 @@ async fn the_log_page_pages_through_its_filter(server: TestServer) {
             key_id: None,
             workspace_id: None,
             environment: Some("production".into()),
-            client_ip: Some(format!("198.51.100.{}", n % 200)),
+            client_ip: format!("198.51.100.{}", n % 200).parse().ok(),
             permissions: vec![],
             code: if n % 2 == 0 {
                 "unknown_key"
@@ -618,7 +618,11 @@ async fn the_log_page_pages_through_its_filter(server: TestServer) {
             path: None,
         })
         .collect();
-    server.store.insert_request_logs(&logs).await.unwrap();
+    server
+        .store
+        .insert_request_logs(&logs.iter().collect())
+        .await
+        .unwrap();
     let mut console = signed_in_owner(&server).await;
     let rows = |body: &str| body.matches("<td class=\"small\">3 µs</td>").count();
 

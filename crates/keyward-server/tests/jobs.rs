@@ -619,7 +619,7 @@ async fn logs_export_to_a_file_to_download(s: TestServer) {
             key_id: Some("key_elsewhere".into()),
             workspace_id: Some(s.owner.workspace_id.clone()),
             environment: Some("production".into()),
-            client_ip: Some("198.51.100.9".into()),
+            client_ip: "198.51.100.9".parse().ok(),
             permissions: vec!["orders:read".into(), "orders:write".into()],
             code: "rate_limited".into(),
             latency_us: 7,
@@ -627,7 +627,10 @@ async fn logs_export_to_a_file_to_download(s: TestServer) {
             path: Some("/orders/\"a,b\"".into()),
         })
         .collect();
-    s.store.insert_request_logs(&bulk).await.unwrap();
+    s.store
+        .insert_request_logs(&bulk.iter().collect())
+        .await
+        .unwrap();
     let key_id = key["id"].as_str().unwrap();
     let listed = eventually(Duration::from_secs(15), || async {
         let (_, page) = s.get(&format!("/v1/keys/{key_id}/logs")).await;

@@ -425,10 +425,12 @@ pub trait Store: Send + Sync + 'static {
 
     // ── Request logs and change notifications ────────────────────────────
 
-    /// Appends verification outcomes in one transaction, all or none (a few
-    /// statements per batch: the verify path batches these, never writing
-    /// per request). Each gets a new `log_<ulid>` id, increasing in order.
-    async fn insert_request_logs(&self, entries: &[NewRequestLog]) -> StoreResult<()>;
+    /// Appends a batch of verification outcomes in one transaction, all or
+    /// none (a few statements per batch: the verify path batches these,
+    /// never writing per request). Each entry gets a new `log_<ulid>` id,
+    /// increasing in the batch's order; a batch written again after a
+    /// failure gets new ones.
+    async fn insert_request_logs(&self, batch: &RequestLogBatch) -> StoreResult<()>;
 
     /// The account's request logs matching `filter`, newest first; `after`
     /// is the id of the last log of the previous page.

@@ -1122,16 +1122,12 @@ impl crate::Store for SqlStore {
             .await?)
     }
 
-    async fn insert_request_logs(&self, entries: &[crate::NewRequestLog]) -> StoreResult<()> {
-        if entries.is_empty() {
+    async fn insert_request_logs(&self, batch: &crate::RequestLogBatch) -> StoreResult<()> {
+        if batch.is_empty() {
             return Ok(());
         }
-        in_write_tx!(self, |conn| request_logs::insert(
-            conn,
-            self.dialect,
-            entries
-        )
-        .await?)
+        in_write_tx!(self, |conn| request_logs::insert(conn, self.dialect, batch)
+            .await?)
     }
 
     async fn list_request_logs(

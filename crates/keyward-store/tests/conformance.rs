@@ -3031,9 +3031,9 @@ async fn request_logs_round_trip_filter_and_purge(backend: Backend) {
         environment: (!n.is_multiple_of(11)).then(|| ["production", "staging"][n % 2].to_owned()),
         client_ip: match n % 4 {
             0 => None,
-            1 => Some("203.0.113.7".into()),
-            2 => Some("2001:db8::1".into()),
-            _ => Some(awkward[n % awkward.len()].into()),
+            1 => "203.0.113.7".parse().ok(),
+            2 => "2001:db8::1".parse().ok(),
+            _ => "::ffff:198.51.100.1".parse().ok(),
         },
         permissions: awkward[..n % 4].iter().map(|p| p.to_string()).collect(),
         code: ["valid", "unknown_key", "rate_limited"][n % 3].to_owned(),
@@ -3052,9 +3052,11 @@ async fn request_logs_round_trip_filter_and_purge(backend: Backend) {
     };
     let acme: Vec<_> = (0..1_300).map(|n| entry("acct_acme", n)).collect();
     let other: Vec<_> = (0..7).map(|n| entry("acct_other", n)).collect();
-    f.store.insert_request_logs(&[]).await.unwrap();
-    f.store.insert_request_logs(&acme).await.unwrap();
-    f.store.insert_request_logs(&other).await.unwrap();
+    let none: [NewRequestLog; 0] = [];
+    for batch in [&none[..], &acme, &other] {
+        let batch = batch.iter().collect();
+        f.store.insert_request_logs(&batch).await.unwrap();
+    }
 
     let listed = request_logs(&f.store, "acct_acme", RequestLogFilter::default()).await;
     let newest_first: Vec<_> = acme.iter().rev().cloned().collect();
@@ -3189,7 +3191,10 @@ async fn request_logs_page_across_blocks_and_batches(backend: Backend) {
     let batches = [0..2_600, 2_600..2_601, 2_601..4_700];
     for batch in batches {
         let entries: Vec<_> = batch.map(entry).collect();
-        f.store.insert_request_logs(&entries).await.unwrap();
+        f.store
+            .insert_request_logs(&entries.iter().collect())
+            .await
+            .unwrap();
     }
     let newest_first: Vec<_> = (0..4_700).rev().map(entry).collect();
     let listed = |filter: RequestLogFilter, size: u32| {

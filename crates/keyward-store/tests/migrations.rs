@@ -34,7 +34,7 @@ fn old_log(n: i64) -> RequestLog {
             key_id: (n % 3 != 0).then(|| format!("key_{}", n % 4)),
             workspace_id: (n % 3 != 0).then(|| "ws_1".to_owned()),
             environment: Some("production".into()),
-            client_ip: (n % 5 != 0).then(|| "203.0.113.7".to_owned()),
+            client_ip: (n % 5 != 0).then(|| "203.0.113.7".parse().unwrap()),
             permissions: vec!["customers:read".into(); (n % 3) as usize],
             code: "valid".into(),
             latency_us: n * 3,
@@ -71,7 +71,7 @@ async fn upgrade_keeps_request_logs(backend: Backend) {
         .bind(e.key_id.as_deref())
         .bind(e.workspace_id.as_deref())
         .bind(e.environment.as_deref())
-        .bind(e.client_ip.as_deref())
+        .bind(e.client_ip.map(|ip| ip.to_string()))
         .bind(serde_json::to_string(&e.permissions).unwrap())
         .bind(&e.code)
         .bind(e.latency_us)
@@ -89,7 +89,7 @@ async fn upgrade_keeps_request_logs(backend: Backend) {
         ..old_log(1).entry
     };
     store
-        .insert_request_logs(std::slice::from_ref(&new))
+        .insert_request_logs(&std::iter::once(&new).collect())
         .await
         .unwrap();
     let listed = |filter: RequestLogFilter| {

@@ -56,7 +56,7 @@ impl From<RequestLog> for RequestLogView {
             key_id: entry.key_id,
             workspace_id: entry.workspace_id,
             environment: entry.environment,
-            client_ip: entry.client_ip,
+            client_ip: entry.client_ip.map(|ip| ip.to_string()),
             permissions: entry.permissions,
             code: entry.code,
             status,

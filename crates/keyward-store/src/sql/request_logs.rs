@@ -6,8 +6,9 @@
 //! a second by the flush and felt by every request answered meanwhile
 //! (docs/PERFORMANCE.md). So a flush writes one row per *block*: the entries
 //! of one batch that share an account, key, workspace and environment, at
-//! most [`BLOCK_ENTRIES`] of them, as one JSON array. Those four columns,
-//! which the indexes need, are the block's; everything else is the entry's.
+//! most 1,024 of them, as one JSON array ([`RequestLogBatch`] builds them).
+//! Those four columns, which the indexes need, are the block's; everything
+//! else is the entry's.
 //!
 //! Ids stay what they were, one `log_<ulid>` per entry, increasing in entry
 //! order across the whole batch: the batch reserves a range of consecutive
@@ -23,175 +24,55 @@ use super::decode::{column, json, to_json};
 use crate::error::{StoreError, StoreResult};
 use crate::ids::IdRange;
 use crate::records::Page;
-use crate::request_logs::{NewRequestLog, RequestLog, RequestLogFilter};
+use crate::request_logs::{
+    NewRequestLog, RequestLog, RequestLogBatch, RequestLogFilter, StoredEntry, code_bit,
+};
 use sqlx::AnyConnection;
 use sqlx::any::AnyRow;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::fmt::Write as _;
 
 const COLUMNS: &str = "id, last_id, batch_id, account_id, key_id, workspace_id, environment, \
                        entry_count, first_at, last_at, codes, entries";
 
-/// Entries at most in one block. A page of a key's logs decodes whole
-/// blocks, so they are kept small enough to decode in well under a
-/// millisecond (~150 KB of JSON), and large enough that a busy key's second
-/// of logs is a few rows.
-const BLOCK_ENTRIES: usize = 1_024;
-
-/// One entry in a block's JSON: its offset in the batch, `at`, client IP,
-/// permissions asked for, code, latency, method and path.
-type StoredEntry<'a> = (
-    u32,
-    i64,
-    &'a Option<String>,
-    &'a [String],
-    &'a str,
-    i64,
-    &'a Option<String>,
-    &'a Option<String>,
-);
-
-/// [`StoredEntry`] as read back.
-type ReadEntry = (
-    u32,
-    i64,
-    Option<String>,
-    Vec<String>,
-    String,
-    i64,
-    Option<String>,
-    Option<String>,
-);
-
-/// What every entry of a block shares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct Group<'a> {
-    account_id: &'a str,
-    key_id: Option<&'a str>,
-    workspace_id: Option<&'a str>,
-    environment: Option<&'a str>,
-}
-
-impl<'a> Group<'a> {
-    fn of(entry: &'a NewRequestLog) -> Self {
-        Self {
-            account_id: &entry.account_id,
-            key_id: entry.key_id.as_deref(),
-            workspace_id: entry.workspace_id.as_deref(),
-            environment: entry.environment.as_deref(),
-        }
-    }
-}
-
-/// One row of `request_log_blocks`, ready to bind.
-struct Block<'a> {
-    id: String,
-    last_id: String,
-    group: Group<'a>,
-    entry_count: i64,
-    first_at: i64,
-    last_at: i64,
-    codes: i64,
-    entries: String,
-}
-
-/// Inserts every entry, with ids `log_<ulid>` increasing in entry order;
-/// the caller runs this in one transaction, so a batch lands whole or not
-/// at all.
+/// Inserts the batch's blocks, their entries' ids `log_<ulid>` increasing
+/// in entry order; the caller runs this in one transaction, so a batch
+/// lands whole or not at all.
 pub(super) async fn insert(
     conn: &mut AnyConnection,
     dialect: Dialect,
-    entries: &[NewRequestLog],
+    batch: &RequestLogBatch,
 ) -> StoreResult<()> {
-    let count = u32::try_from(entries.len()).map_err(|_| StoreError::Invalid {
-        field: "request_logs",
-        message: "a batch holds at most 2^32 - 1 entries".into(),
-    })?;
-    let range = IdRange::reserve(count);
+    // A batch's offsets are `u32`s (`RequestLogBatch::push`).
+    let range = IdRange::reserve(batch.len() as u32);
     let batch_id = range.id("log", 0);
-    let blocks = blocks(entries, range)?;
+    let blocks = batch.blocks();
     let mut done = 0;
     while done < blocks.len() {
         let rows = statement_rows(blocks.len() - done);
         let sql = insert_sql(dialect, rows);
         let mut query = sqlx::query(&sql);
         for block in &blocks[done..done + rows] {
+            let entries = std::str::from_utf8(&block.entries)
+                .map_err(|_| StoreError::corrupt("request log block: not UTF-8"))?;
             query = query
-                .bind(block.id.as_str())
-                .bind(block.last_id.as_str())
+                .bind(range.id("log", block.first))
+                .bind(range.id("log", block.last))
                 .bind(batch_id.as_str())
-                .bind(block.group.account_id)
-                .bind(block.group.key_id)
-                .bind(block.group.workspace_id)
-                .bind(block.group.environment)
-                .bind(block.entry_count)
+                .bind(block.group.account_id.as_str())
+                .bind(block.group.key_id.as_deref())
+                .bind(block.group.workspace_id.as_deref())
+                .bind(block.group.environment.as_deref())
+                .bind(i64::from(block.entry_count))
                 .bind(block.first_at)
                 .bind(block.last_at)
                 .bind(block.codes)
-                .bind(block.entries.as_str());
+                .bind(entries);
         }
         query.execute(&mut *conn).await?;
         done += rows;
     }
     Ok(())
-}
-
-/// The batch's entries grouped into blocks, each group in entry order.
-fn blocks(entries: &[NewRequestLog], range: IdRange) -> StoreResult<Vec<Block<'_>>> {
-    let mut groups: Vec<(Group<'_>, Vec<u32>)> = Vec::new();
-    // Four strings hashed per entry: SipHash made this half the cost of
-    // building a batch's blocks.
-    let mut group_of: HashMap<Group<'_>, usize, foldhash::fast::RandomState> = HashMap::default();
-    for (offset, entry) in (0u32..).zip(entries) {
-        let group = Group::of(entry);
-        let at = *group_of.entry(group).or_insert_with(|| {
-            groups.push((group, Vec::new()));
-            groups.len() - 1
-        });
-        groups[at].1.push(offset);
-    }
-    groups
-        .iter()
-        .flat_map(|(group, offsets)| offsets.chunks(BLOCK_ENTRIES).map(|c| (*group, c)))
-        .map(|(group, offsets)| block(entries, range, group, offsets))
-        .collect()
-}
-
-fn block<'a>(
-    entries: &'a [NewRequestLog],
-    range: IdRange,
-    group: Group<'a>,
-    offsets: &[u32],
-) -> StoreResult<Block<'a>> {
-    let at = |offset: &u32| entries[*offset as usize].at;
-    let stored: Vec<StoredEntry<'_>> = offsets
-        .iter()
-        .map(|&offset| {
-            let e = &entries[offset as usize];
-            (
-                offset,
-                e.at,
-                &e.client_ip,
-                e.permissions.as_slice(),
-                e.code.as_str(),
-                e.latency_us,
-                &e.method,
-                &e.path,
-            )
-        })
-        .collect();
-    Ok(Block {
-        id: range.id("log", offsets[0]),
-        last_id: range.id("log", offsets[offsets.len() - 1]),
-        group,
-        entry_count: offsets.len() as i64,
-        first_at: offsets.iter().map(at).min().unwrap_or_default(),
-        last_at: offsets.iter().map(at).max().unwrap_or_default(),
-        codes: offsets.iter().fold(0, |codes, &offset| {
-            codes | code_bit(&entries[offset as usize].code)
-        }),
-        entries: to_json(&stored, "request_logs")?,
-    })
 }
 
 /// Blocks at most per INSERT: 768 parameters.
@@ -238,34 +119,6 @@ fn insert_sql(dialect: Dialect, rows: usize) -> String {
 enum Arg<'a> {
     Text(&'a str),
     Int(i64),
-}
-
-/// Each code's bit in a block's `codes`, by position. Append only: stored
-/// blocks hold these bits.
-const CODE_BITS: [&str; 12] = [
-    "valid",
-    "malformed_key",
-    "unknown_key",
-    "key_inactive",
-    "key_revoked",
-    "key_expired",
-    "wrong_environment",
-    "ip_not_allowed",
-    "origin_not_allowed",
-    "insufficient_permissions",
-    "customer_mismatch",
-    "rate_limited",
-];
-
-/// The bit of any code not in [`CODE_BITS`]. Blocks moved from the table of
-/// one row per log have every bit set (`-1`): they may hold any code.
-const OTHER_CODE: i64 = 1 << 62;
-
-fn code_bit(code: &str) -> i64 {
-    CODE_BITS
-        .iter()
-        .position(|known| *known == code)
-        .map_or(OTHER_CODE, |bit| 1 << bit)
 }
 
 /// The conditions on blocks that `filter` makes, each with `?` where its
@@ -467,7 +320,7 @@ fn block_logs(
         environment: column(row, "environment")?,
     };
     let range = IdRange::starting_at(&batch_id);
-    let stored: Vec<ReadEntry> = json(row, "entries")?;
+    let stored: Vec<StoredEntry> = json(row, "entries")?;
     let mut logs = Vec::new();
     for (offset, at, client_ip, permissions, code, latency_us, method, path) in stored {
         let wanted = filter.code.as_ref().is_none_or(|c| *c == code)
@@ -545,7 +398,7 @@ pub(super) async fn purge(conn: &mut AnyConnection, before: i64) -> StoreResult<
         .fetch_all(&mut *conn)
         .await?;
     for row in &straddling {
-        let mut entries: Vec<ReadEntry> = json(row, "entries")?;
+        let mut entries: Vec<StoredEntry> = json(row, "entries")?;
         let count = entries.len();
         entries.retain(|entry| entry.1 >= before);
         purged += (count - entries.len()) as u64;
@@ -566,22 +419,6 @@ pub(super) async fn purge(conn: &mut AnyConnection, before: i64) -> StoreResult<
 mod tests {
     use super::*;
     use crate::sql::SqlStore;
-
-    fn entry(key: Option<&str>, at: i64) -> NewRequestLog {
-        NewRequestLog {
-            account_id: "acct_1".into(),
-            at,
-            key_id: key.map(str::to_owned),
-            workspace_id: key.map(|_| "ws_1".to_owned()),
-            environment: Some("production".into()),
-            client_ip: None,
-            permissions: vec![],
-            code: "valid".into(),
-            latency_us: 1,
-            method: None,
-            path: None,
-        }
-    }
 
     #[test]
     fn statements_come_in_few_shapes() {
@@ -606,35 +443,6 @@ mod tests {
             "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12), \
              ($13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)"
         );
-    }
-
-    /// Entries are grouped by what they share, each group cut into blocks of
-    /// at most `BLOCK_ENTRIES` in entry order; every block knows its span
-    /// of times and starts with its first entry's id.
-    #[test]
-    fn a_batch_becomes_one_block_per_group_and_size() {
-        let entries: Vec<_> = (0..2 * BLOCK_ENTRIES as i64 + 10)
-            .map(|n| entry([Some("key_a"), None][(n % 2) as usize], 1_000 - n))
-            .collect();
-        let range = IdRange::reserve(entries.len() as u32);
-        let blocks = blocks(&entries, range).unwrap();
-        let counts: Vec<_> = blocks.iter().map(|b| b.entry_count).collect();
-        assert_eq!(counts, [1_024, 5, 1_024, 5]);
-        assert_eq!(blocks[0].group.key_id, Some("key_a"));
-        assert_eq!(blocks[1].group.key_id, Some("key_a"));
-        assert_eq!(blocks[2].group.key_id, None);
-        assert_eq!(blocks[0].id, range.id("log", 0));
-        assert_eq!(blocks[0].last_id, range.id("log", 2_046));
-        assert_eq!(blocks[1].id, range.id("log", 2_048));
-        assert_eq!(blocks[2].id, range.id("log", 1));
-        assert_eq!(
-            (blocks[0].first_at, blocks[0].last_at),
-            (1_000 - 2_046, 1_000)
-        );
-        assert_eq!(blocks[0].codes, code_bit("valid"));
-        let stored: Vec<ReadEntry> = serde_json::from_str(&blocks[3].entries).unwrap();
-        let offsets: Vec<_> = stored.iter().map(|e| e.0).collect();
-        assert_eq!(offsets, [2_049, 2_051, 2_053, 2_055, 2_057]);
     }
 
     #[test]
@@ -673,21 +481,6 @@ mod tests {
             "account_id = $1 AND (codes & $2) <> 0 ORDER BY last_id DESC LIMIT $3"
         );
         assert_eq!(conditions[1].1, Arg::Int(1 << 11));
-    }
-
-    /// Every code the verifier answers has a bit of its own, below the one
-    /// that anything else shares.
-    #[test]
-    fn every_code_has_its_own_bit() {
-        let bits: Vec<_> = keyward_core::verify::Code::ALL
-            .iter()
-            .map(|code| code_bit(code.as_str()))
-            .collect();
-        assert!(bits.iter().all(|&bit| bit != OTHER_CODE));
-        let distinct: std::collections::BTreeSet<_> = bits.iter().collect();
-        assert_eq!(distinct.len(), bits.len());
-        assert_eq!(code_bit("not_a_code"), OTHER_CODE);
-        assert!(bits.iter().all(|&bit| bit > 0 && bit < OTHER_CODE));
     }
 
     #[test]
