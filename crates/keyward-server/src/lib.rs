@@ -112,7 +112,7 @@ pub struct Server {
     rate_limits: Arc<RateLimits>,
     /// What is served besides the admin API: the private verify listener
     /// and the gateway, each on its own listener.
-    listeners: Vec<(TcpListener, axum::Router)>,
+    listeners: Vec<(TcpListener, api::Listening)>,
 }
 
 impl Server {
@@ -158,11 +158,11 @@ impl Server {
     /// operator binds it to a private listener on purpose"). The listener
     /// serves nothing else but `/healthz`.
     pub fn with_private_verify(mut self, listener: TcpListener, account_id: &str) -> Self {
-        let router = api::private_verify_router(api::PrivateVerify {
+        let listening = api::Listening::private_verify(api::PrivateVerify {
             state: self.state.clone(),
             account_id: account_id.into(),
         });
-        self.listeners.push((listener, router));
+        self.listeners.push((listener, listening));
         self
     }
 
@@ -171,7 +171,8 @@ impl Server {
     /// upstream or refused.
     pub fn with_gateway(mut self, listener: TcpListener, config: gateway::GatewayConfig) -> Self {
         let gateway = Arc::new(gateway::Gateway::new(self.state.clone(), config));
-        self.listeners.push((listener, gateway::router(gateway)));
+        let listening = api::Listening::router_only(gateway::router(gateway));
+        self.listeners.push((listener, listening));
         self
     }
 
@@ -191,7 +192,7 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let api = self.router();
+        let api = api::Listening::api(self.state.clone());
         self.listeners.insert(0, (listener, api));
         self.run(shutdown).await
     }
@@ -275,11 +276,13 @@ impl Server {
             let _ = quit_tx.send(true);
         });
         let mut served = tokio::task::JoinSet::new();
-        for (listener, router) in self.listeners.drain(..) {
+        for (listener, listening) in self.listeners.drain(..) {
             let mut quit = quit_rx.clone();
             let serving = axum::serve(
                 listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
+                axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+                    SocketAddr,
+                >(listening),
             )
             .with_graceful_shutdown(async move {
                 let _ = quit.wait_for(|quit| *quit).await;
