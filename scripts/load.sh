@@ -44,7 +44,9 @@
 # Environment: DURATION (s, default 10), CONNECTIONS (default 64), THREADS
 # (wrk threads, default 2), MAX_REQUESTS (per wrk thread, default 2000000),
 # RATE_CONNECTIONS (oha connections at half rate, default 16),
-# KEYWARD_DATABASE_URL (default: a fresh SQLite file). Installs wrk with apt
+# KEYWARD_DATABASE_URL (default: a fresh SQLite file), KEYWARD_BIN (a
+# `keyward` binary to measure instead of this tree's release build: to
+# compare builds, alternate runs of each). Installs wrk with apt
 # and oha with `cargo install oha --locked` (into ~/.cargo/bin, a few
 # minutes once) when missing.
 set -euo pipefail
@@ -81,9 +83,11 @@ fi
 RATE_CONNECTIONS=${RATE_CONNECTIONS:-16}
 
 cd "$ROOT"
-cargo build --release -q -p keyward-cli --bin keyward
 cargo build --release -q -p keyward-server --example reference_server
-BIN=$ROOT/target/release/keyward
+if [ -z "${KEYWARD_BIN:-}" ]; then
+  cargo build --release -q -p keyward-cli --bin keyward
+fi
+BIN=${KEYWARD_BIN:-$ROOT/target/release/keyward}
 REF=$ROOT/target/release/examples/reference_server
 export KEYWARD_DATABASE_URL=${KEYWARD_DATABASE_URL:-sqlite://$WORK/keyward.db}
 export KEYWARD_LOG=warn
