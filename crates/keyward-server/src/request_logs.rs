@@ -1,10 +1,11 @@
 //! Request logs and last use without a storage write per verification:
 //! outcomes are appended to bounded in-memory lists (one per verifying
-//! thread) and written every [`FLUSH_INTERVAL`] and at shutdown — the keys'
-//! last uses in one batch, then the logs in one transaction. When a list is
-//! full (the store is down or slower than the traffic), new log entries are
-//! dropped and counted, their uses still noted — verification never waits
-//! for storage.
+//! thread), encoded into request-log blocks every [`ENCODE_INTERVAL`], and
+//! written every [`FLUSH_INTERVAL`] and at shutdown — the keys' last uses in
+//! one batch, then the logs, a transaction per [`ROWS_PER_WRITE`] entries.
+//! When a list is full (the store is down or slower than the traffic), new
+//! log entries are dropped and counted, their uses still noted —
+//! verification never waits for storage.
 //!
 //! Retention is enforced by the `purge_request_logs` job (`crate::jobs`).
 
@@ -20,10 +21,17 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use thread_local::ThreadLocal;
-use tokio::sync::watch;
+use tokio::sync::{Mutex as AsyncMutex, watch};
 
 /// How often buffered outcomes are written, at the latest.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often buffered outcomes are encoded into blocks between two writes.
+/// Encoding is most of a flush's CPU (~1,800 instructions an entry);
+/// done for a whole second at once, at full load it took a core for tens
+/// of milliseconds, and the requests answered meanwhile were the slowest
+/// of each second. In tenths it takes a few milliseconds at a time.
+pub const ENCODE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Entries held at most per verifying thread between flushes (about 130
 /// bytes each).
@@ -191,8 +199,11 @@ pub struct RequestLogBuffer {
     /// own, uncontended lock (a shared list's lock was fought over by every
     /// worker on every verification). The flusher empties them all.
     lists: ThreadLocal<Mutex<Vec<PendingLog>>>,
-    /// Batches of failed flushes, oldest first, retried first.
-    retry: Mutex<Vec<RequestLogBatch>>,
+    /// Entries encoded and not yet written, in batches of at most
+    /// [`ROWS_PER_WRITE`], oldest first (those of failed writes among
+    /// them). Held across each encoding and write, so that they take turns
+    /// whoever calls them.
+    encoded: AsyncMutex<Vec<RequestLogBatch>>,
     /// Entries buffered at most per verifying thread, and kept for retry.
     capacity: usize,
     /// Reads the cut of each flush (see [`Self::take_pending`]).
@@ -208,7 +219,7 @@ impl RequestLogBuffer {
     pub fn new(capacity: usize) -> Self {
         Self {
             lists: ThreadLocal::new(),
-            retry: Mutex::new(Vec::new()),
+            encoded: AsyncMutex::new(Vec::new()),
             capacity,
             clock: DefaultClock::default(),
             usage: UsageBuffer::default(),
@@ -295,40 +306,68 @@ impl RequestLogBuffer {
         pending
     }
 
-    /// Writes the last uses, then the request logs. On failure the batches
-    /// not written go back in front of newer entries, as far as the
-    /// capacity allows; the rest are dropped and counted.
+    /// Encodes what is buffered, then writes the last uses and the
+    /// request logs (see [`Self::write`]).
     pub async fn flush(&self, store: &Arc<dyn Store>) {
-        let retry = std::mem::take(&mut *lock(&self.retry));
+        self.encode().await;
+        self.write(store).await;
+    }
+
+    /// Encodes the entries answered so far into blocks, on the blocking
+    /// pool (a tenth of a second's entries at full load take milliseconds
+    /// of CPU, which on a runtime worker would stall the verifications
+    /// queued behind it).
+    pub async fn encode(&self) {
+        let mut encoded = self.encoded.lock().await;
         let pending = self.take_pending();
+        if pending.is_empty() {
+            return;
+        }
+        let batches = std::mem::take(&mut *encoded);
+        let held = entries(&batches) + pending.len();
+        match tokio::task::spawn_blocking(move || encode_into(batches, pending)).await {
+            Ok((batches, not_encoded)) => {
+                *encoded = batches;
+                self.dropped.increment(not_encoded);
+            }
+            // Only if encoding panicked: the entries are lost.
+            Err(_) => self.dropped.increment(held as u64),
+        }
+    }
+
+    /// Writes the last uses, then the encoded request logs, one
+    /// transaction per batch. On failure the batches not written are kept,
+    /// to go first in the next write, as far as the capacity allows; the
+    /// rest are dropped and counted.
+    pub async fn write(&self, store: &Arc<dyn Store>) {
+        let mut encoded = self.encoded.lock().await;
         self.usage.flush(store.as_ref()).await;
-        let count = entries(&retry) + pending.len();
+        let count = entries(&encoded);
         if count == 0 {
             return;
         }
         metrics::histogram!(m::FLUSH_BATCH_SIZE, "buffer" => "request_logs").record(count as f64);
-        let write = write_off_runtime(store.clone(), retry, pending);
-        match tokio::task::spawn_blocking(write).await {
-            Ok(Written {
-                unwritten,
-                error,
-                not_encoded,
-            }) => {
-                self.dropped.increment(not_encoded);
-                if let Some(error) = error {
-                    self.retry_later(unwritten, &error);
-                }
+        let batches = std::mem::take(&mut *encoded);
+        for (written, batch) in batches.iter().enumerate() {
+            if let Err(error) = store.insert_request_logs(batch).await {
+                let mut unwritten = batches;
+                unwritten.drain(..written);
+                *encoded = self.keep_for_retry(unwritten, &error);
+                return;
             }
-            // Only if building or writing panicked: the entries are lost.
-            Err(_) => self.dropped.increment(count as u64),
         }
     }
 
-    fn retry_later(&self, mut batches: Vec<RequestLogBatch>, error: &StoreError) {
+    /// The newest of `batches` that fit the capacity; the oldest are
+    /// dropped whole, and counted.
+    fn keep_for_retry(
+        &self,
+        mut batches: Vec<RequestLogBatch>,
+        error: &StoreError,
+    ) -> Vec<RequestLogBatch> {
         let count = entries(&batches);
         tracing::warn!(%error, entries = count, "could not write request logs; will retry");
         metrics::counter!(m::FLUSH_FAILURES, "buffer" => "request_logs").increment(1);
-        // The oldest entries are the ones dropped, a batch at a time.
         let mut kept = count;
         let too_old = batches
             .iter()
@@ -340,17 +379,25 @@ impl RequestLogBuffer {
             .count();
         self.dropped.increment((count - kept) as u64);
         batches.drain(..too_old);
-        *lock(&self.retry) = batches;
+        batches
     }
 
-    /// Flushes every [`FLUSH_INTERVAL`] until `shutdown` fires, then once
-    /// more so that nothing buffered is lost at a graceful stop.
+    /// Encodes every [`ENCODE_INTERVAL`] and writes every
+    /// [`FLUSH_INTERVAL`] until `shutdown` fires, then flushes once more so
+    /// that nothing buffered is lost at a graceful stop.
     pub async fn run(self: Arc<Self>, store: Arc<dyn Store>, mut shutdown: watch::Receiver<bool>) {
-        let mut ticker = tokio::time::interval(FLUSH_INTERVAL);
+        let mut ticker = tokio::time::interval(ENCODE_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_write = tokio::time::Instant::now();
         loop {
             tokio::select! {
-                _ = ticker.tick() => self.flush(&store).await,
+                _ = ticker.tick() => {
+                    self.encode().await;
+                    if last_write.elapsed() >= FLUSH_INTERVAL {
+                        last_write = tokio::time::Instant::now();
+                        self.write(&store).await;
+                    }
+                }
                 _ = shutdown.changed() => break,
             }
         }
@@ -363,55 +410,27 @@ fn entries(batches: &[RequestLogBatch]) -> usize {
     batches.iter().map(RequestLogBatch::len).sum()
 }
 
-/// What a flush's write did.
-struct Written {
-    /// The batches not written, the first of them the one that failed.
-    unwritten: Vec<RequestLogBatch>,
-    /// Why they were not.
-    error: Option<StoreError>,
-    /// Entries that could not be encoded (none is expected to).
-    not_encoded: u64,
-}
-
-/// Writes the batches to retry, then the pending entries in batches of
-/// [`ROWS_PER_WRITE`], one transaction each, as a closure for the blocking
-/// pool: under load a second's entries (tens of thousands) take
-/// milliseconds of CPU to encode into blocks and to free, which on a
-/// runtime worker would stall every verification queued behind it.
-fn write_off_runtime(
-    store: Arc<dyn Store>,
-    retry: Vec<RequestLogBatch>,
+/// `pending` encoded after `batches`, a new batch begun whenever the last
+/// holds [`ROWS_PER_WRITE`] entries; also returns how many entries could
+/// not be encoded (none is expected to). Freeing `pending` happens here
+/// too, off the runtime.
+fn encode_into(
+    mut batches: Vec<RequestLogBatch>,
     pending: Vec<PendingLog>,
-) -> impl FnOnce() -> Written {
-    let runtime = tokio::runtime::Handle::current();
-    move || {
-        let mut not_encoded = 0;
-        let mut batches = retry;
-        for chunk in pending.chunks(ROWS_PER_WRITE) {
-            let mut batch = RequestLogBatch::default();
-            for entry in chunk {
-                not_encoded += u64::from(batch.push(entry.log_entry()).is_err());
-            }
-            batches.push(batch);
+) -> (Vec<RequestLogBatch>, u64) {
+    let mut not_encoded = 0;
+    for entry in &pending {
+        if batches
+            .last()
+            .is_none_or(|last| last.len() >= ROWS_PER_WRITE)
+        {
+            batches.push(RequestLogBatch::default());
         }
-        drop(pending);
-        runtime.block_on(async {
-            for (written, batch) in batches.iter().enumerate() {
-                if let Err(error) = store.insert_request_logs(batch).await {
-                    return Written {
-                        unwritten: batches.split_off(written),
-                        error: Some(error),
-                        not_encoded,
-                    };
-                }
-            }
-            Written {
-                unwritten: Vec::new(),
-                error: None,
-                not_encoded,
-            }
-        })
+        if let Some(batch) = batches.last_mut() {
+            not_encoded += u64::from(batch.push(entry.log_entry()).is_err());
+        }
     }
+    (batches, not_encoded)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -530,17 +549,31 @@ mod tests {
         assert_eq!(held_positions(&held, &names(&["a:read", "d:read"])), None);
     }
 
-    /// A flush of more rows than one write takes lands whole, in several
-    /// transactions.
+    /// Entries encoded over several turns are written in batches of
+    /// `ROWS_PER_WRITE`, each its own transaction, and land whole.
     #[tokio::test]
     async fn a_flush_larger_than_one_write_writes_every_row() {
         let store = keyward_store::open("sqlite::memory:").await.unwrap();
         let rows = 2 * ROWS_PER_WRITE + 1;
         let buffer = RequestLogBuffer::new(rows);
-        for _ in 0..rows {
+        // Encoded in two turns, as the ticks between two writes would.
+        for _ in 0..ROWS_PER_WRITE + 1 {
             buffer.record(entry(Code::Valid));
         }
-        buffer.flush(&store).await;
+        buffer.encode().await;
+        for _ in 0..ROWS_PER_WRITE {
+            buffer.record(entry(Code::Valid));
+        }
+        buffer.encode().await;
+        let sizes: Vec<_> = buffer
+            .encoded
+            .lock()
+            .await
+            .iter()
+            .map(RequestLogBatch::len)
+            .collect();
+        assert_eq!(sizes, [ROWS_PER_WRITE, ROWS_PER_WRITE, 1]);
+        buffer.write(&store).await;
         let mut page = keyward_store::PageRequest {
             limit: 100,
             after: None,
@@ -558,7 +591,10 @@ mod tests {
             }
         }
         assert_eq!(written, rows);
-        assert!(lock(&buffer.retry).is_empty(), "nothing left to retry");
+        assert!(
+            buffer.encoded.lock().await.is_empty(),
+            "nothing left to retry"
+        );
         assert!(buffer.take_pending().is_empty(), "nothing left to write");
     }
 
@@ -584,11 +620,12 @@ mod tests {
             buffer.record(entry(Code::Valid));
         }
         buffer.flush(&store).await;
-        assert_eq!(entries(&lock(&buffer.retry)), 3, "kept for the next flush");
+        let kept = entries(&buffer.encoded.lock().await);
+        assert_eq!(kept, 3, "kept for the next flush");
         rename("parked", "request_log_blocks").await;
         buffer.record(entry(Code::UnknownKey));
         buffer.flush(&store).await;
-        assert!(lock(&buffer.retry).is_empty());
+        assert!(buffer.encoded.lock().await.is_empty());
         let page = keyward_store::PageRequest {
             limit: 10,
             after: None,
@@ -623,11 +660,8 @@ mod tests {
             field: "request_logs",
             message: "refused".into(),
         };
-        buffer.retry_later(batches, &error);
-        let kept: Vec<_> = lock(&buffer.retry)
-            .iter()
-            .map(RequestLogBatch::len)
-            .collect();
+        let kept = buffer.keep_for_retry(batches, &error);
+        let kept: Vec<_> = kept.iter().map(RequestLogBatch::len).collect();
         assert_eq!(kept, [3, 2]);
     }
 
