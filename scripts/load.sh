@@ -43,7 +43,9 @@
 #
 # Environment: DURATION (s, default 10), CONNECTIONS (default 64), THREADS
 # (wrk threads, default 2), MAX_REQUESTS (per wrk thread, default 2000000),
-# RATE_CONNECTIONS (oha connections at half rate, default 16),
+# RATE_CONNECTIONS (oha connections at half rate, default 16), HOLD_RATE
+# (req/s: every constant-rate run holds this rate instead of half its
+# maximum, so that two builds' latencies compare at one rate),
 # KEYWARD_DATABASE_URL (default: a fresh SQLite file), KEYWARD_BIN (a
 # `keyward` binary to measure instead of this tree's release build: to
 # compare builds, alternate runs of each). Installs wrk with apt
@@ -245,7 +247,7 @@ HEADER=$(printf '%-12s %10s %8s %8s %7s │ %9s %8s %8s %9s' scenario 'max req/s
 row() { # url lua name server-pid
   local rps p50 p99 half hrps hp50 hp99 cpu ratio
   read -r rps p50 p99 < <(run_wrk "$1" "$2")
-  half=$(awk -v r="$rps" 'BEGIN {printf "%d", r / 2}')
+  half=${HOLD_RATE:-$(awk -v r="$rps" 'BEGIN {printf "%d", r / 2}')}
   # The valid run's requests are recorded, to say where its slow ones fell.
   read -r hrps hp50 hp99 cpu < <(
     if [ "$3" = valid ]; then RECORD=$WORK/valid-half.db; fi
@@ -293,4 +295,4 @@ echo "where the slow requests of the runs at $VALID_HALF req/s fell (scripts/slo
 echo "  valid:     $("$ROOT/scripts/slow_by_phase.py" "$WORK/valid-half.db")"
 echo "  reference: $("$ROOT/scripts/slow_by_phase.py" "$WORK/reference-half.db")"
 echo "($(date -u +%FT%TZ), $(nproc) cores; max: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s;" \
-  "half: oha -c$RATE_CONNECTIONS -z${DURATION}s -q <max/2> --latency-correction -w; store ${KEYWARD_DATABASE_URL%%:*})"
+  "half: oha -c$RATE_CONNECTIONS -z${DURATION}s -q ${HOLD_RATE:-<max/2>} --latency-correction -w; store ${KEYWARD_DATABASE_URL%%:*})"
