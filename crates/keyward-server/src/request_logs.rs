@@ -182,10 +182,11 @@ impl PendingLog {
     }
 }
 
-/// Request-log entries per write transaction (one [`RequestLogBatch`]). Between two, other writers get
-/// their turn — on SQLite's single writer, a metered key's credit draws and
-/// every API change — instead of waiting out a whole second's logs (tens of
-/// thousands of rows at full load, about 100 ms of inserts: the metered
+/// Request-log entries per write transaction (one [`RequestLogBatch`]).
+/// Between two, other writers get their turn — on SQLite's single writer,
+/// a metered key's credit draws and every API change — instead of waiting
+/// out a whole second's logs (tens of thousands of rows at full load,
+/// about 100 ms of inserts when they were one row each: the metered
 /// scenario's p99 at its maximum rate fell from ~145 ms to ~25 ms on the
 /// development VM). Fewer rows per write cost more commits: at 2,000, that
 /// scenario's rate fell by a quarter.
