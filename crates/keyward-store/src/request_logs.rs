@@ -127,7 +127,7 @@ pub(crate) type StoredEntry = (
 
 /// What every entry of a block shares: the block's own columns, which the
 /// listing's indexes use.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone)]
 pub(crate) struct Group {
     pub account_id: String,
     pub key_id: Option<String>,
@@ -191,8 +191,10 @@ impl RequestLogBatch {
         self.len == 0
     }
 
-    pub(crate) fn blocks(&self) -> &[Block] {
-        &self.blocks
+    /// The blocks holding entries (one opened for an entry that then
+    /// failed to encode holds none).
+    pub(crate) fn blocks(&self) -> impl Iterator<Item = &Block> {
+        self.blocks.iter().filter(|block| block.entry_count > 0)
     }
 
     /// Appends `entry` to its group's block (a new block when the group
@@ -401,7 +403,7 @@ mod tests {
             .collect();
         let batch: RequestLogBatch = entries.iter().collect();
         assert_eq!(batch.len(), entries.len());
-        let blocks = batch.blocks();
+        let blocks: Vec<_> = batch.blocks().collect();
         let counts: Vec<_> = blocks.iter().map(|b| b.entry_count).collect();
         assert_eq!(counts, [1_024, 1_024, 5, 5]);
         let keys: Vec<_> = blocks.iter().map(|b| b.group.key_id.as_deref()).collect();
@@ -416,7 +418,7 @@ mod tests {
             (1_000 - 2_046, 1_000)
         );
         assert_eq!(blocks[0].codes, code_bit("valid"));
-        let offsets: Vec<_> = stored(&blocks[3]).iter().map(|e| e.0).collect();
+        let offsets: Vec<_> = stored(blocks[3]).iter().map(|e| e.0).collect();
         assert_eq!(offsets, [2_049, 2_051, 2_053, 2_055, 2_057]);
     }
 
@@ -434,10 +436,10 @@ mod tests {
         };
         let empty = entry(None, 8);
         let batch: RequestLogBatch = [&full, &empty, &full].into_iter().collect();
-        let blocks = batch.blocks();
+        let blocks: Vec<_> = batch.blocks().collect();
         assert_eq!(blocks.len(), 2);
         assert_eq!(blocks[0].codes, code_bit("rate_limited"));
-        let decoded = stored(&blocks[0]);
+        let decoded = stored(blocks[0]);
         let expected = |offset| {
             (
                 offset,
@@ -451,7 +453,7 @@ mod tests {
             )
         };
         assert_eq!(decoded, [expected(0), expected(2)]);
-        let (_, _, ip, permissions, code, ..) = &stored(&blocks[1])[0];
+        let (_, _, ip, permissions, code, ..) = &stored(blocks[1])[0];
         assert_eq!((ip, permissions.len(), code.as_str()), (&None, 0, "valid"));
     }
 

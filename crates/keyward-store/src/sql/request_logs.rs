@@ -46,7 +46,7 @@ pub(super) async fn insert(
     // A batch's offsets are `u32`s (`RequestLogBatch::push`).
     let range = IdRange::reserve(batch.len() as u32);
     let batch_id = range.id("log", 0);
-    let blocks = batch.blocks();
+    let blocks: Vec<_> = batch.blocks().collect();
     let mut done = 0;
     while done < blocks.len() {
         let rows = statement_rows(blocks.len() - done);
