@@ -110,7 +110,7 @@ pub enum Change {
 /// blocks, so they are kept small enough to decode in well under a
 /// millisecond (~150 KB of JSON), and large enough that a busy key's second
 /// of logs is a few rows.
-pub(crate) const BLOCK_ENTRIES: u32 = 1_024;
+const BLOCK_ENTRIES: u32 = 1_024;
 
 /// One entry as a block's JSON holds it: its offset in the batch, `at`,
 /// client IP, permissions asked for, code, latency, method and path.
@@ -360,7 +360,7 @@ const CODE_BITS: [&str; 12] = [
 
 /// The bit of any code not in [`CODE_BITS`]. Blocks moved from the table of
 /// one row per log have every bit set (`-1`): they may hold any code.
-pub(crate) const OTHER_CODE: i64 = 1 << 62;
+const OTHER_CODE: i64 = 1 << 62;
 
 pub(crate) fn code_bit(code: &str) -> i64 {
     CODE_BITS
