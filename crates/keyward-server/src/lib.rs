@@ -32,6 +32,7 @@ pub mod telemetry;
 mod usage;
 pub mod verifier;
 
+use axum::ServiceExt as _;
 use cache::{CacheConfig, VerifyCache};
 use keyward_core::KeyFormat;
 use keyward_store::Store;
@@ -280,9 +281,7 @@ impl Server {
             let mut quit = quit_rx.clone();
             let serving = axum::serve(
                 listener,
-                axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
-                    SocketAddr,
-                >(listening),
+                listening.into_make_service_with_connect_info::<SocketAddr>(),
             )
             .with_graceful_shutdown(async move {
                 let _ = quit.wait_for(|quit| *quit).await;
