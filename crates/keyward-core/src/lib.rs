@@ -12,9 +12,11 @@ pub mod gateway;
 pub mod ip;
 pub mod key;
 pub mod model;
+pub mod ratelimit;
 pub mod scan;
 pub mod verify;
 
 pub use credits::{CreditRefill, Credits, RefillInterval};
 pub use key::{EnvTag, KeyFormat, KeyHash, MalformedKey, ParsedKey, Secret, ShapedKey};
 pub use model::*;
+pub use ratelimit::{Gcra, GcraOutcome};

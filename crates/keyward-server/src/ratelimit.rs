@@ -1,5 +1,8 @@
-//! Per-key rate limits, enforced in process with a GCRA (the `governor`
-//! crate): `limit` requests per `window_seconds`, with bursts up to `limit`.
+//! Per-key rate limits, enforced in process with the core's GCRA
+//! ([`keyward_core::Gcra`]): `limit` requests per `window_seconds`, with
+//! bursts up to `limit`. Each key's state is one atomic TAT in nanoseconds,
+//! advanced by compare-and-swap, at the instant the verifier read when it
+//! started (one clock read serves the decision's timing and its limit).
 //!
 //! A limiter left alone for a whole window is full again, the same as a
 //! fresh one, so it is dropped ([`RateLimits::prune_idle`]): the map holds
@@ -9,14 +12,10 @@
 use crate::clock::now_ms;
 use crate::telemetry as m;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
-use governor::clock::{Clock, DefaultClock};
-use governor::middleware::StateInformationMiddleware;
-use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter};
-use keyward_core::RateLimitPolicy;
+use governor::clock::{Clock, DefaultClock, QuantaInstant, Reference};
+use keyward_core::{Gcra, GcraOutcome, RateLimitPolicy};
 use std::collections::HashMap;
-use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -37,6 +36,20 @@ pub struct RateLimitState {
 }
 
 impl RateLimitState {
+    /// The state a GCRA outcome reports, its times in ticks of
+    /// `ticks_per_second` rounded up to whole seconds (a refusal's retry
+    /// to at least one).
+    pub fn of(policy: RateLimitPolicy, outcome: GcraOutcome, ticks_per_second: u64) -> Self {
+        let seconds = |ticks: u64| ticks.div_ceil(ticks_per_second);
+        Self {
+            limit: policy.limit,
+            window_seconds: policy.window_seconds,
+            remaining: outcome.remaining,
+            reset_seconds: seconds(outcome.reset_in),
+            retry_after_seconds: outcome.retry_in.map(|ticks| seconds(ticks).max(1)),
+        }
+    }
+
     pub fn allowed(&self) -> bool {
         self.retry_after_seconds.is_none()
     }
@@ -78,9 +91,8 @@ fn key_item((a, x): (&str, u64), (b, y): (&str, u64)) -> String {
     .concat()
 }
 
-/// A direct GCRA that reports its state, so responses can say what remains.
-type StatefulLimiter =
-    RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
+/// The in-process limiter's ticks: nanoseconds.
+const TICKS_PER_SECOND: u64 = 1_000_000_000;
 
 /// One key's GCRA under one policy. The verifier also keeps a handle to it
 /// in the key's cache entry (see [`crate::cache::CachedKey`]), so a warm
@@ -88,10 +100,11 @@ type StatefulLimiter =
 /// reloaded cache entry finds the same limiter and its state.
 pub struct KeyLimiter {
     policy: RateLimitPolicy,
-    /// The policy's emission interval, computed once: a division per check
-    /// is measurable on the verify path.
-    period: Duration,
-    limiter: StatefulLimiter,
+    /// The policy's GCRA, its divisions done once.
+    gcra: Gcra,
+    /// The theoretical arrival time, in nanoseconds since
+    /// [`RateLimits::origin`] (0: no request yet).
+    tat: AtomicU64,
     /// When it last counted a request (ms since the epoch, as the verify
     /// path's clock reads it); written on every check, next to the GCRA's
     /// own state, which every check writes anyway.
@@ -112,47 +125,57 @@ impl KeyLimiter {
 /// One GCRA per key, rebuilt when the key's policy changes. Key ids are
 /// minted by the server (not chosen by clients), so the map uses foldhash
 /// (randomly seeded) rather than SipHash, which cost more than the lookup.
-#[derive(Default)]
 pub struct RateLimits {
     limiters: Mutex<HashMap<String, Arc<KeyLimiter>, foldhash::fast::RandomState>>,
-    clock: DefaultClock,
+    /// Where every limiter's nanoseconds count from.
+    origin: QuantaInstant,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            limiters: Mutex::default(),
+            origin: DefaultClock::default().now(),
+        }
+    }
 }
 
 impl RateLimits {
     /// Counts one request against the key's limit.
     #[cfg(test)]
     pub fn check(&self, key_id: &str, policy: RateLimitPolicy, now_ms: i64) -> RateLimitState {
-        self.check_with(&self.limiter_for(key_id, policy), now_ms)
+        let now = DefaultClock::default().now();
+        self.check_with(&self.limiter_for(key_id, policy), now, now_ms)
     }
 
-    /// Counts one request, made at `now_ms`, against a limiter from
-    /// [`Self::limiter_for`].
-    pub fn check_with(&self, entry: &KeyLimiter, now_ms: i64) -> RateLimitState {
+    /// Counts one request against a limiter from [`Self::limiter_for`]:
+    /// made at `now` on the limiter's monotonic clock, and at `now_ms` on
+    /// the wall clock (for [`Self::prune_idle`]).
+    pub fn check_with(
+        &self,
+        entry: &KeyLimiter,
+        now: QuantaInstant,
+        now_ms: i64,
+    ) -> RateLimitState {
         entry.last_checked_ms.store(now_ms, Ordering::Relaxed);
-        let (policy, period) = (entry.policy, entry.period);
-        match entry.limiter.check() {
-            Ok(snapshot) => {
-                let remaining = snapshot.remaining_burst_capacity();
-                RateLimitState {
-                    limit: policy.limit,
-                    window_seconds: policy.window_seconds,
-                    remaining,
-                    reset_seconds: ceil_seconds(period * (policy.limit - remaining)),
-                    retry_after_seconds: None,
-                }
+        let now = now.duration_since(self.origin).as_u64();
+        let mut tat = entry.tat.load(Ordering::Relaxed);
+        let outcome = loop {
+            let outcome = entry.gcra.check(tat, now);
+            let Some(next) = outcome.next_tat else {
+                break outcome;
+            };
+            // Another thread may have counted a request since the load:
+            // decide again on its TAT.
+            match entry
+                .tat
+                .compare_exchange_weak(tat, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => break outcome,
+                Err(current) => tat = current,
             }
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(self.clock.now());
-                let retry = ceil_seconds(wait).max(1);
-                RateLimitState {
-                    limit: policy.limit,
-                    window_seconds: policy.window_seconds,
-                    remaining: 0,
-                    reset_seconds: ceil_seconds(period * policy.limit).max(retry),
-                    retry_after_seconds: Some(retry),
-                }
-            }
-        }
+        };
+        RateLimitState::of(entry.policy, outcome, TICKS_PER_SECOND)
     }
 
     /// The key's limiter for `policy`: the existing one, or a fresh one
@@ -167,9 +190,8 @@ impl RateLimits {
             _ => {
                 let fresh = Arc::new(KeyLimiter {
                     policy,
-                    period: emission_interval(policy),
-                    limiter: RateLimiter::direct_with_clock(quota(policy), self.clock.clone())
-                        .with_middleware::<StateInformationMiddleware>(),
+                    gcra: Gcra::new(policy, TICKS_PER_SECOND),
+                    tat: AtomicU64::new(0),
                     last_checked_ms: AtomicI64::new(i64::MIN),
                 });
                 map.insert(key_id.to_owned(), fresh.clone());
@@ -208,24 +230,6 @@ impl RateLimits {
             }
         }
     }
-}
-
-fn emission_interval(policy: RateLimitPolicy) -> Duration {
-    Duration::from_secs(u64::from(policy.window_seconds)) / policy.limit.max(1)
-}
-
-fn quota(policy: RateLimitPolicy) -> Quota {
-    let burst = NonZeroU32::new(policy.limit).unwrap_or(NonZeroU32::MIN);
-    // A policy's limit is at least 1 and its window at least 1 s (validated at
-    // the API), so the interval is at least 1 ns; fall back to 1 ns defensively.
-    let period = emission_interval(policy).max(Duration::from_nanos(1));
-    Quota::with_period(period)
-        .unwrap_or_else(|| Quota::per_second(burst))
-        .allow_burst(burst)
-}
-
-fn ceil_seconds(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
 #[cfg(test)]
@@ -284,7 +288,8 @@ mod tests {
         assert!(limits.check("idle", minute, 0).allowed());
         assert!(limits.check("busy", minute, 0).allowed());
         let held = limits.limiter_for("held", minute);
-        assert!(limits.check_with(&held, 0).allowed());
+        let now = DefaultClock::default().now();
+        assert!(limits.check_with(&held, now, 0).allowed());
         assert_eq!(limits.prune_idle(59_999), 3, "not a whole window yet");
         // "busy" is refused, but the refusal counts as use all the same.
         assert!(!limits.check("busy", minute, 30_000).allowed());

@@ -10,7 +10,7 @@
 
 use crate::ratelimit::RateLimitState;
 use crate::telemetry as m;
-use keyward_core::RateLimitPolicy;
+use keyward_core::{GcraOutcome, RateLimitPolicy};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
@@ -20,9 +20,13 @@ use tokio::sync::OnceCell;
 const TIMEOUT: Duration = Duration::from_millis(100);
 /// How long Redis is skipped after a failure.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// The script's ticks.
+const MICROS_PER_SECOND: u64 = 1_000_000;
 
-/// GCRA: `tat` (theoretical arrival time, µs, on Redis's clock) per key.
-/// ARGV: emission interval (µs), burst. Returns {allowed, wait µs, remaining}.
+/// The core's GCRA ([`keyward_core::Gcra`]) in microseconds of Redis's
+/// clock: `tat` (theoretical arrival time) per key. ARGV: emission interval
+/// (µs), burst. Returns {allowed, tat after, remaining, µs to reset, µs to
+/// retry}.
 const GCRA: &str = r"
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000000 + tonumber(now_parts[2])
@@ -32,11 +36,11 @@ local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
 local allow_at = tat - (burst - 1) * interval
 if now < allow_at then
-  return {0, allow_at - now, 0}
+  return {0, tat, 0, tat - now, allow_at - now}
 end
 local new_tat = tat + interval
 redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1000)
-return {1, 0, math.floor((burst * interval - (new_tat - now)) / interval)}
+return {1, new_tat, math.floor((burst * interval - (new_tat - now)) / interval), new_tat - now, 0}
 ";
 
 pub struct SharedLimits {
@@ -110,7 +114,7 @@ impl SharedLimits {
             .await
     }
 
-    async fn run(&self, key_id: &str, policy: RateLimitPolicy) -> redis::RedisResult<[i64; 3]> {
+    async fn run(&self, key_id: &str, policy: RateLimitPolicy) -> redis::RedisResult<[i64; 5]> {
         let connection = self.connection().await?;
         let interval_us =
             (u64::from(policy.window_seconds) * 1_000_000 / u64::from(policy.limit.max(1))).max(1);
@@ -140,28 +144,18 @@ impl SharedLimits {
     }
 }
 
-fn state(policy: RateLimitPolicy, [allowed, wait_us, remaining]: [i64; 3]) -> RateLimitState {
-    let seconds = |us: i64| u64::try_from(us).unwrap_or(0).div_ceil(1_000_000);
-    let remaining = u32::try_from(remaining.max(0)).unwrap_or(u32::MAX);
-    let interval_s = f64::from(policy.window_seconds) / f64::from(policy.limit.max(1));
-    let reset_seconds =
-        (interval_s * f64::from(policy.limit - remaining.min(policy.limit))).ceil() as u64;
-    if allowed == 1 {
-        RateLimitState {
-            limit: policy.limit,
-            window_seconds: policy.window_seconds,
-            remaining,
-            reset_seconds,
-            retry_after_seconds: None,
-        }
-    } else {
-        let retry = seconds(wait_us).max(1);
-        RateLimitState {
-            limit: policy.limit,
-            window_seconds: policy.window_seconds,
-            remaining: 0,
-            reset_seconds: reset_seconds.max(retry),
-            retry_after_seconds: Some(retry),
-        }
-    }
+/// The script's reply as the in-process limiter reports its own outcome.
+fn state(
+    policy: RateLimitPolicy,
+    [allowed, tat, remaining, reset_us, retry_us]: [i64; 5],
+) -> RateLimitState {
+    let micros = |us: i64| u64::try_from(us).unwrap_or(0);
+    let allowed = allowed == 1;
+    let outcome = GcraOutcome {
+        next_tat: allowed.then(|| micros(tat)),
+        remaining: u32::try_from(remaining.max(0)).unwrap_or(u32::MAX),
+        reset_in: micros(reset_us),
+        retry_in: (!allowed).then(|| micros(retry_us)),
+    };
+    RateLimitState::of(policy, outcome, MICROS_PER_SECOND)
 }

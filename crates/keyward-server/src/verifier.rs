@@ -191,7 +191,7 @@ impl Verifier {
     /// not mistake an outage for a bad key (and it is not logged as one).
     pub async fn verify(&self, input: VerifyInput<'_>, now_ms: i64) -> StoreResult<Verdict> {
         let started = self.clock.now();
-        let verdict = self.check(&input, now_ms).await?;
+        let verdict = self.check(&input, started, now_ms).await?;
         let answered = self.clock.now();
         let elapsed = Duration::from(answered.duration_since(started));
         self.metrics.record(verdict.code, elapsed);
@@ -200,7 +200,14 @@ impl Verifier {
         Ok(verdict)
     }
 
-    async fn check(&self, input: &VerifyInput<'_>, now_ms: i64) -> StoreResult<Verdict> {
+    /// `started` is when the verification began on the monotonic clock,
+    /// `now_ms` on the wall clock.
+    async fn check(
+        &self,
+        input: &VerifyInput<'_>,
+        started: QuantaInstant,
+        now_ms: i64,
+    ) -> StoreResult<Verdict> {
         let Some(credential) = input.credential.as_ref() else {
             return Ok(Verdict::without_key(Code::MalformedKey));
         };
@@ -233,7 +240,9 @@ impl Verifier {
             return Ok(Verdict::without_key(code));
         }
         let rate_limit = match (code, record.key.rate_limit) {
-            (Code::Valid, Some(policy)) => Some(self.rate_limit(&record, policy, now_ms).await),
+            (Code::Valid, Some(policy)) => {
+                Some(self.rate_limit(&record, policy, started, now_ms).await)
+            }
             _ => None,
         };
         let code = match rate_limit {
@@ -305,11 +314,13 @@ impl Verifier {
 
     /// Counts the request against the key's limit: the shared one when
     /// configured and reachable, else this node's own (reached through the
-    /// cache entry once it holds it; `policy` is the entry's own).
+    /// cache entry once it holds it; `policy` is the entry's own) at the
+    /// instant the verification started: no clock read of its own.
     async fn rate_limit(
         &self,
         cached: &CachedKey,
         policy: RateLimitPolicy,
+        started: QuantaInstant,
         now_ms: i64,
     ) -> RateLimitState {
         let key_id = &cached.key.id;
@@ -319,7 +330,7 @@ impl Verifier {
         };
         shared.unwrap_or_else(|| {
             let limiter = cached.limiter(|| self.rate_limits.limiter_for(key_id, policy));
-            self.rate_limits.check_with(limiter, now_ms)
+            self.rate_limits.check_with(limiter, started, now_ms)
         })
     }
 

@@ -110,6 +110,42 @@ async fn two_nodes_share_one_limit_within_one_percent() {
     );
 }
 
+/// The shared limit reports its state (remaining, reset, retry) as the
+/// in-process one does: the Redis script runs the core's GCRA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_limit_reports_what_the_local_one_does() {
+    let Some(url) = redis_url().await else {
+        return;
+    };
+    let local = TestServer::start(Backend::Sqlite).await.unwrap();
+    let shared = TestServer::start_with(Backend::Sqlite, shared(&url, &unique_prefix()))
+        .await
+        .unwrap();
+    for s in [&local, &shared] {
+        let (_, secret) = s
+            .issue(json!({"name": "limited", "environment": "production",
+                          "rate_limit": {"limit": 2, "window_seconds": 60}}))
+            .await;
+        let request = json!({"key": secret});
+        let (first, headers) = s.verify(request.clone()).await;
+        // Exactly one interval ahead, whatever the clock says.
+        assert_eq!(
+            first["rate_limit"],
+            json!({"limit": 2, "remaining": 1, "reset_seconds": 30})
+        );
+        assert_eq!(headers["ratelimit"], "\"key\";r=1;t=30");
+        assert_eq!(s.code(request.clone()).await, "valid");
+        let (third, headers) = s.verify(request).await;
+        assert_eq!(third["code"], "rate_limited");
+        assert_eq!(third["rate_limit"]["remaining"], 0);
+        let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+        let reset = third["rate_limit"]["reset_seconds"].as_u64().unwrap();
+        // Two intervals ahead less the test's own time; one comes back first.
+        assert!((1..=30).contains(&retry), "retry after {retry}");
+        assert!((31..=60).contains(&reset), "reset in {reset}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_redis_falls_back_to_local_limits() {
     // Nothing listens on port 1: every shared check fails fast.
