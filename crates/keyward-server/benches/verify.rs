@@ -11,6 +11,11 @@
 //! sharing one record (the lookup cost depends on the table, not on what
 //! the entries hold).
 //!
+//! After each size's two criterion benchmarks, `paired_ratio` times the
+//! two operations in alternating batches and prints their ratio: the
+//! figure to compare against the ≤ 2× target on a machine whose speed
+//! drifts between criterion's separate measurements.
+//!
 //! `embedded_layer` puts the embeddable tower layer (`keyward_server::embed`)
 //! in front of an axum route over the same warm cache, next to the same
 //! route without it: the difference is what the layer adds to a request of
@@ -168,6 +173,64 @@ fn drained_runs(iterations: u64, server: &Server, mut one: impl FnMut()) -> Dura
     elapsed
 }
 
+/// Rounds of the paired measurement, and operations of each kind per round.
+const PAIRED_ROUNDS: usize = 31;
+const PAIRED_BATCH: u64 = 20_000;
+
+/// Whether the run asks for the paired ratio: no filter, a filter that is
+/// part of its name (`verify_warm`), or one that names it (`paired`).
+/// Options' values, such as `--profile-time 10`'s, count as filters.
+fn wants_paired_ratio() -> bool {
+    const NAME: &str = "verify_warm/paired_ratio";
+    std::env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with('-'))
+        .all(|filter| NAME.contains(filter.as_str()) || filter.contains("paired"))
+}
+
+/// The full verification's cost as a multiple of the floor's, measured in
+/// pairs: each round times a batch of floor operations and a batch of full
+/// verifications back to back (in alternating order), so that both see the
+/// same machine. On a shared VM whose speed drifts by tens of per cent
+/// between criterion's separate measurements, the ratio of each pair moves
+/// far less than the ratio of two such measurements. Prints the median and
+/// quartiles of the rounds' ratios.
+fn paired_ratio(size: usize, server: &Server, floor: &mut impl FnMut(), full: &mut impl FnMut()) {
+    let time = |op: &mut dyn FnMut()| {
+        let started = Instant::now();
+        for _ in 0..PAIRED_BATCH {
+            op();
+        }
+        started.elapsed().as_secs_f64()
+    };
+    // Warm both up (caches, branch predictors, the log buffer's vector).
+    time(floor);
+    time(full);
+    server.verifier().request_logs().discard();
+    let mut ratios: Vec<f64> = (0..PAIRED_ROUNDS)
+        .map(|round| {
+            let (floor_s, full_s) = if round % 2 == 0 {
+                let floor_s = time(floor);
+                (floor_s, time(full))
+            } else {
+                let full_s = time(full);
+                (time(floor), full_s)
+            };
+            // Untimed, as the flusher would empty it.
+            server.verifier().request_logs().discard();
+            full_s / floor_s
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let at = |q: f64| ratios[((ratios.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "verify_warm/paired_ratio/{size}: full verify = {:.2}x the floor (median; quartiles {:.2}x-{:.2}x; {PAIRED_ROUNDS} rounds of {PAIRED_BATCH} each)",
+        at(0.5),
+        at(0.25),
+        at(0.75),
+    );
+}
+
 fn warm_verify(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -214,36 +277,39 @@ fn warm_verify(c: &mut Criterion) {
             floor_map.insert(hash, n);
         }
 
-        let mut next = 0;
-        group.bench_function(BenchmarkId::new("floor_sha256_plus_hashmap", size), |b| {
-            b.iter(|| {
-                next = (next + 1) % VERIFIED;
-                let hash = KeyHash::of(black_box(&real[next]));
-                floor_map.get(hash.as_bytes()).copied()
-            })
-        });
+        let mut next_floor = 0;
+        let mut floor = || {
+            next_floor = (next_floor + 1) % VERIFIED;
+            let hash = KeyHash::of(black_box(&real[next_floor]));
+            black_box(floor_map.get(hash.as_bytes()).copied());
+        };
         let mut next = 0;
         let verifier = server.verifier();
-        group.bench_function(BenchmarkId::new("full_verify", size), |b| {
-            b.iter_custom(|iterations| {
-                drained_runs(iterations, &server, || {
-                    next = (next + 1) % VERIFIED;
-                    let input = VerifyInput {
-                        account_id: &account,
-                        credential: Some(PresentedCredential::bare(black_box(&real[next]))),
-                        environment: Some("production"),
-                        permissions: &permissions,
-                        ip: Some(ip),
-                        customer_id: Some("cus_1"),
-                        origin: None,
-                        request_line: None,
-                        cost: 1,
-                    };
-                    let verdict = ready(verifier.verify(input, now)).unwrap();
-                    assert!(verdict.code.is_valid(), "{:?}", verdict.code);
-                })
-            })
+        let mut full_verify = || {
+            next = (next + 1) % VERIFIED;
+            let input = VerifyInput {
+                account_id: &account,
+                credential: Some(PresentedCredential::bare(black_box(&real[next]))),
+                environment: Some("production"),
+                permissions: &permissions,
+                ip: Some(ip),
+                customer_id: Some("cus_1"),
+                origin: None,
+                request_line: None,
+                cost: 1,
+            };
+            let verdict = ready(verifier.verify(input, now)).unwrap();
+            assert!(verdict.code.is_valid(), "{:?}", verdict.code);
+        };
+        group.bench_function(BenchmarkId::new("floor_sha256_plus_hashmap", size), |b| {
+            b.iter(&mut floor)
         });
+        group.bench_function(BenchmarkId::new("full_verify", size), |b| {
+            b.iter_custom(|iterations| drained_runs(iterations, &server, &mut full_verify))
+        });
+        if wants_paired_ratio() {
+            paired_ratio(size, &server, &mut floor, &mut full_verify);
+        }
         if size == 100_000 {
             let keyward =
                 server.embedded(EmbedOptions::for_account(&account).in_environment("production"));
