@@ -254,7 +254,7 @@ row() { # url lua name server-pid
     run_oha "$1" "$2" "$half" "$4")
   ratio=$(awk -v a="$rps" -v b="${REF_RPS:-$rps}" 'BEGIN {printf "%.2f", a / b}')
   [ -n "${REF_RPS:-}" ] || REF_RPS=$rps
-  [ "$3" != valid ] || VALID_HALF=$half
+  [ "$3" != valid ] || { VALID_HALF=$half; VALID_CPU=$cpu; }
   printf '%-12s %10.0f %8s %8s %7s │ %9.0f %8.3f %8.3f %9.1f\n' "$3" "$rps" "$p50" "$p99" "$ratio" "$hrps" "$hp50" "$hp99" "$cpu"
 }
 
@@ -291,6 +291,9 @@ read -r hrps hp50 hp99 cpu < <(RECORD=$WORK/reference-half.db run_oha "http://$R
 printf '%-12s %10s %8s %8s %7s │ %9.0f %8.3f %8.3f %9.1f\n' 'reference' '' '' '' '' "$hrps" "$hp50" "$hp99" "$cpu"
 echo "(last row: the reference held at the valid run's half rate;"
 echo " CPU µs/req: the server process's user + system time per request during the half-rate run)"
+# CPU per request moves with the machine's speed less than rates do, and
+# this ratio (both servers at one rate, minutes apart) less still.
+echo "valid key's CPU per request ÷ the reference's at the same rate: $(awk -v a="$VALID_CPU" -v b="$cpu" 'BEGIN {printf "%.2f", a / b}')"
 echo "where the slow requests of the runs at $VALID_HALF req/s fell (scripts/slow_by_phase.py):"
 echo "  valid:     $("$ROOT/scripts/slow_by_phase.py" "$WORK/valid-half.db")"
 echo "  reference: $("$ROOT/scripts/slow_by_phase.py" "$WORK/reference-half.db")"
