@@ -196,13 +196,6 @@ fn wants_paired_ratio() -> bool {
 /// far less than the ratio of two such measurements. Prints the median and
 /// quartiles of the rounds' ratios.
 fn paired_ratio(size: usize, server: &Server, floor: &mut impl FnMut(), full: &mut impl FnMut()) {
-    let time = |op: &mut dyn FnMut()| {
-        let started = Instant::now();
-        for _ in 0..PAIRED_BATCH {
-            op();
-        }
-        started.elapsed().as_secs_f64()
-    };
     // Warm both up (caches, branch predictors, the log buffer's vector).
     time(floor);
     time(full);
@@ -229,6 +222,16 @@ fn paired_ratio(size: usize, server: &Server, floor: &mut impl FnMut(), full: &m
         at(0.25),
         at(0.75),
     );
+}
+
+/// Seconds `PAIRED_BATCH` calls of `op` take (a generic, not a `dyn`, so
+/// that the calls cost what criterion's do).
+fn time(op: &mut impl FnMut()) -> f64 {
+    let started = Instant::now();
+    for _ in 0..PAIRED_BATCH {
+        op();
+    }
+    started.elapsed().as_secs_f64()
 }
 
 fn warm_verify(c: &mut Criterion) {
