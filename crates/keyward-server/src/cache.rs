@@ -25,6 +25,15 @@
 //! An entry past its TTL but within the outage grace, and not invalidated,
 //! comes back with the miss: the answer to give if the store cannot be read
 //! (see `crate::outage`).
+//!
+//! In front of the key tier, each verifying thread keeps its own few recent
+//! hits ([`Recent`]): copies of the shared entries, stamps and all, checked
+//! exactly as a shared entry is (current generation and epoch, within its
+//! TTL), so they answer nothing the shared cache would not. A hit there
+//! takes no lock: the shared tier's read lock (two atomic writes to a word
+//! every thread shares, for a hot key on every request) and its eviction
+//! bookkeeping are what it saves. Memory: `RECENT_SLOTS` entries per
+//! thread, each holding its record alive until the slot is reused.
 
 use crate::auth::Principal;
 use crate::ratelimit::KeyLimiter;
@@ -33,13 +42,19 @@ use crate::telemetry as m;
 use keyward_store::VerificationRecord;
 use quick_cache::sync::Cache;
 use serde_json::value::RawValue;
+use std::cell::RefCell;
 use std::hash::{Hash, Hasher};
 use std::ops::Deref;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use thread_local::ThreadLocal;
 
 /// Stripes of per-account generations.
 const STRIPES: usize = 1024;
+
+/// Recent key hits each thread keeps (a power of two: slots are chosen by
+/// the hash's low bits).
+const RECENT_SLOTS: usize = 256;
 
 /// How the caches are sized and how long an entry may be trusted without a
 /// notification (a safety net: invalidation normally comes first).
@@ -178,6 +193,35 @@ struct UnknownEntry {
     loaded_at: i64,
 }
 
+/// One thread's recent hits of a tier, direct-mapped by hash: a new hit
+/// replaces whatever held its slot.
+struct Recent<T> {
+    slots: Box<[Option<(HashKey, Entry<T>)>]>,
+}
+
+impl<T: Clone> Recent<T> {
+    fn new() -> Self {
+        Self {
+            slots: (0..RECENT_SLOTS).map(|_| None).collect(),
+        }
+    }
+
+    fn slot(hash: &[u8; 32]) -> usize {
+        usize::from(u16::from_le_bytes([hash[0], hash[1]])) % RECENT_SLOTS
+    }
+
+    fn get(&self, hash: &[u8; 32]) -> Option<&Entry<T>> {
+        match &self.slots[Self::slot(hash)] {
+            Some((key, entry)) if key.0 == *hash => Some(entry),
+            _ => None,
+        }
+    }
+
+    fn put(&mut self, hash: &[u8; 32], entry: &Entry<T>) {
+        self.slots[Self::slot(hash)] = Some((HashKey(*hash), entry.clone()));
+    }
+}
+
 /// What a lookup found.
 pub enum Lookup<T> {
     Hit(T),
@@ -243,6 +287,8 @@ fn lookup_index(tier: TierName, result: LookupResult) -> usize {
 
 pub struct VerifyCache {
     keys: Tier<Arc<CachedKey>>,
+    /// Each thread's recent hits of `keys`.
+    recent_keys: ThreadLocal<RefCell<Recent<Arc<CachedKey>>>>,
     tokens: Tier<Arc<CachedPrincipal>>,
     /// Lookups by tier and result, per thread (see [`crate::tally`]).
     lookups: Tallies<LOOKUP_SLOTS>,
@@ -262,6 +308,7 @@ impl VerifyCache {
     pub fn new(config: CacheConfig) -> Self {
         Self {
             keys: Cache::new(config.key_capacity.max(1)),
+            recent_keys: ThreadLocal::new(),
             tokens: Cache::new(config.token_capacity.max(1)),
             lookups: Tallies::default(),
             unknown: Cache::new(config.unknown_capacity.max(1)),
@@ -275,11 +322,31 @@ impl VerifyCache {
     }
 
     pub fn key(&self, hash: &[u8; 32], now_ms: i64) -> Lookup<Arc<CachedKey>> {
-        self.lookup_in(&self.keys, TierName::Key, hash, now_ms)
+        let recent = self.recent_keys.get_or(|| RefCell::new(Recent::new()));
+        if let Some(value) = self.fresh_recent(&recent.borrow(), hash, now_ms) {
+            self.count(TierName::Key, LookupResult::Hit);
+            return Lookup::Hit(value);
+        }
+        self.lookup_in(&self.keys, TierName::Key, hash, now_ms, |entry| {
+            recent.borrow_mut().put(hash, entry);
+        })
     }
 
     pub fn token(&self, hash: &[u8; 32], now_ms: i64) -> Lookup<Arc<CachedPrincipal>> {
-        self.lookup_in(&self.tokens, TierName::Token, hash, now_ms)
+        self.lookup_in(&self.tokens, TierName::Token, hash, now_ms, |_| ())
+    }
+
+    /// A thread's recent hit, if it would still be a hit in the shared tier.
+    fn fresh_recent<T: Clone>(
+        &self,
+        recent: &Recent<T>,
+        hash: &[u8; 32],
+        now_ms: i64,
+    ) -> Option<T> {
+        recent
+            .get(hash)
+            .filter(|entry| self.is_current(entry) && self.is_fresh(entry, now_ms))
+            .map(|entry| entry.value.clone())
     }
 
     /// Caches `record` (unless the ticket is stale) and returns its entry.
@@ -307,18 +374,21 @@ impl VerifyCache {
         self.insert_in(&self.tokens, ticket, hash, &account, principal, now_ms);
     }
 
+    /// Looks `hash` up in `tier`; `on_hit` sees the entry of a hit.
     fn lookup_in<T: Clone>(
         &self,
         tier: &Tier<T>,
         name: TierName,
         hash: &[u8; 32],
         now_ms: i64,
+        on_hit: impl FnOnce(&Entry<T>),
     ) -> Lookup<T> {
         let ticket = self.ticket();
         let entry = tier.get(&HashKey(*hash)).filter(|e| self.is_current(e));
         let stale = match entry {
-            Some(entry) if now_ms - entry.loaded_at < self.ttl_ms => {
+            Some(entry) if self.is_fresh(&entry, now_ms) => {
                 self.count(name, LookupResult::Hit);
+                on_hit(&entry);
                 return Lookup::Hit(entry.value);
             }
             entry => entry
@@ -428,6 +498,11 @@ impl VerifyCache {
         }
     }
 
+    /// Within its TTL.
+    fn is_fresh<T>(&self, entry: &Entry<T>, now_ms: i64) -> bool {
+        now_ms - entry.loaded_at < self.ttl_ms
+    }
+
     /// Neither invalidated nor resynced away since it was loaded.
     fn is_current<T>(&self, entry: &Entry<T>) -> bool {
         entry.epoch == self.epoch.load(Ordering::SeqCst)
@@ -484,14 +559,14 @@ mod tests {
     }
 
     fn load(cache: &VerifyCache, tier: &Tier<u32>, n: u32, account: &str) {
-        match cache.lookup_in(tier, TierName::Key, &hash(n), NOW) {
+        match cache.lookup_in(tier, TierName::Key, &hash(n), NOW, |_| ()) {
             Lookup::Miss(ticket, _) => cache.insert_in(tier, ticket, hash(n), account, n, NOW),
             _ => panic!("{n} was cached already"),
         }
     }
 
     fn hit(cache: &VerifyCache, tier: &Tier<u32>, n: u32, now: i64) -> bool {
-        matches!(cache.lookup_in(tier, TierName::Key, &hash(n), now), Lookup::Hit(v) if v == n)
+        matches!(cache.lookup_in(tier, TierName::Key, &hash(n), now, |_| ()), Lookup::Hit(v) if v == n)
     }
 
     #[test]
@@ -505,10 +580,66 @@ mod tests {
         assert!(hit(&cache, &tier, 1, NOW), "reloaded after the change");
     }
 
+    /// A thread's recent hit answers only what the shared tier would.
+    #[test]
+    fn a_recent_hit_goes_with_its_account_its_epoch_and_its_ttl() {
+        let (cache, tier) = cache();
+        let mut recent = Recent::new();
+        let remember = |recent: &mut Recent<u32>, n: u32| {
+            let found = cache.lookup_in(&tier, TierName::Key, &hash(n), NOW, |entry| {
+                recent.put(&hash(n), entry);
+            });
+            assert!(matches!(found, Lookup::Hit(v) if v == n), "{n} is cached");
+        };
+        load(&cache, &tier, 1, "acct_a");
+        load(&cache, &tier, 2, "acct_b");
+        remember(&mut recent, 1);
+        remember(&mut recent, 2);
+        assert_eq!(cache.fresh_recent(&recent, &hash(1), NOW), Some(1));
+        let ttl_ms = CacheConfig::default().ttl_ms;
+        assert_eq!(cache.fresh_recent(&recent, &hash(1), NOW + ttl_ms), None);
+        assert_eq!(
+            cache.fresh_recent(&recent, &hash(3), NOW),
+            None,
+            "never seen"
+        );
+
+        cache.invalidate_account("acct_a");
+        assert_eq!(cache.fresh_recent(&recent, &hash(1), NOW), None, "changed");
+        assert_eq!(
+            cache.fresh_recent(&recent, &hash(2), NOW),
+            Some(2),
+            "untouched"
+        );
+
+        cache.resync();
+        assert_eq!(cache.fresh_recent(&recent, &hash(2), NOW), None, "resynced");
+    }
+
+    #[test]
+    fn recent_hits_share_a_slot_by_hash() {
+        let (cache, tier) = cache();
+        let mut recent = Recent::new();
+        // Same low bytes, so the same slot.
+        let (a, mut b) = (hash(7), hash(7));
+        b[31] = 1;
+        for (h, account) in [(a, "acct_a"), (b, "acct_b")] {
+            let Lookup::Miss(ticket, _) = cache.lookup_in(&tier, TierName::Key, &h, NOW, |_| ())
+            else {
+                panic!("empty cache");
+            };
+            cache.insert_in(&tier, ticket, h, account, u32::from(h[31]), NOW);
+            cache.lookup_in(&tier, TierName::Key, &h, NOW, |entry| recent.put(&h, entry));
+        }
+        assert_eq!(cache.fresh_recent(&recent, &b, NOW), Some(1));
+        assert_eq!(cache.fresh_recent(&recent, &a, NOW), None, "replaced");
+    }
+
     #[test]
     fn a_read_that_raced_with_a_change_is_not_cached() {
         let (cache, tier) = cache();
-        let Lookup::Miss(ticket, _) = cache.lookup_in(&tier, TierName::Key, &hash(7), NOW) else {
+        let Lookup::Miss(ticket, _) = cache.lookup_in(&tier, TierName::Key, &hash(7), NOW, |_| ())
+        else {
             panic!("empty cache");
         };
         // The store read happens here; a change commits and invalidates.
@@ -517,7 +648,7 @@ mod tests {
         assert!(!hit(&cache, &tier, 7, NOW));
         cache.insert_unknown(ticket, hash(8), NOW);
         assert!(matches!(
-            cache.lookup_in(&tier, TierName::Key, &hash(8), NOW),
+            cache.lookup_in(&tier, TierName::Key, &hash(8), NOW, |_| ()),
             Lookup::Miss(..)
         ));
     }
@@ -541,7 +672,7 @@ mod tests {
             ..
         } = CacheConfig::default();
         load(&cache, &tier, 1, "acct_a");
-        let stale = |now| match cache.lookup_in(&tier, TierName::Key, &hash(1), now) {
+        let stale = |now| match cache.lookup_in(&tier, TierName::Key, &hash(1), now, |_| ()) {
             Lookup::Miss(_, stale) => stale,
             Lookup::Hit(_) => panic!("a hit at {now}"),
             Lookup::Unknown => panic!("unknown at {now}"),
@@ -581,14 +712,15 @@ mod tests {
     fn unknown_hashes_are_remembered_in_bounded_memory() {
         let (cache, tier) = cache();
         for n in 0..10_000 {
-            let Lookup::Miss(ticket, _) = cache.lookup_in(&tier, TierName::Key, &hash(n), NOW)
+            let Lookup::Miss(ticket, _) =
+                cache.lookup_in(&tier, TierName::Key, &hash(n), NOW, |_| ())
             else {
                 panic!("{n} is new");
             };
             cache.insert_unknown(ticket, hash(n), NOW);
         }
         assert!(matches!(
-            cache.lookup_in(&tier, TierName::Key, &hash(9_999), NOW),
+            cache.lookup_in(&tier, TierName::Key, &hash(9_999), NOW, |_| ()),
             Lookup::Unknown
         ));
         assert!(
@@ -599,7 +731,7 @@ mod tests {
         // Any change may make a hash known: negatives go with it.
         cache.invalidate_account("acct_b");
         assert!(matches!(
-            cache.lookup_in(&tier, TierName::Key, &hash(9_999), NOW),
+            cache.lookup_in(&tier, TierName::Key, &hash(9_999), NOW, |_| ()),
             Lookup::Miss(..)
         ));
     }
