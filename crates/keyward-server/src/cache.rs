@@ -196,8 +196,11 @@ struct UnknownEntry {
 /// One thread's recent hits of a tier, direct-mapped by hash: a new hit
 /// replaces whatever held its slot.
 struct Recent<T> {
-    slots: Box<[Option<(HashKey, Entry<T>)>]>,
+    slots: Box<[RecentSlot<T>]>,
 }
+
+/// A slot of [`Recent`]: empty, or a hash and a copy of its shared entry.
+type RecentSlot<T> = Option<(HashKey, Entry<T>)>;
 
 impl<T: Clone> Recent<T> {
     fn new() -> Self {
