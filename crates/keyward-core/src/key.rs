@@ -762,6 +762,18 @@ mod tests {
     }
 
     #[test]
+    fn the_base62_check_is_the_alphabet_for_every_byte() {
+        for byte in 0..=u8::MAX {
+            let in_alphabet = BASE62.contains(&byte);
+            assert_eq!(all_base62(&[byte]), in_alphabet, "byte {byte}");
+            // In any position of a longer run, too.
+            let mut run = *b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGH";
+            run[byte as usize % run.len()] = byte;
+            assert_eq!(all_base62(&run), in_alphabet, "byte {byte} in a run");
+        }
+    }
+
+    #[test]
     fn rejection_sampling_skips_biased_bytes() {
         // 255 and 248 must be skipped; 247 % 62 = 61 -> 'z'.
         let key = KeyFormat::default().generate(&live(), &mut Scripted::new(&[255, 248, 247]));
