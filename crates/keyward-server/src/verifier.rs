@@ -6,7 +6,7 @@
 //! Nothing here writes storage: last use and request logs go to buffers
 //! flushed in batches, and lookups are served from [`VerifyCache`] once warm.
 
-use crate::cache::{CachedKey, Lookup, VerifyCache};
+use crate::cache::{CachedKey, Lookup, Ticket, VerifyCache};
 use crate::outage::{Outage, Read};
 use crate::ratelimit::{RateLimitState, RateLimits};
 use crate::request_logs::{
@@ -189,9 +189,24 @@ impl Verifier {
     /// Runs every check of SPEC §3 in order, then counts and logs the
     /// outcome. A store failure is an error, not a denial: the caller must
     /// not mistake an outage for a bad key (and it is not logged as one).
+    ///
+    /// A key found in the cache, without a shared limit or credits, is
+    /// answered by plain function calls ([`Self::check_in_memory`]): the
+    /// asynchronous steps — a store read, Redis, a credit draw — only run
+    /// when one is needed, so the common case pays nothing for their
+    /// (large) future's state.
     pub async fn verify(&self, input: VerifyInput<'_>, now_ms: i64) -> StoreResult<Verdict> {
         let started = self.clock.now();
-        let verdict = self.check(&input, started, now_ms).await?;
+        let judgement = match self.check_in_memory(&input, started, now_ms) {
+            Known::Judged(judgement) => judgement,
+            Known::Miss(miss) => self.read_missed(miss, &input, started, now_ms).await?,
+        };
+        let verdict = match judgement {
+            Judgement::Final(verdict) => verdict,
+            Judgement::Limits(record) => {
+                self.limit_and_draw(record, &input, started, now_ms).await?
+            }
+        };
         let answered = self.clock.now();
         let elapsed = Duration::from(answered.duration_since(started));
         self.metrics.record(verdict.code, elapsed);
@@ -200,54 +215,146 @@ impl Verifier {
         Ok(verdict)
     }
 
-    /// `started` is when the verification began on the monotonic clock,
-    /// `now_ms` on the wall clock.
-    async fn check(
+    /// Everything the cache can answer: the credential's shape, its key's
+    /// record, the checks, and the in-process rate limit. `started` is when
+    /// the verification began on the monotonic clock, `now_ms` on the wall
+    /// clock.
+    fn check_in_memory(
         &self,
         input: &VerifyInput<'_>,
         started: QuantaInstant,
         now_ms: i64,
-    ) -> StoreResult<Verdict> {
+    ) -> Known {
         let Some(credential) = input.credential.as_ref() else {
-            return Ok(Verdict::without_key(Code::MalformedKey));
+            return Known::Judged(Judgement::without_key(Code::MalformedKey));
         };
-        let record = match self.format.parse_shape(credential.expose_secret()) {
+        let secret = credential.expose_secret();
+        // `shaped` is kept for its checksum, asked only of a miss: a cached
+        // record's hash is of an issued key, checksum and all, and a hash
+        // is remembered as unknown only after its key passed the checksum.
+        let (hash, shaped, not_found) = match self.format.parse_shape(secret) {
             // The constant, not `EnvTag::management()`, which allocates a String.
             Ok(shaped) if shaped.env_tag() == EnvTag::MANAGEMENT => {
                 // A management token is not an API key of the platform.
-                return Ok(Verdict::without_key(Code::UnknownKey));
+                return Known::Judged(Judgement::without_key(Code::UnknownKey));
             }
-            Ok(shaped) => {
-                let hash = shaped.hash();
-                match self
-                    .lookup(hash, || shaped.check_checksum().is_ok(), now_ms)
-                    .await?
-                {
-                    Found::Key(record) if record.key.account_id == input.account_id => record,
-                    Found::Key(_) | Found::Nothing => {
-                        return Ok(Verdict::without_key(Code::UnknownKey));
-                    }
-                    Found::Mistyped => return Ok(Verdict::without_key(Code::MalformedKey)),
-                }
+            Ok(shaped) => (shaped.hash(), Some(shaped), Code::UnknownKey),
+            // Not in this deployment's format: the secret of a key imported
+            // from elsewhere, when the deployment takes them and it could
+            // be one (then, and only then, a malformed credential costs a
+            // lookup; negative answers are cached like any other).
+            Err(_) if self.imported_keys && could_be_imported_secret(secret) => {
+                (KeyHash::of(secret), None, Code::MalformedKey)
             }
-            Err(_) => match self.find_imported(input, now_ms).await? {
-                Some(record) => record,
-                None => return Ok(Verdict::without_key(Code::MalformedKey)),
-            },
+            Err(_) => return Known::Judged(Judgement::without_key(Code::MalformedKey)),
         };
-        let code = decide(&facts(&record), &demand(input, credential, now_ms));
-        if code == Code::UnknownKey {
-            return Ok(Verdict::without_key(code));
-        }
-        let rate_limit = match (code, record.key.rate_limit) {
-            (Code::Valid, Some(policy)) => {
-                Some(self.rate_limit(&record, policy, started, now_ms).await)
+        match self.cache.key(hash.as_bytes(), now_ms) {
+            Lookup::Hit(record) => {
+                Known::Judged(self.judge(record, not_found, input, started, now_ms))
             }
+            Lookup::Unknown => Known::Judged(Judgement::without_key(not_found)),
+            // Mistyped: never asked of the store.
+            Lookup::Miss(..) if shaped.is_some_and(|key| key.check_checksum().is_err()) => {
+                Known::Judged(Judgement::without_key(Code::MalformedKey))
+            }
+            Lookup::Miss(ticket, stale) => Known::Miss(Miss {
+                hash,
+                ticket,
+                stale,
+                not_found,
+            }),
+        }
+    }
+
+    /// Reads the record of a missed hash from the store (and caches it,
+    /// found or not), or — the store being unavailable — takes the entry
+    /// only past its TTL; then judges it.
+    async fn read_missed(
+        &self,
+        miss: Miss,
+        input: &VerifyInput<'_>,
+        started: QuantaInstant,
+        now_ms: i64,
+    ) -> StoreResult<Judgement> {
+        let Miss {
+            hash,
+            ticket,
+            stale,
+            not_found,
+        } = miss;
+        let hex = hash.to_hex();
+        let read = self.store.find_key_for_verification(&hex);
+        let record = match self.outage.read(stale, read).await? {
+            Read::Stale(record) => record,
+            Read::Fresh(Some(record)) => {
+                self.cache
+                    .insert_key(ticket, *hash.as_bytes(), Arc::new(record), now_ms)
+            }
+            Read::Fresh(None) => {
+                self.cache.insert_unknown(ticket, *hash.as_bytes(), now_ms);
+                return Ok(Judgement::without_key(not_found));
+            }
+        };
+        Ok(self.judge(record, not_found, input, started, now_ms))
+    }
+
+    /// The checks of SPEC §3 on a found record, and the rate limit when
+    /// it is this node's own. A key of another account is `not_found`.
+    fn judge(
+        &self,
+        record: Arc<CachedKey>,
+        not_found: Code,
+        input: &VerifyInput<'_>,
+        started: QuantaInstant,
+        now_ms: i64,
+    ) -> Judgement {
+        if record.key.account_id != input.account_id {
+            return Judgement::without_key(not_found);
+        }
+        let code = decide(&facts(&record), &demand(input, now_ms));
+        if code == Code::UnknownKey {
+            return Judgement::without_key(code);
+        }
+        let key = &record.key;
+        if code == Code::Valid && (key.credits.is_some() || self.limit_is_shared(key.rate_limit)) {
+            return Judgement::Limits(record);
+        }
+        let rate_limit = match (code, key.rate_limit) {
+            (Code::Valid, Some(policy)) => Some(self.local_limit(&record, policy, started, now_ms)),
             _ => None,
         };
         let code = match rate_limit {
             Some(state) if !state.allowed() => Code::RateLimited,
             _ => code,
+        };
+        Judgement::Final(Verdict {
+            code,
+            key: Some(record),
+            rate_limit,
+            credits: None,
+        })
+    }
+
+    /// Whether a key with this limit is counted in Redis (when reachable).
+    fn limit_is_shared(&self, limit: Option<RateLimitPolicy>) -> bool {
+        limit.is_some() && self.shared_limits.is_some()
+    }
+
+    /// A valid key's limit when shared, then its credits when metered.
+    async fn limit_and_draw(
+        &self,
+        record: Arc<CachedKey>,
+        input: &VerifyInput<'_>,
+        started: QuantaInstant,
+        now_ms: i64,
+    ) -> StoreResult<Verdict> {
+        let rate_limit = match record.key.rate_limit {
+            Some(policy) => Some(self.rate_limit(&record, policy, started, now_ms).await),
+            None => None,
+        };
+        let code = match rate_limit {
+            Some(state) if !state.allowed() => Code::RateLimited,
+            _ => Code::Valid,
         };
         let credits = match (code, record.key.credits) {
             (Code::Valid, Some(_)) => self.draw_credits(&record, input, now_ms).await?,
@@ -288,34 +395,8 @@ impl Verifier {
         }
     }
 
-    /// A credential not in this deployment's format: the secret of a key
-    /// imported from elsewhere, when the deployment takes them and it could
-    /// be one. `None` — the credential is malformed — otherwise, and when
-    /// no key of the account has it. Only then does a malformed credential
-    /// cost a lookup (negative answers are cached like any other).
-    async fn find_imported(
-        &self,
-        input: &VerifyInput<'_>,
-        now_ms: i64,
-    ) -> StoreResult<Option<Arc<CachedKey>>> {
-        let Some(secret) = input.credential.as_ref().map(|c| c.expose_secret()) else {
-            return Ok(None);
-        };
-        if !self.imported_keys || !could_be_imported_secret(secret) {
-            return Ok(None);
-        }
-        Ok(
-            match self.lookup(KeyHash::of(secret), || true, now_ms).await? {
-                Found::Key(record) if record.key.account_id == input.account_id => Some(record),
-                Found::Key(_) | Found::Nothing | Found::Mistyped => None,
-            },
-        )
-    }
-
     /// Counts the request against the key's limit: the shared one when
-    /// configured and reachable, else this node's own (reached through the
-    /// cache entry once it holds it; `policy` is the entry's own) at the
-    /// instant the verification started: no clock read of its own.
+    /// configured and reachable, else this node's own.
     async fn rate_limit(
         &self,
         cached: &CachedKey,
@@ -323,63 +404,58 @@ impl Verifier {
         started: QuantaInstant,
         now_ms: i64,
     ) -> RateLimitState {
-        let key_id = &cached.key.id;
         let shared = match &self.shared_limits {
-            Some(shared) => shared.check(key_id, policy).await,
+            Some(shared) => shared.check(&cached.key.id, policy).await,
             None => None,
         };
-        shared.unwrap_or_else(|| {
-            let limiter = cached.limiter(|| self.rate_limits.limiter_for(key_id, policy));
-            self.rate_limits.check_with(limiter, started, now_ms)
-        })
+        shared.unwrap_or_else(|| self.local_limit(cached, policy, started, now_ms))
     }
 
-    /// The record of the key's hash: from the cache, else from the store
-    /// (and then cached, found or not), else — the store being unavailable
-    /// — from an entry only past its TTL.
-    ///
-    /// `checksum_ok` is asked only when the cache has no answer: a cached
-    /// record's hash is of an issued key, checksum and all, and a hash is
-    /// remembered as unknown only after its key passed the checksum.
-    async fn lookup(
+    /// This node's limit for the key (reached through the cache entry once
+    /// it holds it; `policy` is the entry's own), counted at the instant
+    /// the verification started: no clock read of its own.
+    fn local_limit(
         &self,
-        hash: KeyHash,
-        checksum_ok: impl FnOnce() -> bool,
+        cached: &CachedKey,
+        policy: RateLimitPolicy,
+        started: QuantaInstant,
         now_ms: i64,
-    ) -> StoreResult<Found> {
-        let (ticket, stale) = match self.cache.key(hash.as_bytes(), now_ms) {
-            Lookup::Hit(record) => return Ok(Found::Key(record)),
-            Lookup::Unknown => return Ok(Found::Nothing),
-            Lookup::Miss(ticket, stale) => (ticket, stale),
-        };
-        if !checksum_ok() {
-            return Ok(Found::Mistyped);
-        }
-        let hex = hash.to_hex();
-        let read = self.store.find_key_for_verification(&hex);
-        match self.outage.read(stale, read).await? {
-            Read::Stale(record) => Ok(Found::Key(record)),
-            Read::Fresh(Some(record)) => Ok(Found::Key(self.cache.insert_key(
-                ticket,
-                *hash.as_bytes(),
-                Arc::new(record),
-                now_ms,
-            ))),
-            Read::Fresh(None) => {
-                self.cache.insert_unknown(ticket, *hash.as_bytes(), now_ms);
-                Ok(Found::Nothing)
-            }
-        }
+    ) -> RateLimitState {
+        let limiter = cached.limiter(|| self.rate_limits.limiter_for(&cached.key.id, policy));
+        self.rate_limits.check_with(limiter, started, now_ms)
     }
 }
 
-/// What [`Verifier::lookup`] found for a well-shaped key.
-enum Found {
-    Key(Arc<CachedKey>),
-    /// No key has this hash.
-    Nothing,
-    /// Not cached, and its checksum is wrong: never asked of the store.
-    Mistyped,
+/// What [`Verifier::check_in_memory`] learned without waiting.
+enum Known {
+    Judged(Judgement),
+    /// The cache had no fresh answer for the credential's hash.
+    Miss(Miss),
+}
+
+/// A hash to read from the store.
+struct Miss {
+    hash: KeyHash,
+    ticket: Ticket,
+    /// The entry only past its TTL, to answer if the store cannot be read.
+    stale: Option<Arc<CachedKey>>,
+    /// The outcome when no key of the caller's has the hash: `unknown_key`
+    /// for a key in this deployment's format, `malformed_key` for a
+    /// credential that was not one (looked up as an imported secret).
+    not_found: Code,
+}
+
+/// A found key's checks, done.
+enum Judgement {
+    Final(Verdict),
+    /// Valid so far: a shared rate limit or credits decide the rest.
+    Limits(Arc<CachedKey>),
+}
+
+impl Judgement {
+    fn without_key(code: Code) -> Self {
+        Self::Final(Verdict::without_key(code))
+    }
 }
 
 /// The outcome for the request log: only copies and pointers here; the
@@ -427,13 +503,12 @@ fn facts(record: &VerificationRecord) -> KeyFacts<'_> {
     }
 }
 
-fn demand<'a>(
-    input: &'a VerifyInput<'a>,
-    credential: &'a PresentedCredential<'a>,
-    now_ms: i64,
-) -> Demand<'a> {
+fn demand<'a>(input: &'a VerifyInput<'a>, now_ms: i64) -> Demand<'a> {
     Demand {
-        claimed_id: credential.claimed_id(),
+        claimed_id: input
+            .credential
+            .as_ref()
+            .and_then(PresentedCredential::claimed_id),
         environment: input.environment,
         permissions: input.permissions,
         ip: input.ip,
