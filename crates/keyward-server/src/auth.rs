@@ -19,24 +19,46 @@ use keyward_store::Actor;
 use keyward_store::StoreResult;
 use std::marker::PhantomData;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Deref;
 use std::sync::Arc;
 
-/// Who is making an authenticated request.
+/// Who is making an authenticated request: the [`Identity`] its token or
+/// session stands for, and where the request came from. The identity is
+/// shared (a token's with its cache entry), so authenticating a request
+/// copies no string; its fields read through the principal.
 #[derive(Debug, Clone)]
 pub struct Principal {
+    identity: Arc<Identity>,
+    /// The TCP peer's address, canonical (an IPv4-mapped IPv6 address reads
+    /// as IPv4). `None` only when the server runs without connection info.
+    /// Formatted only when an audit event needs it.
+    pub peer_ip: Option<IpAddr>,
+}
+
+/// The member a token or console session acts for, and what it may do.
+#[derive(Debug)]
+pub struct Identity {
     pub account_id: String,
     pub member_id: String,
     /// The management token the request carried; `None` for a console
     /// session.
     pub token_id: Option<String>,
-    /// The TCP peer's address, canonical (an IPv4-mapped IPv6 address reads
-    /// as IPv4). `None` only when the server runs without connection info.
-    /// Formatted only when an audit event needs it.
-    pub peer_ip: Option<IpAddr>,
     pub permissions: Vec<AccountPermission>,
 }
 
+impl Deref for Principal {
+    type Target = Identity;
+
+    fn deref(&self) -> &Identity {
+        &self.identity
+    }
+}
+
 impl Principal {
+    pub fn new(identity: Arc<Identity>, peer_ip: Option<IpAddr>) -> Self {
+        Self { identity, peer_ip }
+    }
+
     pub fn has(&self, permission: AccountPermission) -> bool {
         self.permissions.contains(&permission)
     }
@@ -174,26 +196,23 @@ impl FromRequestParts<AppState> for Principal {
         if cached.expires_at.is_some_and(|at| at <= now) {
             return Err(invalid());
         }
-        if let Some(token_id) = cached.principal.token_id.as_deref()
+        if let Some(token_id) = cached.identity.token_id.as_deref()
             && cached.use_is_due(now)
         {
-            let account_id = &cached.principal.account_id;
+            let account_id = &cached.identity.account_id;
             state
                 .verifier
                 .request_logs()
                 .note_token_use(account_id, token_id, now);
         }
         if let Some(slot) = parts.extensions.get::<InvalidationSlot>() {
-            slot.set(&cached.principal.account_id);
+            slot.set(&cached.identity.account_id);
         }
-        Ok(Principal {
-            peer_ip: peer_ip(parts),
-            ..cached.principal.clone()
-        })
+        Ok(Principal::new(cached.identity.clone(), peer_ip(parts)))
     }
 }
 
-/// The token's principal (without the per-request peer address): from the
+/// The token's identity (the principal without the request's peer): from the
 /// cache, else from the store (and then cached, found or not), else — the
 /// store being unavailable — from an entry only past its TTL, so that
 /// verification through a token rides out an outage too. Deleting the
@@ -216,12 +235,11 @@ async fn lookup_token(
         Read::Stale(principal) => Ok(Some(principal)),
         Read::Fresh(Some(found)) => {
             let cached = Arc::new(CachedPrincipal::new(
-                Principal {
+                Identity {
                     permissions: found.effective_permissions(),
                     token_id: Some(found.token.id),
                     account_id: found.token.account_id,
                     member_id: found.member.id,
-                    peer_ip: None,
                 },
                 found.token.expires_at,
             ));

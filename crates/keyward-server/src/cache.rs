@@ -35,7 +35,7 @@
 //! bookkeeping are what it saves. Memory: `RECENT_SLOTS` entries per
 //! thread, each holding its record alive until the slot is reused.
 
-use crate::auth::Principal;
+use crate::auth::Identity;
 use crate::ratelimit::KeyLimiter;
 use crate::tally::{self, Tallies};
 use crate::telemetry as m;
@@ -143,10 +143,10 @@ impl std::fmt::Debug for CachedKey {
     }
 }
 
-/// A management token's principal and when the token expires.
+/// A management token's identity and when the token expires.
 #[derive(Debug)]
 pub struct CachedPrincipal {
-    pub principal: Principal,
+    pub identity: Arc<Identity>,
     pub expires_at: Option<i64>,
     /// When this entry last had a use of its token noted (see
     /// [`Self::use_is_due`]).
@@ -158,9 +158,9 @@ pub struct CachedPrincipal {
 pub const TOKEN_USE_EVERY_MS: i64 = 60_000;
 
 impl CachedPrincipal {
-    pub fn new(principal: Principal, expires_at: Option<i64>) -> Self {
+    pub fn new(identity: Identity, expires_at: Option<i64>) -> Self {
         Self {
-            principal,
+            identity: Arc::new(identity),
             expires_at,
             last_noted_use: AtomicI64::new(0),
         }
@@ -373,7 +373,7 @@ impl VerifyCache {
         principal: Arc<CachedPrincipal>,
         now_ms: i64,
     ) {
-        let account = principal.principal.account_id.clone();
+        let account = principal.identity.account_id.clone();
         self.insert_in(&self.tokens, ticket, hash, &account, principal, now_ms);
     }
 
@@ -696,14 +696,13 @@ mod tests {
 
     #[test]
     fn a_token_use_is_due_once_a_minute_per_entry() {
-        let principal = Principal {
+        let identity = Identity {
             account_id: "acct".into(),
             member_id: "mem".into(),
             token_id: Some("tok".into()),
-            peer_ip: None,
             permissions: Vec::new(),
         };
-        let cached = CachedPrincipal::new(principal, None);
+        let cached = CachedPrincipal::new(identity, None);
         assert!(cached.use_is_due(NOW), "the first use");
         assert!(!cached.use_is_due(NOW + 1));
         assert!(!cached.use_is_due(NOW + TOKEN_USE_EVERY_MS - 1));

@@ -8,7 +8,7 @@
 
 use super::page::{ErrorPage, redirect};
 use crate::AppState;
-use crate::auth::{Principal, peer_ip};
+use crate::auth::{Identity, Principal, peer_ip};
 use crate::clock::now_ms;
 use crate::invalidate::InvalidationSlot;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -24,6 +24,7 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
 /// How long a session lasts from sign-in. Absolute, not sliding: a stolen
@@ -251,13 +252,15 @@ impl FromRequestParts<AppState> for ConsoleUser {
         }
         let permissions = found.member.effective_permissions();
         Ok(ConsoleUser {
-            principal: Principal {
-                account_id: found.member.account_id.clone(),
-                member_id: found.member.id.clone(),
-                token_id: None,
-                peer_ip: peer_ip(parts),
-                permissions,
-            },
+            principal: Principal::new(
+                Arc::new(Identity {
+                    account_id: found.member.account_id.clone(),
+                    member_id: found.member.id.clone(),
+                    token_id: None,
+                    permissions,
+                }),
+                peer_ip(parts),
+            ),
             email: found.member.email,
             role: found.member.role,
             csrf: csrf_token(&secret),
