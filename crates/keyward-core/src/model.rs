@@ -240,6 +240,15 @@ impl PermissionName {
     pub const MAX_LEN: usize = 64;
 
     pub fn parse(s: &str) -> Result<Self, InvalidValue> {
+        Self::check(s).map(|()| Self(s.to_owned()))
+    }
+
+    /// `s` as a name, without copying it.
+    fn parse_owned(s: String) -> Result<Self, InvalidValue> {
+        Self::check(&s).map(|()| Self(s))
+    }
+
+    fn check(s: &str) -> Result<(), InvalidValue> {
         let valid_part = |p: &str| {
             !p.is_empty()
                 && p.bytes().all(|b| {
@@ -250,7 +259,7 @@ impl PermissionName {
             Some((resource, action))
                 if s.len() <= Self::MAX_LEN && valid_part(resource) && valid_part(action) =>
             {
-                Ok(Self(s.to_owned()))
+                Ok(())
             }
             _ => Err(InvalidValue::new(format!(
                 "{s:?} is not a permission name: expected resource:action in lower-case letters, digits, '_', '-' or '.', at most {} characters",
@@ -281,8 +290,7 @@ impl fmt::Display for PermissionName {
 
 impl<'de> Deserialize<'de> for PermissionName {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Self::parse(&s).map_err(serde::de::Error::custom)
+        Self::parse_owned(String::deserialize(d)?).map_err(serde::de::Error::custom)
     }
 }
 
@@ -547,8 +555,18 @@ mod tests {
 
     #[test]
     fn permission_names() {
-        assert!(PermissionName::parse("customers:read").is_ok());
-        assert!(PermissionName::parse("licenses.v2:manage-all").is_ok());
+        // Deserializing takes the same names as `parse`, and keeps them whole.
+        let deserialized = |s: &str| {
+            let string =
+                serde::de::value::StringDeserializer::<serde::de::value::Error>::new(s.to_owned());
+            PermissionName::deserialize(string).ok()
+        };
+        for good in ["customers:read", "licenses.v2:manage-all"] {
+            let parsed = PermissionName::parse(good).unwrap();
+            assert_eq!(parsed.as_str(), good);
+            assert_eq!(deserialized(good), Some(parsed));
+        }
+        let too_long = format!("a:{}", "b".repeat(63));
         for bad in [
             "customers",
             ":read",
@@ -557,10 +575,11 @@ mod tests {
             "a:b:c",
             "a b:c",
             "",
+            &too_long,
         ] {
             assert!(PermissionName::parse(bad).is_err(), "{bad} accepted");
+            assert_eq!(deserialized(bad), None, "{bad} deserialized");
         }
-        assert!(PermissionName::parse(&format!("a:{}", "b".repeat(63))).is_err());
     }
 
     #[test]
