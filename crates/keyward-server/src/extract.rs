@@ -112,8 +112,16 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalB
 /// A valid body, the usual case, is parsed once with plain `serde_json`:
 /// tracking the path allocates a string for every field name passed, on
 /// every request. Only a body that fails is parsed again, tracking it.
+///
+/// The body's UTF-8 is checked once, whole, and then parsed as text:
+/// parsed as bytes, each string is checked on its own, which cost about
+/// a hundred instructions a string. Bytes that are not UTF-8 are parsed
+/// again as bytes, for the error that names where.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
-    serde_json::from_slice(bytes).map_err(|_| failure::<T>(bytes))
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|text| serde_json::from_str(text).ok())
+        .ok_or_else(|| failure::<T>(bytes))
 }
 
 /// One item of a list already parsed as JSON (`keys[3]`), as a `T`,
@@ -352,6 +360,13 @@ mod tests {
             (p.code, p.field.as_deref()),
             ("invalid_field", Some("name"))
         );
+        // Bytes that are not UTF-8, in a string or outside one.
+        for body in [&b"{\"name\": \"a\xff\"}"[..], b"{\"name\": \"a\"}\xc3"] {
+            let p = parse_json::<Sample>(body).unwrap_err();
+            assert_eq!(p.code, "malformed_json", "{}", p.detail);
+        }
+        let parsed = parse_json::<Sample>("{\"name\": \"zoë\"}".as_bytes()).unwrap();
+        assert_eq!(parsed.name, "zoë");
         let parsed = parse_json::<Sample>(br#"{"name": "a", "limits": {"limit": 2}}"#).unwrap();
         assert_eq!(
             (parsed.name.as_str(), parsed.limits.map(|l| l.limit)),
