@@ -949,10 +949,12 @@ async fn management_tokens_are_shown_once_and_revoked_at_once(server: TestServer
 
 async fn a_workspaces_keys_page_past_one_page(server: TestServer) {
     // The Primary ingest key and 100 more.
+    let mut last_id = String::new();
     for n in 0..100 {
-        server
+        let (key, _) = server
             .issue(json!({"name": format!("key {n:03}"), "environment": "production"}))
             .await;
+        last_id = key["id"].as_str().unwrap().to_owned();
     }
     let mut console = signed_in_owner(&server).await;
     let rows = |page: &Page| page.body.matches("<tr data-key=").count();
@@ -978,11 +980,11 @@ async fn a_workspaces_keys_page_past_one_page(server: TestServer) {
     let back = console.get(&link_to(&next.body, "← First")).await;
     assert_eq!(rows(&back), 100);
 
-    // The workspace's own page shows the first page, says there is more,
-    // and offers every key to an integration, the 101st too.
-    let workspace = console
-        .get(&format!("/workspaces/{}", server.owner.workspace_id))
-        .await;
+    // The workspace's own page shows the first page and says there is
+    // more; an integration is offered that page's keys, and any other by
+    // its id.
+    let workspace_page = format!("/workspaces/{}", server.owner.workspace_id);
+    let workspace = console.get(&workspace_page).await;
     assert_eq!(rows(&workspace), 100);
     assert!(!workspace.body.contains(">key 099</a>"), "not in the table");
     assert!(workspace.body.contains("id=\"keys-truncated\""));
@@ -990,7 +992,39 @@ async fn a_workspaces_keys_page_past_one_page(server: TestServer) {
         "href=\"/credentials?workspace={}\">page through all of them",
         server.owner.workspace_id
     )));
-    assert!(workspace.body.contains(">key 099 ("), "among the choices");
+    assert!(workspace.body.contains(">key 098 ("), "among the choices");
+    assert!(!workspace.body.contains(">key 099 ("), "past the page");
+    assert_eq!(workspace.body.matches("name=\"other_key_id\"").count(), 1);
+    let added = console
+        .submit(
+            &workspace_page,
+            &format!("/workspaces/{}/integrations", server.owner.workspace_id),
+            &[
+                ("name", "Backend"),
+                ("kind", "server"),
+                ("key_id", &server.owner.primary_key_id),
+                ("other_key_id", &format!(" {last_id} ")),
+            ],
+        )
+        .await;
+    assert!(flash_after(&mut console, &added).await.contains("added"));
+    let workspace = console.get(&workspace_page).await;
+    assert!(
+        workspace
+            .body
+            .contains(&format!("<option value=\"{last_id}\" selected>key 099 (")),
+        "the key in use is offered, and chosen"
+    );
+    let (status, integrations) = server
+        .call(
+            &server.owner.token,
+            reqwest::Method::GET,
+            &format!("/v1/workspaces/{}/integrations", server.owner.workspace_id),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(integrations["data"][0]["key_id"], json!(last_id));
     assert_eq!(
         console
             .get(&format!(

@@ -216,26 +216,15 @@ pub async fn keys_of(
     keys_page(state, user, workspace, &filter, first_page(PAGE)).await
 }
 
-/// The keys of a workspace after those of `first` (a page from
-/// [`keys_of`] with no filter), page after page: for choices that must
-/// offer every key, beyond the first page a table shows.
-pub async fn keys_after(
+/// The first page of a workspace's keys of `kind` (any, for `None`).
+pub async fn keys_of_kind(
     state: &AppState,
     user: &ConsoleUser,
     workspace: &str,
-    first: &List<KeyView>,
-) -> ApiResult<Vec<KeyView>> {
-    let Some(cursor) = &first.next_cursor else {
-        return Ok(Vec::new());
-    };
-    let next = Pagination {
-        limit: PAGE,
-        after: Some(decode_cursor(cursor)?),
-    };
-    pages_from(next, |page| async move {
-        keys_page(state, user, workspace, &[], page).await.map(Json)
-    })
-    .await
+    kind: Option<KeyKind>,
+) -> ApiResult<List<KeyView>> {
+    let filter = [("kind", kind.map_or("", KeyKind::as_str))];
+    keys_page(state, user, workspace, &filter, first_page(PAGE)).await
 }
 
 /// A page of a workspace's keys; `filter` holds the list's query fields

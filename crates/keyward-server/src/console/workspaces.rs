@@ -3,12 +3,13 @@
 //! credentials available in it, and which credentials the JavaScript
 //! snippet, a Segment connection or a server uses.
 
-use super::credentials::{KeyRow, every_page, keys_after, keys_of, secret_page};
+use super::credentials::{KeyRow, every_page, keys_of, keys_of_kind, secret_page};
 use super::page::{Chrome, page, readable, when};
 use super::session::{ConsoleForm, ConsoleUser, Flash, redirect_with};
 use super::{PageResult, authorized, redirect_after};
 use crate::AppState;
-use crate::api::{integrations, workspaces};
+use crate::api::views::{KeyView, List};
+use crate::api::{integrations, keys, workspaces};
 use crate::auth::{Authorized, ManageCredentials};
 use crate::extract::Body;
 use crate::problem::ApiResult;
@@ -18,6 +19,7 @@ use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use keyward_core::{IntegrationKind, KeyKind, KeyStatus};
 use serde::Deserialize;
+use std::collections::HashMap;
 
 pub fn routes() -> axum::Router<AppState> {
     axum::Router::new()
@@ -159,8 +161,43 @@ pub struct IntegrationRow {
     pub kind: &'static str,
     pub key_id: String,
     pub snippet: Option<String>,
-    /// The keys this integration may use (the API refuses others).
-    pub choices: Vec<(String, String)>,
+    /// The keys offered to this integration (the API refuses others).
+    pub choices: KeyChoices,
+}
+
+/// Keys offered in a choice of credentials: those usable of one page of
+/// the workspace's keys (a workspace may hold hundreds of thousands; the
+/// page used to list every one of them, for each integration). Past that
+/// page a key is given by its id.
+#[derive(Clone)]
+pub struct KeyChoices {
+    /// (id, label) of each key offered.
+    pub options: Vec<(String, String)>,
+    /// The workspace has more keys than the page: the form also takes a
+    /// key id.
+    pub more: bool,
+}
+
+impl KeyChoices {
+    fn of(page: &List<KeyView>) -> Self {
+        Self {
+            options: page
+                .data
+                .iter()
+                .filter(|k| matches!(k.status, KeyStatus::Active | KeyStatus::Inactive))
+                .map(|k| (k.id.clone(), choice_label(k)))
+                .collect(),
+            more: page.next_cursor.is_some(),
+        }
+    }
+
+    fn offers(&self, key_id: &str) -> bool {
+        self.options.iter().any(|(id, _)| id == key_id)
+    }
+}
+
+fn choice_label(k: &KeyView) -> String {
+    format!("{} ({}, {})", k.name, k.hint, k.environment)
 }
 
 #[derive(Template)]
@@ -173,8 +210,8 @@ struct WorkspacePage {
     /// The workspace has more keys than `keys` shows.
     more_keys: bool,
     integrations: Vec<IntegrationRow>,
-    /// (id, label) of every usable key, for a new integration.
-    all_choices: Vec<(String, String)>,
+    /// Keys of any kind, for a new integration.
+    all_choices: KeyChoices,
 }
 
 fn kind_label(kind: IntegrationKind) -> &'static str {
@@ -186,14 +223,14 @@ fn kind_label(kind: IntegrationKind) -> &'static str {
     }
 }
 
-/// Which kinds of key an integration of this kind can use (seed 000: the
-/// snippet runs in browsers, so only a publishable key; Segment sends
-/// events, so an ingest key).
-fn usable(kind: IntegrationKind, key: KeyKind) -> bool {
+/// The only kind of key an integration of this kind can use, if it is
+/// limited to one (seed 000: the snippet runs in browsers, so only a
+/// publishable key; Segment sends events, so an ingest key).
+fn key_kind_for(kind: IntegrationKind) -> Option<KeyKind> {
     match kind {
-        IntegrationKind::JavascriptSnippet => key == KeyKind::Publishable,
-        IntegrationKind::Segment => key == KeyKind::Ingest,
-        IntegrationKind::Server | IntegrationKind::Custom => true,
+        IntegrationKind::JavascriptSnippet => Some(KeyKind::Publishable),
+        IntegrationKind::Segment => Some(KeyKind::Ingest),
+        IntegrationKind::Server | IntegrationKind::Custom => None,
     }
 }
 
@@ -211,16 +248,9 @@ async fn show(
         .ok_or_else(|| crate::problem::Problem::not_found("workspace"))?;
     let first_page = keys_of(&state, &user, &id, "", "").await?;
     let more_keys = first_page.next_cursor.is_some();
-    // The table shows the first page; an integration may use any key.
-    let later_keys = keys_after(&state, &user, &id, &first_page).await?;
-    let keys = first_page.data;
-    let usable_keys: Vec<_> = keys
-        .iter()
-        .chain(&later_keys)
-        .filter(|k| matches!(k.status, KeyStatus::Active | KeyStatus::Inactive))
-        .collect();
-    let label =
-        |k: &crate::api::views::KeyView| format!("{} ({}, {})", k.name, k.hint, k.environment);
+    let all_choices = KeyChoices::of(&first_page);
+    // A page of each kind an integration is limited to, read once.
+    let mut of_kind: HashMap<KeyKind, KeyChoices> = HashMap::new();
     let Json(list) =
         integrations::list(State(state.clone()), authorized(&user)?, Path(id.clone())).await?;
     let mut rows = Vec::new();
@@ -232,12 +262,30 @@ async fn show(
             Path(integration.id.clone()),
         )
         .await?;
+        let mut choices = match key_kind_for(full.kind) {
+            None => all_choices.clone(),
+            Some(kind) => match of_kind.get(&kind) {
+                Some(choices) => choices.clone(),
+                None => {
+                    let page = keys_of_kind(&state, &user, &id, Some(kind)).await?;
+                    of_kind.entry(kind).or_insert(KeyChoices::of(&page)).clone()
+                }
+            },
+        };
+        // The key in use is always offered, on the page or not.
+        if let Some(key_id) = full.key_id.as_deref().filter(|k| !choices.offers(k)) {
+            let Json(key) = keys::get(
+                State(state.clone()),
+                authorized(&user)?,
+                Path(key_id.to_owned()),
+            )
+            .await?;
+            choices
+                .options
+                .insert(0, (key.id.clone(), choice_label(&key)));
+        }
         rows.push(IntegrationRow {
-            choices: usable_keys
-                .iter()
-                .filter(|k| usable(full.kind, k.kind))
-                .map(|k| (k.id.clone(), label(k)))
-                .collect(),
+            choices,
             id: full.id,
             name: full.name,
             kind: kind_label(full.kind),
@@ -247,11 +295,9 @@ async fn show(
     }
     let view = WorkspacePage {
         chrome: Chrome::new(&user, "workspaces"),
-        all_choices: usable_keys
-            .iter()
-            .map(|k| (k.id.clone(), label(k)))
-            .collect(),
-        keys: keys
+        all_choices,
+        keys: first_page
+            .data
             .iter()
             .map(|k| KeyRow::new(k, &workspace.name))
             .collect(),
@@ -269,7 +315,19 @@ struct IntegrationForm {
     name: String,
     kind: String,
     key_id: String,
+    /// A key past the offered page, by its id: it wins over `key_id`.
+    other_key_id: String,
     workspace_id: String,
+}
+
+impl IntegrationForm {
+    /// The key chosen: typed, or else picked from the offered ones.
+    fn chosen_key(&self) -> String {
+        match self.other_key_id.trim() {
+            "" => self.key_id.clone(),
+            typed => typed.to_owned(),
+        }
+    }
 }
 
 async fn add_integration(
@@ -282,7 +340,7 @@ async fn add_integration(
             let request = integrations::CreateIntegration {
                 name: form.name.trim().to_owned(),
                 kind,
-                key_id: form.key_id,
+                key_id: form.chosen_key(),
             };
             integrations::create(
                 State(state.clone()),
@@ -309,7 +367,7 @@ async fn change_integration(
 ) -> PageResult {
     let request = integrations::UpdateIntegration {
         name: None,
-        key_id: Some(form.key_id),
+        key_id: Some(form.chosen_key()),
     };
     let done = integrations::update(
         State(state.clone()),
