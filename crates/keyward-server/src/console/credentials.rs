@@ -216,14 +216,14 @@ pub async fn keys_of(
     keys_page(state, user, workspace, &filter, first_page(PAGE)).await
 }
 
-/// The first page of a workspace's keys of `kind` (any, for `None`).
+/// The first page of a workspace's keys of `kind`.
 pub async fn keys_of_kind(
     state: &AppState,
     user: &ConsoleUser,
     workspace: &str,
-    kind: Option<KeyKind>,
+    kind: KeyKind,
 ) -> ApiResult<List<KeyView>> {
-    let filter = [("kind", kind.map_or("", KeyKind::as_str))];
+    let filter = [("kind", kind.as_str())];
     keys_page(state, user, workspace, &filter, first_page(PAGE)).await
 }
 

@@ -4,7 +4,7 @@
 //! snippet, a Segment connection or a server uses.
 
 use super::credentials::{KeyRow, every_page, keys_of, keys_of_kind, secret_page};
-use super::page::{Chrome, page, readable, when};
+use super::page::{Chrome, ErrorPage, page, readable, when};
 use super::session::{ConsoleForm, ConsoleUser, Flash, redirect_with};
 use super::{PageResult, authorized, redirect_after};
 use crate::AppState;
@@ -165,10 +165,10 @@ pub struct IntegrationRow {
     pub choices: KeyChoices,
 }
 
-/// Keys offered in a choice of credentials: those usable of one page of
-/// the workspace's keys (a workspace may hold hundreds of thousands; the
-/// page used to list every one of them, for each integration). Past that
-/// page a key is given by its id.
+/// Keys offered in a choice of credentials: the usable ones of one page of
+/// the workspace's keys, since a workspace may hold more keys than a page
+/// can list (hundreds of thousands). Past that page a key is given by its
+/// id.
 #[derive(Clone)]
 pub struct KeyChoices {
     /// (id, label) of each key offered.
@@ -194,6 +194,27 @@ impl KeyChoices {
     fn offers(&self, key_id: &str) -> bool {
         self.options.iter().any(|(id, _)| id == key_id)
     }
+}
+
+/// `choices`, and the key an integration uses if they lack it: it is
+/// always offered, on the page or not.
+async fn with_key_in_use(
+    state: &AppState,
+    user: &ConsoleUser,
+    mut choices: KeyChoices,
+    in_use: Option<&str>,
+) -> Result<KeyChoices, ErrorPage> {
+    if let Some(key_id) = in_use.filter(|k| !choices.offers(k)) {
+        let Json(key) = keys::get(
+            State(state.clone()),
+            authorized(user)?,
+            Path(key_id.to_owned()),
+        )
+        .await?;
+        let offered = (key.id.clone(), choice_label(&key));
+        choices.options.insert(0, offered);
+    }
+    Ok(choices)
 }
 
 fn choice_label(k: &KeyView) -> String {
@@ -250,7 +271,7 @@ async fn show(
     let more_keys = first_page.next_cursor.is_some();
     let all_choices = KeyChoices::of(&first_page);
     // A page of each kind an integration is limited to, read once.
-    let mut of_kind: HashMap<KeyKind, KeyChoices> = HashMap::new();
+    let mut of_kind = HashMap::new();
     let Json(list) =
         integrations::list(State(state.clone()), authorized(&user)?, Path(id.clone())).await?;
     let mut rows = Vec::new();
@@ -262,30 +283,18 @@ async fn show(
             Path(integration.id.clone()),
         )
         .await?;
-        let mut choices = match key_kind_for(full.kind) {
+        let choices = match key_kind_for(full.kind) {
             None => all_choices.clone(),
             Some(kind) => match of_kind.get(&kind) {
-                Some(choices) => choices.clone(),
+                Some(choices) => KeyChoices::clone(choices),
                 None => {
-                    let page = keys_of_kind(&state, &user, &id, Some(kind)).await?;
+                    let page = keys_of_kind(&state, &user, &id, kind).await?;
                     of_kind.entry(kind).or_insert(KeyChoices::of(&page)).clone()
                 }
             },
         };
-        // The key in use is always offered, on the page or not.
-        if let Some(key_id) = full.key_id.as_deref().filter(|k| !choices.offers(k)) {
-            let Json(key) = keys::get(
-                State(state.clone()),
-                authorized(&user)?,
-                Path(key_id.to_owned()),
-            )
-            .await?;
-            choices
-                .options
-                .insert(0, (key.id.clone(), choice_label(&key)));
-        }
         rows.push(IntegrationRow {
-            choices,
+            choices: with_key_in_use(&state, &user, choices, full.key_id.as_deref()).await?,
             id: full.id,
             name: full.name,
             kind: kind_label(full.kind),
