@@ -1,11 +1,13 @@
 //! Two real `keyward serve` processes on one PostgreSQL schema, as a
 //! multi-node deployment runs: a change made through one node reaches the
 //! other's verification cache within a second (LISTEN/NOTIFY), measured and
-//! printed.
+//! printed; a key added on one node reaches the other as an addition, which
+//! keeps the keys it cached.
 
 mod common;
 
 use common::{Serving, initialised};
+use keyward_core::KeyHash;
 use keyward_store::testing::{Backend, TestDatabase};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -67,8 +69,9 @@ async fn a_change_on_one_node_reaches_the_other_within_a_second() {
     let created = initialised(&db.url, &["init"], "owner@example.com");
     let token = created["management_token"].as_str().unwrap().to_owned();
     let workspace = created["workspace_id"].as_str().unwrap();
-    let a = Serving::start(&db.url, "info");
-    let b = Serving::start(&db.url, "info");
+    let serve = ["--accept-imported-keys"];
+    let a = Serving::start_with(&db.url, "info", &serve);
+    let b = Serving::start_with(&db.url, "info", &serve);
     let http = reqwest::Client::new();
 
     let (status, issued) = call(
@@ -146,4 +149,56 @@ async fn a_change_on_one_node_reaches_the_other_within_a_second() {
     let lag = lag_until(async || verify_with_second().await == 401).await;
     println!("token deletion reached the other node in {lag:?}");
     assert!(lag < PROPAGATION, "took {lag:?}");
+
+    // A key imported on A: B forgets that it saw the secret as unknown
+    // (another system's key, presented before the import) and keeps the
+    // account's cached keys, where any other change would drop them.
+    let dropped = r#"keyward_cache_negative_drops_total{reason="remote"}"#;
+    let drops = metric(&http, &b.base, dropped).await;
+    let (status, hot) = call(
+        &http,
+        &token,
+        format!("{}/v1/workspaces/{workspace}/keys", a.base),
+        Some(json!({"name": "hot", "environment": "production"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{hot}");
+    let code_on_b = async |key: &str| {
+        let (status, verdict) = call(
+            &http,
+            &token,
+            format!("{}/v1/verify", b.base),
+            Some(json!({"key": key})),
+        )
+        .await;
+        assert_eq!(status, 200, "{verdict}");
+        verdict["code"].as_str().unwrap().to_owned()
+    };
+    let hot = hot["secret"].as_str().unwrap();
+    let legacy = "sk_live_51HxLegacyKey0aB9cD8eF7gH6iJ5kL4mN3";
+    // The issue's own notification, applied before anything is counted.
+    lag_until(async || metric(&http, &b.base, dropped).await > drops).await;
+    assert_eq!(code_on_b(hot).await, "valid");
+    assert_eq!(code_on_b(legacy).await, "malformed_key", "unknown");
+    let misses = r#"keyward_cache_lookups_total{cache="key",result="miss"}"#;
+    let before = metric(&http, &b.base, misses).await;
+    let (status, body) = call(
+        &http,
+        &token,
+        format!("{}/v1/workspaces/{workspace}/keys/import", a.base),
+        Some(json!({"keys": [{"hash": KeyHash::of(legacy).to_hex(),
+                              "name": "legacy", "environment": "production"}]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let lag = lag_until(async || code_on_b(legacy).await == "valid").await;
+    println!("an imported key reached the other node in {lag:?}");
+    assert!(lag < PROPAGATION, "took {lag:?}");
+    assert_eq!(code_on_b(hot).await, "valid");
+    assert_eq!(
+        metric(&http, &b.base, misses).await,
+        before + 1.0,
+        "only the imported key's first lookup missed"
+    );
+    assert!(metric(&http, &b.base, dropped).await > drops + 1.0);
 }

@@ -474,6 +474,16 @@ impl VerifyCache {
         self.negative_epoch.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// Drops every negative entry and nothing else: keys were added, which
+    /// can make a hash known (an imported key's, presented before its
+    /// import) but changes no key already cached.
+    pub fn forget_unknown(&self) {
+        // The count first, as in `invalidate_account`: a racing negative
+        // insert either sees it and skips, or read the epoch this voids.
+        self.invalidations.fetch_add(1, Ordering::SeqCst);
+        self.negative_epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
     /// Drops everything: notifications may have been lost.
     pub fn resync(&self) {
         self.invalidations.fetch_add(1, Ordering::SeqCst);
@@ -665,6 +675,37 @@ mod tests {
             cache.lookup_in(&tier, TierName::Key, &hash(8), NOW, |_| ()),
             Lookup::Miss(..)
         ));
+    }
+
+    #[test]
+    fn added_keys_drop_negative_entries_only() {
+        let (cache, tier) = cache();
+        let miss_ticket = |n| match cache.lookup_in(&tier, TierName::Key, &hash(n), NOW, |_| ()) {
+            Lookup::Miss(ticket, _) => ticket,
+            _ => panic!("{n} was cached"),
+        };
+        let unknown = |n| {
+            matches!(
+                cache.lookup_in(&tier, TierName::Key, &hash(n), NOW, |_| ()),
+                Lookup::Unknown
+            )
+        };
+        load(&cache, &tier, 1, "acct_a");
+        cache.insert_unknown(miss_ticket(8), hash(8), NOW);
+        assert!(unknown(8));
+        // A read that found no key 9 before the key was added.
+        let racing = miss_ticket(9);
+        cache.forget_unknown();
+        assert!(
+            !unknown(8),
+            "the added key may be the one remembered as unknown"
+        );
+        cache.insert_unknown(racing, hash(9), NOW);
+        assert!(
+            !unknown(9),
+            "nor may a read that raced with the addition remember it"
+        );
+        assert!(hit(&cache, &tier, 1, NOW), "no cached key changed");
     }
 
     #[test]

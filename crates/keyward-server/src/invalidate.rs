@@ -8,28 +8,66 @@
 //! one that failed — because it needs no knowledge of what each endpoint
 //! touches and cannot miss a new one.
 //!
+//! The one exception is opt-in: a handler whose successful store call only
+//! added keys (issuing or importing them) says so through its
+//! [`InvalidationSlot`], and then only the negative cache is dropped. A
+//! platform issues keys all day (one per new customer, say); dropping the
+//! account's cached keys for each would make every hot key of the account
+//! a store read again, on every node, after every issue.
+//!
 //! Other nodes' changes arrive through the store's [`ChangeFeed`]
-//! (PostgreSQL LISTEN/NOTIFY), applied by [`follow_changes`].
+//! (PostgreSQL LISTEN/NOTIFY), applied by [`follow_changes`], with the same
+//! distinction: the database marks a notification of an inserted key.
 
 use crate::AppState;
 use crate::cache::VerifyCache;
 use crate::telemetry as m;
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::Method;
+use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::Response;
 use keyward_store::{Change, ChangeFeed};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use tokio::sync::watch;
 
 /// Put in a mutating request's extensions; authentication fills in the
-/// caller's account.
+/// caller's account, and a handler that only added keys says so. A
+/// handler extracts it (a detached one outside the middleware, which
+/// nothing reads).
 #[derive(Clone, Default)]
-pub struct InvalidationSlot(Arc<OnceLock<String>>);
+pub struct InvalidationSlot(Arc<SlotState>);
+
+#[derive(Default)]
+struct SlotState {
+    account_id: OnceLock<String>,
+    only_added_keys: AtomicBool,
+}
 
 impl InvalidationSlot {
     pub fn set(&self, account_id: &str) {
-        let _ = self.0.set(account_id.to_owned());
+        let _ = self.0.account_id.set(account_id.to_owned());
+    }
+
+    /// The request's change was new keys and nothing else: the account's
+    /// cached keys stay (see [`VerifyCache::forget_unknown`]). For a
+    /// handler to call once its store call succeeded.
+    pub fn only_added_keys(&self) {
+        self.0.only_added_keys.store(true, Ordering::Relaxed);
+    }
+}
+
+impl<S: Sync> FromRequestParts<S> for InvalidationSlot {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(parts
+            .extensions
+            .get::<InvalidationSlot>()
+            .cloned()
+            .unwrap_or_default())
     }
 }
 
@@ -50,9 +88,17 @@ pub async fn middleware(
     let slot = InvalidationSlot::default();
     request.extensions_mut().insert(slot.clone());
     let response = next.run(request).await;
-    if let Some(account_id) = slot.0.get() {
-        state.verifier.cache().invalidate_account(account_id);
-        metrics::counter!(m::INVALIDATIONS, "reason" => "local").increment(1);
+    let cache = state.verifier.cache();
+    match slot.0.account_id.get() {
+        Some(_) if slot.0.only_added_keys.load(Ordering::Relaxed) => {
+            cache.forget_unknown();
+            metrics::counter!(m::NEGATIVE_DROPS, "reason" => "local").increment(1);
+        }
+        Some(account_id) => {
+            cache.invalidate_account(account_id);
+            metrics::counter!(m::INVALIDATIONS, "reason" => "local").increment(1);
+        }
+        None => {}
     }
     response
 }
@@ -75,10 +121,12 @@ pub async fn follow_changes(
             } => {
                 cache.invalidate_account(&account_id);
                 metrics::counter!(m::INVALIDATIONS, "reason" => "remote").increment(1);
-                if let Some(at) = committed_at {
-                    let lag_ms = (crate::clock::now_ms() - at).max(0);
-                    metrics::histogram!(m::INVALIDATION_LAG_SECONDS).record(lag_ms as f64 / 1000.0);
-                }
+                record_lag(committed_at);
+            }
+            Change::AddedKeys { committed_at } => {
+                cache.forget_unknown();
+                metrics::counter!(m::NEGATIVE_DROPS, "reason" => "remote").increment(1);
+                record_lag(committed_at);
             }
             Change::Resync => {
                 tracing::info!("change feed re-established; dropping every cached entry");
@@ -86,5 +134,13 @@ pub async fn follow_changes(
                 metrics::counter!(m::RESYNCS).increment(1);
             }
         }
+    }
+}
+
+/// Commit (the database's clock) to applied here, when the change says.
+fn record_lag(committed_at: Option<i64>) {
+    if let Some(at) = committed_at {
+        let lag_ms = (crate::clock::now_ms() - at).max(0);
+        metrics::histogram!(m::INVALIDATION_LAG_SECONDS).record(lag_ms as f64 / 1000.0);
     }
 }

@@ -15,6 +15,9 @@ pub const VERIFY_SECONDS: &str = "keyward_verify_duration_seconds";
 pub const CACHE_LOOKUPS: &str = "keyward_cache_lookups_total";
 /// `reason` (`local`, `remote`): per-account invalidations applied.
 pub const INVALIDATIONS: &str = "keyward_cache_invalidations_total";
+/// `reason` (`local`, `remote`): negative caches dropped because keys were
+/// added (and nothing else changed).
+pub const NEGATIVE_DROPS: &str = "keyward_cache_negative_drops_total";
 /// Full flushes after the change feed reconnected.
 pub const RESYNCS: &str = "keyward_cache_resyncs_total";
 /// Commit (database clock) to applied on this node, for remote changes.

@@ -1,7 +1,8 @@
 //! The verification caches through the HTTP API, on both stores: a change
 //! is in effect when the call that made it returns, even for keys and
-//! tokens the node has cached, and unknown keys are answered from the
-//! negative cache instead of the store.
+//! tokens the node has cached; issuing keys, which changes no other key,
+//! keeps them cached; and unknown keys are answered from the negative
+//! cache instead of the store.
 
 mod common;
 
@@ -15,6 +16,7 @@ on_both_stores!(
     changes_apply_before_the_call_returns,
     a_deleted_token_is_refused_at_once,
     unknown_keys_are_answered_from_the_negative_cache,
+    issuing_keys_keeps_the_accounts_cached_keys,
 );
 
 async fn changes_apply_before_the_call_returns(s: TestServer) {
@@ -109,4 +111,38 @@ async fn unknown_keys_are_answered_from_the_negative_cache(s: TestServer) {
     }
     let after = metric(&s, negative).await;
     assert!(after - before >= 20.0, "{before} → {after}");
+}
+
+/// A platform issues keys all day (one per new customer): an issue must
+/// not send the account's cached keys back to the store, as any other
+/// change does. Misses are this server's own (its cache's counters).
+async fn issuing_keys_keeps_the_accounts_cached_keys(s: TestServer) {
+    let (key, secret) = s
+        .issue(json!({"name": "hot", "environment": "production"}))
+        .await;
+    let asks = json!({"key": secret});
+    let misses = r#"keyward_cache_lookups_total{cache="key",result="miss"}"#;
+    assert_eq!(s.code(asks.clone()).await, "valid");
+    let warm = metric(&s, misses).await;
+    let (_, another) = s
+        .issue(json!({"name": "another", "environment": "production"}))
+        .await;
+    assert_eq!(s.code(asks.clone()).await, "valid");
+    assert_eq!(
+        metric(&s, misses).await,
+        warm,
+        "the issue dropped the hot key"
+    );
+    assert_eq!(s.code(json!({"key": another})).await, "valid");
+    let warm = warm + 1.0;
+    assert_eq!(metric(&s, misses).await, warm, "the new key's first lookup");
+
+    // Any other change drops the account's keys: here the hot key's own
+    // rename, which the next verdict shows.
+    let path = format!("/v1/keys/{}", key["id"].as_str().unwrap());
+    let (status, body) = s.patch(&path, json!({"name": "renamed"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (verdict, _) = s.verify(asks).await;
+    assert_eq!(verdict["key"]["name"], "renamed", "{verdict}");
+    assert_eq!(metric(&s, misses).await, warm + 1.0);
 }

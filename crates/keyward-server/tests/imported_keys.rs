@@ -45,6 +45,9 @@ async fn imported_keys_verify_by_their_own_secrets(backend: Backend) {
         return;
     };
     s.catalog(&["orders:read", "orders:write"]).await;
+    // Presented before its import: remembered as unknown, which the
+    // import must undo at once.
+    assert_eq!(s.code(json!({"key": LEGACY})).await, "malformed_key");
     let (status, imported) = import(
         &s,
         json!({"keys": [

@@ -3,7 +3,8 @@
 //!
 //! Also the change feed: the `0002` migration's triggers send
 //! `NOTIFY keyward_changes, '<account_id> <ms>'` on every committed change
-//! that verification or token authentication depends on, and [`ChangeFeed`]
+//! that verification or token authentication depends on (since `0014`,
+//! `'<account_id> <ms> added'` for an inserted key), and [`ChangeFeed`]
 //! listens for them on a connection of its own.
 
 use crate::error::{StoreError, StoreResult};
@@ -99,15 +100,26 @@ async fn listen(url: &str) -> StoreResult<PgListener> {
     Ok(listener)
 }
 
-/// `<account_id> <ms>`; a payload of any other shape (which only a foreign
-/// NOTIFY on our channel could send) is treated as a change of everything.
+/// What the `0014` migration's trigger appends to the payload of an
+/// inserted key.
+const ADDED_KEYS: &str = "added";
+
+/// `<account_id> <ms>`, or `<account_id> <ms> added`; a payload with no
+/// account (which only a foreign NOTIFY on our channel could send) is
+/// treated as a change of everything, and one with an unknown tail as a
+/// change of its account.
 fn parse(payload: &str) -> Change {
-    match payload.split_once(' ') {
-        Some((account_id, at)) if !account_id.is_empty() => Change::Account {
-            account_id: account_id.to_owned(),
+    let Some((account_id, rest)) = payload.split_once(' ').filter(|(id, _)| !id.is_empty()) else {
+        return Change::Resync;
+    };
+    match rest.split_once(' ') {
+        Some((at, ADDED_KEYS)) => Change::AddedKeys {
             committed_at: at.parse().ok(),
         },
-        _ => Change::Resync,
+        _ => Change::Account {
+            account_id: account_id.to_owned(),
+            committed_at: rest.parse().ok(),
+        },
     }
 }
 
@@ -124,6 +136,21 @@ mod tests {
                 committed_at: Some(1_700_000_000_123)
             }
         );
+        assert_eq!(
+            parse("acct_01 1700000000123 added"),
+            Change::AddedKeys {
+                committed_at: Some(1_700_000_000_123)
+            }
+        );
+        assert_eq!(
+            parse("acct_01 1700000000123 renamed"),
+            Change::Account {
+                account_id: "acct_01".into(),
+                committed_at: None
+            },
+            "an unknown tail is a change of the account"
+        );
         assert_eq!(parse("garbage"), Change::Resync);
+        assert_eq!(parse(" 1700000000123 added"), Change::Resync);
     }
 }

@@ -101,6 +101,10 @@ pub enum Change {
         account_id: String,
         committed_at: Option<i64>,
     },
+    /// Keys were added and nothing else changed (a key's insert is marked
+    /// in its notification): no cached key is affected, but a hash cached
+    /// as unknown may be known now.
+    AddedKeys { committed_at: Option<i64> },
     /// Notifications may have been lost (the listening connection dropped
     /// and is back): everything cached must be dropped.
     Resync,

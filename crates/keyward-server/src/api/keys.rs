@@ -8,6 +8,7 @@ use crate::clock::{now_ms, to_ms};
 use crate::extract::{
     Body, OptionalBody, Pagination, Timestamp, double_option, parse_item, serde_urlencoded_query,
 };
+use crate::invalidate::InvalidationSlot;
 use crate::problem::{ApiResult, Problem, ProblemDocument};
 use crate::secrets;
 use axum::Json;
@@ -354,6 +355,7 @@ pub async fn list(
 pub async fn create(
     State(state): State<AppState>,
     Authorized(who, _): Auth,
+    invalidation: InvalidationSlot,
     Path(workspace): Path<String>,
     Body(request): Body<CreateKey>,
 ) -> ApiResult<Created<CreatedKey>> {
@@ -371,6 +373,7 @@ pub async fn create(
         .store
         .create_key(&who.account_id, &who.actor(), new)
         .await?;
+    invalidation.only_added_keys();
     Ok(Created(CreatedKey {
         key: KeyView::new(key, now_ms()),
         secret,
@@ -419,6 +422,7 @@ pub struct ImportedKey {
 pub async fn import(
     State(state): State<AppState>,
     Authorized(who, _): Auth,
+    invalidation: InvalidationSlot,
     Path(workspace): Path<String>,
     Body(request): Body<ImportKeys>,
 ) -> ApiResult<Created<List<KeyView>>> {
@@ -444,6 +448,7 @@ pub async fn import(
         .store
         .import_keys(&who.account_id, &who.actor(), new)
         .await?;
+    invalidation.only_added_keys();
     let now = now_ms();
     Ok(Created(List::complete(
         keys.into_iter().map(|k| KeyView::new(k, now)),

@@ -12,6 +12,7 @@ use crate::api::views::{CreatedKey, CreditsView, KeyLeakView, KeyView, List};
 use crate::api::{allowlist, integrations, keys, logs, permissions, workspaces};
 use crate::auth::{Authorized, ManageCredentials};
 use crate::extract::{Body, OptionalBody, Pagination, Timestamp, decode_cursor};
+use crate::invalidate::InvalidationSlot;
 use crate::problem::{ApiResult, Problem};
 use askama::Template;
 use axum::Json;
@@ -581,6 +582,7 @@ async fn new_key_page(
 async fn create(
     State(state): State<AppState>,
     Path(workspace_id): Path<String>,
+    invalidation: InvalidationSlot,
     ConsoleForm { user, form }: ConsoleForm<KeyForm>,
 ) -> PageResult {
     let auth = authorized::<ManageCredentials>(&user)?;
@@ -589,6 +591,7 @@ async fn create(
             keys::create(
                 State(state.clone()),
                 auth,
+                invalidation,
                 Path(workspace_id.clone()),
                 Body(request),
             )
