@@ -9,11 +9,12 @@
 //! touches and cannot miss a new one.
 //!
 //! The one exception is opt-in: a handler whose successful store call only
-//! added keys (issuing or importing them) says so through its
-//! [`InvalidationSlot`], and then only the negative cache is dropped. A
-//! platform issues keys all day (one per new customer, say); dropping the
-//! account's cached keys for each would make every hot key of the account
-//! a store read again, on every node, after every issue.
+//! added things (issuing or importing keys, creating a workspace or an
+//! environment) says so through its [`InvalidationSlot`], and then only the
+//! negative cache is dropped. A platform issues keys all day (one per new
+//! customer, say, or a workspace per customer); dropping the account's
+//! cached keys for each would make every hot key of the account a store
+//! read again, on every node, after every issue.
 //!
 //! Other nodes' changes arrive through the store's [`ChangeFeed`]
 //! (PostgreSQL LISTEN/NOTIFY), applied by [`follow_changes`], with the same
@@ -43,7 +44,7 @@ pub struct InvalidationSlot(Arc<SlotState>);
 #[derive(Default)]
 struct SlotState {
     account_id: OnceLock<String>,
-    only_added_keys: AtomicBool,
+    only_added: AtomicBool,
 }
 
 impl InvalidationSlot {
@@ -51,11 +52,13 @@ impl InvalidationSlot {
         let _ = self.0.account_id.set(account_id.to_owned());
     }
 
-    /// The request's change was new keys and nothing else: the account's
-    /// cached keys stay (see [`VerifyCache::forget_unknown`]). For a
-    /// handler to call once its store call succeeded.
-    pub fn only_added_keys(&self) {
-        self.0.only_added_keys.store(true, Ordering::Relaxed);
+    /// The request's change only added things that no cached key or token
+    /// depends on (keys, workspaces, environments; a new key can only make
+    /// a hash known that was cached as unknown): the account's cached keys
+    /// stay (see [`VerifyCache::forget_unknown`]). For a handler to call
+    /// once its store call succeeded.
+    pub fn only_added(&self) {
+        self.0.only_added.store(true, Ordering::Relaxed);
     }
 }
 
@@ -90,7 +93,7 @@ pub async fn middleware(
     let response = next.run(request).await;
     let cache = state.verifier.cache();
     match slot.0.account_id.get() {
-        Some(_) if slot.0.only_added_keys.load(Ordering::Relaxed) => {
+        Some(_) if slot.0.only_added.load(Ordering::Relaxed) => {
             cache.forget_unknown();
             metrics::counter!(m::NEGATIVE_DROPS, "reason" => "local").increment(1);
         }

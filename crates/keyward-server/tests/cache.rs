@@ -113,9 +113,10 @@ async fn unknown_keys_are_answered_from_the_negative_cache(s: TestServer) {
     assert!(after - before >= 20.0, "{before} → {after}");
 }
 
-/// A platform issues keys all day (one per new customer): an issue must
-/// not send the account's cached keys back to the store, as any other
-/// change does. Misses are this server's own (its cache's counters).
+/// A platform issues keys all day (one per new customer, or a workspace
+/// per customer): an issue must not send the account's cached keys back to
+/// the store, as any other change does. Misses are this server's own (its
+/// cache's counters).
 async fn issuing_keys_keeps_the_accounts_cached_keys(s: TestServer) {
     let (key, secret) = s
         .issue(json!({"name": "hot", "environment": "production"}))
@@ -136,6 +137,23 @@ async fn issuing_keys_keeps_the_accounts_cached_keys(s: TestServer) {
     assert_eq!(s.code(json!({"key": another})).await, "valid");
     let warm = warm + 1.0;
     assert_eq!(metric(&s, misses).await, warm, "the new key's first lookup");
+    // A workspace (with its primary key) and an environment, likewise.
+    let (status, workspace) = s.post("/v1/workspaces", json!({"name": "Acme"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{workspace}");
+    let environments = format!(
+        "/v1/workspaces/{}/environments",
+        workspace["id"].as_str().unwrap()
+    );
+    let (status, body) = s
+        .post(&environments, json!({"name": "eu-production", "tag": "eu"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(s.code(asks.clone()).await, "valid");
+    assert_eq!(
+        metric(&s, misses).await,
+        warm,
+        "a new workspace dropped the hot key"
+    );
 
     // Any other change drops the account's keys: here the hot key's own
     // rename, which the next verdict shows.

@@ -373,7 +373,7 @@ pub async fn create(
         .store
         .create_key(&who.account_id, &who.actor(), new)
         .await?;
-    invalidation.only_added_keys();
+    invalidation.only_added();
     Ok(Created(CreatedKey {
         key: KeyView::new(key, now_ms()),
         secret,
@@ -448,7 +448,7 @@ pub async fn import(
         .store
         .import_keys(&who.account_id, &who.actor(), new)
         .await?;
-    invalidation.only_added_keys();
+    invalidation.only_added();
     let now = now_ms();
     Ok(Created(List::complete(
         keys.into_iter().map(|k| KeyView::new(k, now)),

@@ -7,6 +7,7 @@ use crate::accounts;
 use crate::auth::{Authorized, ManageCredentials};
 use crate::clock::now_ms;
 use crate::extract::{Body, Pagination};
+use crate::invalidate::InvalidationSlot;
 use crate::problem::{ApiResult, Problem, ProblemDocument};
 use axum::Json;
 use axum::extract::{Path, State};
@@ -103,6 +104,7 @@ pub async fn list(
 pub async fn create(
     State(state): State<AppState>,
     Authorized(who, _): Auth,
+    invalidation: InvalidationSlot,
     Body(request): Body<CreateWorkspace>,
 ) -> ApiResult<Created<WorkspaceView>> {
     validate_display_name(&request.name).map_err(field("name"))?;
@@ -124,6 +126,7 @@ pub async fn create(
         .store
         .create_workspace(&who.account_id, &who.actor(), new)
         .await?;
+    invalidation.only_added();
     let primary_key = created.primary_key.take().ok_or_else(Problem::internal)?;
     let mut view = WorkspaceView::with_environments(created);
     view.primary_credentials = Some(CreatedKey {
@@ -205,6 +208,7 @@ pub async fn list_environments(
 pub async fn create_environment(
     State(state): State<AppState>,
     Authorized(who, _): Auth,
+    invalidation: InvalidationSlot,
     Path(id): Path<String>,
     Body(request): Body<EnvironmentSpec>,
 ) -> ApiResult<Created<EnvironmentView>> {
@@ -213,5 +217,6 @@ pub async fn create_environment(
         .store
         .create_environment(&who.account_id, &who.actor(), &id, &name, &tag)
         .await?;
+    invalidation.only_added();
     Ok(Created(environment.into()))
 }

@@ -12,6 +12,7 @@ use crate::api::views::{KeyView, List};
 use crate::api::{integrations, keys, workspaces};
 use crate::auth::{Authorized, ManageCredentials};
 use crate::extract::Body;
+use crate::invalidate::InvalidationSlot;
 use crate::problem::ApiResult;
 use askama::Template;
 use axum::Json;
@@ -91,13 +92,15 @@ struct Name {
 
 async fn create(
     State(state): State<AppState>,
+    invalidation: InvalidationSlot,
     ConsoleForm { user, form }: ConsoleForm<Name>,
 ) -> PageResult {
     let request = workspaces::CreateWorkspace {
         name: form.name.trim().to_owned(),
         environments: None,
     };
-    match workspaces::create(State(state.clone()), authorized(&user)?, Body(request)).await {
+    let auth = authorized(&user)?;
+    match workspaces::create(State(state.clone()), auth, invalidation, Body(request)).await {
         Ok(crate::api::Created(workspace)) => {
             let primary = workspace
                 .primary_credentials
