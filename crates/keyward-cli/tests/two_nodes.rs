@@ -8,6 +8,7 @@ mod common;
 
 use common::{Serving, initialised};
 use keyward_core::KeyHash;
+use keyward_server::cache::key_changes_overlap;
 use keyward_store::testing::{Backend, TestDatabase};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -114,8 +115,9 @@ async fn a_change_on_one_node_reaches_the_other_within_a_second() {
     let lag = lag_until(async || verify_on_b().await == "key_revoked").await;
     println!("revocation reached the other node in {lag:?}");
     assert!(lag < PROPAGATION, "took {lag:?}");
-    let remote = r#"keyward_cache_invalidations_total{reason="remote"}"#;
-    assert!(metric(&http, &b.base, remote).await >= 1.0);
+    // A key's row changed: B dropped that key, not the account.
+    let by_key = r#"keyward_cache_key_invalidations_total{reason="remote"}"#;
+    assert!(metric(&http, &b.base, by_key).await >= 1.0);
 
     // A deleted management token stops working on the other node too.
     let (status, minted) = call(
@@ -149,20 +151,22 @@ async fn a_change_on_one_node_reaches_the_other_within_a_second() {
     let lag = lag_until(async || verify_with_second().await == 401).await;
     println!("token deletion reached the other node in {lag:?}");
     assert!(lag < PROPAGATION, "took {lag:?}");
+    let by_account = r#"keyward_cache_invalidations_total{reason="remote"}"#;
+    assert!(metric(&http, &b.base, by_account).await >= 1.0);
 
     // A key imported on A: B forgets that it saw the secret as unknown
     // (another system's key, presented before the import) and keeps the
     // account's cached keys, where any other change would drop them.
     let dropped = r#"keyward_cache_negative_drops_total{reason="remote"}"#;
     let drops = metric(&http, &b.base, dropped).await;
-    let (status, hot) = call(
+    let (status, hot_issued) = call(
         &http,
         &token,
         format!("{}/v1/workspaces/{workspace}/keys", a.base),
         Some(json!({"name": "hot", "environment": "production"})),
     )
     .await;
-    assert_eq!(status, 201, "{hot}");
+    assert_eq!(status, 201, "{hot_issued}");
     let code_on_b = async |key: &str| {
         let (status, verdict) = call(
             &http,
@@ -174,7 +178,7 @@ async fn a_change_on_one_node_reaches_the_other_within_a_second() {
         assert_eq!(status, 200, "{verdict}");
         verdict["code"].as_str().unwrap().to_owned()
     };
-    let hot = hot["secret"].as_str().unwrap();
+    let hot = hot_issued["secret"].as_str().unwrap();
     let legacy = "sk_live_51HxLegacyKey0aB9cD8eF7gH6iJ5kL4mN3";
     // The issue's own notification, applied before anything is counted.
     lag_until(async || metric(&http, &b.base, dropped).await > drops).await;
@@ -201,4 +205,31 @@ async fn a_change_on_one_node_reaches_the_other_within_a_second() {
         "only the imported key's first lookup missed"
     );
     assert!(metric(&http, &b.base, dropped).await > drops + 1.0);
+
+    // Disabling the imported key on A reaches B as a change of that key:
+    // B refuses it within a second and still answers its hot key from
+    // cache (unless the two ids share a stripe, about one pair in 4,096).
+    let legacy_id = body["data"][0]["id"].as_str().unwrap();
+    let hot_id = hot_issued["key"]["id"].as_str().unwrap();
+    let (status, disabled) = call(
+        &http,
+        &token,
+        format!("{}/v1/keys/{legacy_id}/disable", a.base),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{disabled}");
+    let before = metric(&http, &b.base, misses).await;
+    let lag = lag_until(async || code_on_b(legacy).await == "key_inactive").await;
+    println!("a disabled key reached the other node in {lag:?}");
+    assert!(lag < PROPAGATION, "took {lag:?}");
+    assert_eq!(code_on_b(hot).await, "valid");
+    if !key_changes_overlap(hot_id, legacy_id) {
+        assert_eq!(
+            metric(&http, &b.base, misses).await,
+            before + 1.0,
+            "only the disabled key was read again"
+        );
+    }
+    assert!(metric(&http, &b.base, by_key).await >= 2.0);
 }

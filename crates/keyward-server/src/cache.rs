@@ -2,14 +2,15 @@
 //! management-token principals by SHA-256 hash, and a bounded negative cache
 //! of hashes the store does not know.
 //!
-//! Invalidation is per account and O(1): every entry remembers the
-//! generation of its account's stripe when it was loaded, and invalidating
-//! an account bumps that stripe, so its entries read as misses from then on
-//! (and are evicted by the LRU in due course). Accounts share
-//! `STRIPES` stripes by hash, so a change may also drop entries of other
-//! accounts in the same stripe: extra misses, never stale hits. Every
-//! invalidation also drops all negative entries (a change can, in principle,
-//! make a hash known), and a [`VerifyCache::resync`] drops everything.
+//! Invalidation is per account or per key, and O(1): every entry remembers
+//! the generations of its account's stripe and of its key's stripe when it
+//! was loaded, and invalidating an account (or a key) bumps that stripe, so
+//! its entries read as misses from then on (and are evicted by the LRU in
+//! due course). Accounts share `STRIPES` stripes and keys `KEY_STRIPES` by
+//! hash, so a change may also drop entries of other accounts or keys in the
+//! same stripe: extra misses, never stale hits. Every invalidation also
+//! drops all negative entries (a change can, in principle, make a hash
+//! known), and a [`VerifyCache::resync`] drops everything.
 //!
 //! A lookup that misses takes a [`Ticket`] before reading the store and
 //! inserts only if no invalidation happened meanwhile, so a read that raced
@@ -33,7 +34,7 @@
 //! takes no lock: the shared tier's read lock (two atomic writes to a word
 //! every thread shares, for a hot key on every request), its eviction
 //! bookkeeping and the copy into the slot are what it saves. Memory:
-//! `RECENT_SLOTS` slots of 72 bytes per verifying thread (288 KiB), each
+//! `RECENT_SLOTS` slots of 80 bytes per verifying thread (320 KiB), each
 //! holding its record alive until the slot is reused.
 
 use crate::auth::Identity;
@@ -52,6 +53,10 @@ use thread_local::ThreadLocal;
 
 /// Stripes of per-account generations.
 const STRIPES: usize = 1024;
+
+/// Stripes of per-key generations: more than accounts', as one account
+/// holds many keys and a key's change should drop few others.
+const KEY_STRIPES: usize = 4096;
 
 /// Recent key hits each thread keeps (a power of two: slots are chosen by
 /// the hash's first bytes). Direct-mapped, so keys in turn mostly hit
@@ -187,7 +192,9 @@ impl CachedPrincipal {
 struct Entry<T> {
     value: T,
     stripe: u16,
+    key_stripe: u16,
     generation: u64,
+    key_generation: u64,
     epoch: u64,
     loaded_at: i64,
 }
@@ -302,6 +309,8 @@ pub struct VerifyCache {
     lookups: Tallies<LOOKUP_SLOTS>,
     unknown: Cache<HashKey, UnknownEntry>,
     generations: Box<[AtomicU64]>,
+    /// By key id (a token's entries use their token id).
+    key_generations: Box<[AtomicU64]>,
     /// Bumped by every invalidation, before the generations it changes.
     invalidations: AtomicU64,
     /// Bumped by every invalidation: negative entries of older epochs are void.
@@ -321,6 +330,7 @@ impl VerifyCache {
             lookups: Tallies::default(),
             unknown: Cache::new(config.unknown_capacity.max(1)),
             generations: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            key_generations: (0..KEY_STRIPES).map(|_| AtomicU64::new(0)).collect(),
             invalidations: AtomicU64::new(0),
             negative_epoch: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
@@ -365,9 +375,12 @@ impl VerifyCache {
         record: Arc<VerificationRecord>,
         now_ms: i64,
     ) -> Arc<CachedKey> {
-        let account = record.key.account_id.clone();
         let cached = Arc::new(CachedKey::new(record));
-        self.insert_in(&self.keys, ticket, hash, &account, cached.clone(), now_ms);
+        let owner = Owner {
+            account: &cached.key.account_id,
+            item: &cached.key.id,
+        };
+        self.insert_in(&self.keys, ticket, hash, owner, cached.clone(), now_ms);
         cached
     }
 
@@ -378,8 +391,12 @@ impl VerifyCache {
         principal: Arc<CachedPrincipal>,
         now_ms: i64,
     ) {
-        let account = principal.identity.account_id.clone();
-        self.insert_in(&self.tokens, ticket, hash, &account, principal, now_ms);
+        let identity = principal.identity.clone();
+        let owner = Owner {
+            account: &identity.account_id,
+            item: identity.token_id.as_deref().unwrap_or_default(),
+        };
+        self.insert_in(&self.tokens, ticket, hash, owner, principal, now_ms);
     }
 
     /// Looks `hash` up in `tier`; `on_hit` sees the entry of a hit.
@@ -438,11 +455,11 @@ impl VerifyCache {
         tier: &Tier<T>,
         ticket: Ticket,
         hash: [u8; 32],
-        account: &str,
+        owner: Owner<'_>,
         value: T,
         now_ms: i64,
     ) {
-        if let Some(entry) = self.entry(ticket, account, value, now_ms) {
+        if let Some(entry) = self.entry(ticket, owner, value, now_ms) {
             tier.insert(HashKey(hash), entry);
         }
     }
@@ -470,7 +487,16 @@ impl VerifyCache {
         // The count first: a racing insert that sees the new generation has
         // then necessarily seen the new count too, and skips.
         self.invalidations.fetch_add(1, Ordering::SeqCst);
-        self.generations[stripe_of(account_id)].fetch_add(1, Ordering::SeqCst);
+        self.generations[stripe_of(account_id, STRIPES)].fetch_add(1, Ordering::SeqCst);
+        self.negative_epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Drops what is cached for the key `key_id` (and every negative
+    /// entry): for a change of that key's row and nothing else.
+    pub fn invalidate_key(&self, key_id: &str) {
+        // The count first, as in `invalidate_account`.
+        self.invalidations.fetch_add(1, Ordering::SeqCst);
+        self.key_generations[stripe_of(key_id, KEY_STRIPES)].fetch_add(1, Ordering::SeqCst);
         self.negative_epoch.fetch_add(1, Ordering::SeqCst);
     }
 
@@ -521,39 +547,67 @@ impl VerifyCache {
         now_ms - entry.loaded_at < self.ttl_ms
     }
 
-    /// Neither invalidated nor resynced away since it was loaded.
+    /// Neither invalidated (its account or its key) nor resynced away
+    /// since it was loaded.
     fn is_current<T>(&self, entry: &Entry<T>) -> bool {
         entry.epoch == self.epoch.load(Ordering::SeqCst)
             && entry.generation
                 == self.generations[usize::from(entry.stripe)].load(Ordering::SeqCst)
+            && entry.key_generation
+                == self.key_generations[usize::from(entry.key_stripe)].load(Ordering::SeqCst)
     }
 
     /// An entry stamped with the generations current *before* the ticket is
     /// re-checked; `None` if an invalidation ran since the ticket was taken.
-    fn entry<T>(&self, ticket: Ticket, account: &str, value: T, now_ms: i64) -> Option<Entry<T>> {
-        let stripe = stripe_of(account);
+    fn entry<T>(
+        &self,
+        ticket: Ticket,
+        owner: Owner<'_>,
+        value: T,
+        now_ms: i64,
+    ) -> Option<Entry<T>> {
+        let stripe = stripe_of(owner.account, STRIPES);
+        let key_stripe = stripe_of(owner.item, KEY_STRIPES);
         let generation = self.generations[stripe].load(Ordering::SeqCst);
+        let key_generation = self.key_generations[key_stripe].load(Ordering::SeqCst);
         let epoch = self.epoch.load(Ordering::SeqCst);
         if self.invalidations.load(Ordering::SeqCst) != ticket.0 {
             return None;
         }
         Some(Entry {
             value,
-            // STRIPES fits in u16.
+            // STRIPES and KEY_STRIPES fit in u16.
             stripe: stripe as u16,
+            key_stripe: key_stripe as u16,
             generation,
+            key_generation,
             epoch,
             loaded_at: now_ms,
         })
     }
 }
 
-/// FNV-1a of the account id, onto a stripe.
-fn stripe_of(account_id: &str) -> usize {
-    let hash = account_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+/// Whether a change of the key `a` also drops what is cached for the key
+/// `b`: they are one key, or their ids share a stripe (about one pair of
+/// keys in `KEY_STRIPES`; see the module's documentation).
+pub fn key_changes_overlap(a: &str, b: &str) -> bool {
+    stripe_of(a, KEY_STRIPES) == stripe_of(b, KEY_STRIPES)
+}
+
+/// Whose an entry is: its account, and its key's id (a token's id in the
+/// token tier), whose stripes' generations it is stamped with.
+#[derive(Clone, Copy)]
+struct Owner<'a> {
+    account: &'a str,
+    item: &'a str,
+}
+
+/// FNV-1a of an id, onto one of `stripes` stripes.
+fn stripe_of(id: &str, stripes: usize) -> usize {
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     });
-    (hash % STRIPES as u64) as usize
+    (hash % stripes as u64) as usize
 }
 
 #[cfg(test)]
@@ -576,9 +630,26 @@ mod tests {
         hash
     }
 
+    /// Caches `n` under `hash` as the key `key_<n>` of `account`.
+    fn insert(
+        cache: &VerifyCache,
+        tier: &Tier<u32>,
+        ticket: Ticket,
+        hash: [u8; 32],
+        account: &str,
+        n: u32,
+    ) {
+        let item = format!("key_{n}");
+        let owner = Owner {
+            account,
+            item: &item,
+        };
+        cache.insert_in(tier, ticket, hash, owner, n, NOW);
+    }
+
     fn load(cache: &VerifyCache, tier: &Tier<u32>, n: u32, account: &str) {
         match cache.lookup_in(tier, TierName::Key, &hash(n), NOW, |_| ()) {
-            Lookup::Miss(ticket, _) => cache.insert_in(tier, ticket, hash(n), account, n, NOW),
+            Lookup::Miss(ticket, _) => insert(cache, tier, ticket, hash(n), account, n),
             _ => panic!("{n} was cached already"),
         }
     }
@@ -598,10 +669,47 @@ mod tests {
         assert!(hit(&cache, &tier, 1, NOW), "reloaded after the change");
     }
 
+    #[test]
+    fn invalidating_a_key_drops_its_entries_only() {
+        let (cache, tier) = cache();
+        let mut recent = Recent::new();
+        load(&cache, &tier, 1, "acct_a");
+        load(&cache, &tier, 2, "acct_a");
+        assert_ne!(
+            stripe_of("key_1", KEY_STRIPES),
+            stripe_of("key_2", KEY_STRIPES)
+        );
+        cache.lookup_in(&tier, TierName::Key, &hash(1), NOW, |entry| {
+            recent.put(&hash(1), entry)
+        });
+        cache.invalidate_key("key_1");
+        assert!(!hit(&cache, &tier, 1, NOW));
+        assert_eq!(
+            cache.fresh_recent(&recent, &hash(1), NOW),
+            None,
+            "nor a thread's copy"
+        );
+        assert!(
+            hit(&cache, &tier, 2, NOW),
+            "another key of the account stays"
+        );
+        load(&cache, &tier, 1, "acct_a");
+        assert!(hit(&cache, &tier, 1, NOW), "reloaded after the change");
+
+        // A read of key 3 that raced with its change is not cached.
+        let Lookup::Miss(ticket, _) = cache.lookup_in(&tier, TierName::Key, &hash(3), NOW, |_| ())
+        else {
+            panic!("empty");
+        };
+        cache.invalidate_key("key_3");
+        insert(&cache, &tier, ticket, hash(3), "acct_a", 3);
+        assert!(!hit(&cache, &tier, 3, NOW));
+    }
+
     /// The memory the module's documentation states per thread.
     #[test]
-    fn a_recent_slot_takes_72_bytes() {
-        assert_eq!(size_of::<RecentSlot<Arc<CachedKey>>>(), 72);
+    fn a_recent_slot_takes_80_bytes() {
+        assert_eq!(size_of::<RecentSlot<Arc<CachedKey>>>(), 80);
     }
 
     /// A thread's recent hit answers only what the shared tier would.
@@ -652,7 +760,7 @@ mod tests {
             else {
                 panic!("empty cache");
             };
-            cache.insert_in(&tier, ticket, h, account, u32::from(h[31]), NOW);
+            insert(&cache, &tier, ticket, h, account, u32::from(h[31]));
             cache.lookup_in(&tier, TierName::Key, &h, NOW, |entry| recent.put(&h, entry));
         }
         assert_eq!(cache.fresh_recent(&recent, &b, NOW), Some(1));
@@ -668,7 +776,7 @@ mod tests {
         };
         // The store read happens here; a change commits and invalidates.
         cache.invalidate_account("acct_a");
-        cache.insert_in(&tier, ticket, hash(7), "acct_a", 7, NOW);
+        insert(&cache, &tier, ticket, hash(7), "acct_a", 7);
         assert!(!hit(&cache, &tier, 7, NOW));
         cache.insert_unknown(ticket, hash(8), NOW);
         assert!(matches!(

@@ -8,17 +8,22 @@
 //! one that failed — because it needs no knowledge of what each endpoint
 //! touches and cannot miss a new one.
 //!
-//! The one exception is opt-in: a handler whose successful store call only
-//! added things (issuing or importing keys, creating a workspace or an
-//! environment) says so through its [`InvalidationSlot`], and then only the
-//! negative cache is dropped. A platform issues keys all day (one per new
-//! customer, say, or a workspace per customer); dropping the account's
-//! cached keys for each would make every hot key of the account a store
-//! read again, on every node, after every issue.
+//! The exceptions are opt-in, each handler saying through its
+//! [`InvalidationSlot`] what its successful store call did:
+//! - only added things (issuing or importing keys, creating a workspace or
+//!   an environment): only the negative cache is dropped;
+//! - changed one key's row and nothing else (update, status, rotation,
+//!   credits, deletion): only that key's entries are dropped.
+//!
+//! A platform issues keys all day (one per new customer, say), and tops up
+//! or disables its customers' keys as they pay or leave; dropping the
+//! account's cached keys for each would make every hot key of the account
+//! a store read again, on every node, after every such call.
 //!
 //! Other nodes' changes arrive through the store's [`ChangeFeed`]
 //! (PostgreSQL LISTEN/NOTIFY), applied by [`follow_changes`], with the same
-//! distinction: the database marks a notification of an inserted key.
+//! distinctions: the database marks the notification of an inserted key,
+//! and names the key of an updated or deleted key row.
 
 use crate::AppState;
 use crate::cache::VerifyCache;
@@ -45,6 +50,7 @@ pub struct InvalidationSlot(Arc<SlotState>);
 struct SlotState {
     account_id: OnceLock<String>,
     only_added: AtomicBool,
+    only_key: OnceLock<String>,
 }
 
 impl InvalidationSlot {
@@ -59,6 +65,14 @@ impl InvalidationSlot {
     /// once its store call succeeded.
     pub fn only_added(&self) {
         self.0.only_added.store(true, Ordering::Relaxed);
+    }
+
+    /// The request's change was to the row of the key `key_id` (and to
+    /// what no cached record reads: its credits, the audit log), nothing
+    /// else: only that key's entries go (see [`VerifyCache::invalidate_key`]).
+    /// For a handler to call once its store call succeeded.
+    pub fn only_changed_key(&self, key_id: &str) {
+        let _ = self.0.only_key.set(key_id.to_owned());
     }
 }
 
@@ -97,6 +111,10 @@ pub async fn middleware(
             cache.forget_unknown();
             metrics::counter!(m::NEGATIVE_DROPS, "reason" => "local").increment(1);
         }
+        Some(_) if let Some(key_id) = slot.0.only_key.get() => {
+            cache.invalidate_key(key_id);
+            metrics::counter!(m::KEY_INVALIDATIONS, "reason" => "local").increment(1);
+        }
         Some(account_id) => {
             cache.invalidate_account(account_id);
             metrics::counter!(m::INVALIDATIONS, "reason" => "local").increment(1);
@@ -124,6 +142,14 @@ pub async fn follow_changes(
             } => {
                 cache.invalidate_account(&account_id);
                 metrics::counter!(m::INVALIDATIONS, "reason" => "remote").increment(1);
+                record_lag(committed_at);
+            }
+            Change::Key {
+                key_id,
+                committed_at,
+            } => {
+                cache.invalidate_key(&key_id);
+                metrics::counter!(m::KEY_INVALIDATIONS, "reason" => "remote").increment(1);
                 record_lag(committed_at);
             }
             Change::AddedKeys { committed_at } => {

@@ -15,6 +15,9 @@ pub const VERIFY_SECONDS: &str = "keyward_verify_duration_seconds";
 pub const CACHE_LOOKUPS: &str = "keyward_cache_lookups_total";
 /// `reason` (`local`, `remote`): per-account invalidations applied.
 pub const INVALIDATIONS: &str = "keyward_cache_invalidations_total";
+/// `reason` (`local`, `remote`): per-key invalidations applied (a change of
+/// one key's row and nothing else).
+pub const KEY_INVALIDATIONS: &str = "keyward_cache_key_invalidations_total";
 /// `reason` (`local`, `remote`): negative caches dropped because keys were
 /// added (and nothing else changed).
 pub const NEGATIVE_DROPS: &str = "keyward_cache_negative_drops_total";

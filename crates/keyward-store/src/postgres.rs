@@ -4,7 +4,8 @@
 //! Also the change feed: the `0002` migration's triggers send
 //! `NOTIFY keyward_changes, '<account_id> <ms>'` on every committed change
 //! that verification or token authentication depends on (since `0014`,
-//! `'<account_id> <ms> added'` for an inserted key), and [`ChangeFeed`]
+//! `'<account_id> <ms> added'` for an inserted key and `'<account_id> <ms>
+//! key <key_id>'` for an updated or deleted one), and [`ChangeFeed`]
 //! listens for them on a connection of its own.
 
 use crate::error::{StoreError, StoreResult};
@@ -101,25 +102,31 @@ async fn listen(url: &str) -> StoreResult<PgListener> {
 }
 
 /// What the `0014` migration's trigger appends to the payload of an
-/// inserted key.
+/// inserted key; an updated or deleted one's gets `key <key_id>`.
 const ADDED_KEYS: &str = "added";
 
-/// `<account_id> <ms>`, or `<account_id> <ms> added`; a payload with no
-/// account (which only a foreign NOTIFY on our channel could send) is
-/// treated as a change of everything, and one with an unknown tail as a
-/// change of its account.
+/// `<account_id> <ms>`, `<account_id> <ms> added` or `<account_id> <ms> key
+/// <key_id>`; a payload with no account (which only a foreign NOTIFY on our
+/// channel could send) is treated as a change of everything, and one with
+/// an unknown tail as a change of its account.
 fn parse(payload: &str) -> Change {
-    let Some((account_id, rest)) = payload.split_once(' ').filter(|(id, _)| !id.is_empty()) else {
-        return Change::Resync;
-    };
-    match rest.split_once(' ') {
-        Some((at, ADDED_KEYS)) => Change::AddedKeys {
-            committed_at: at.parse().ok(),
+    let parts: Vec<&str> = payload.split(' ').collect();
+    let committed_at = || parts.get(1).and_then(|at| at.parse().ok());
+    match parts.as_slice() {
+        [account_id, _, tail @ ..] if !account_id.is_empty() => match tail {
+            [ADDED_KEYS] => Change::AddedKeys {
+                committed_at: committed_at(),
+            },
+            ["key", key_id] if !key_id.is_empty() => Change::Key {
+                key_id: (*key_id).to_owned(),
+                committed_at: committed_at(),
+            },
+            _ => Change::Account {
+                account_id: (*account_id).to_owned(),
+                committed_at: committed_at(),
+            },
         },
-        _ => Change::Account {
-            account_id: account_id.to_owned(),
-            committed_at: rest.parse().ok(),
-        },
+        _ => Change::Resync,
     }
 }
 
@@ -143,13 +150,26 @@ mod tests {
             }
         );
         assert_eq!(
-            parse("acct_01 1700000000123 renamed"),
-            Change::Account {
-                account_id: "acct_01".into(),
-                committed_at: None
-            },
-            "an unknown tail is a change of the account"
+            parse("acct_01 1700000000123 key key_01abc"),
+            Change::Key {
+                key_id: "key_01abc".into(),
+                committed_at: Some(1_700_000_000_123)
+            }
         );
+        for unknown_tail in [
+            "acct_01 1700000000123 renamed",
+            "acct_01 1700000000123 key",
+            "acct_01 1700000000123 key a b",
+        ] {
+            assert_eq!(
+                parse(unknown_tail),
+                Change::Account {
+                    account_id: "acct_01".into(),
+                    committed_at: Some(1_700_000_000_123)
+                },
+                "{unknown_tail:?} is a change of the account"
+            );
+        }
         assert_eq!(parse("garbage"), Change::Resync);
         assert_eq!(parse(" 1700000000123 added"), Change::Resync);
     }

@@ -105,6 +105,12 @@ pub enum Change {
     /// in its notification): no cached key is affected, but a hash cached
     /// as unknown may be known now.
     AddedKeys { committed_at: Option<i64> },
+    /// One key's row changed (updated or deleted) and nothing else in its
+    /// notification: only what is cached for that key is affected.
+    Key {
+        key_id: String,
+        committed_at: Option<i64>,
+    },
     /// Notifications may have been lost (the listening connection dropped
     /// and is back): everything cached must be dropped.
     Resync,

@@ -590,6 +590,7 @@ pub async fn leaks(
 pub async fn update(
     State(state): State<AppState>,
     Authorized(who, _): Auth,
+    invalidation: InvalidationSlot,
     Path(id): Path<String>,
     Body(request): Body<UpdateKey>,
 ) -> ApiResult<Json<KeyView>> {
@@ -607,6 +608,7 @@ pub async fn update(
         .store
         .update_key(&who.account_id, &who.actor(), &id, patch)
         .await?;
+    invalidation.only_changed_key(&id);
     Ok(Json(KeyView::new(key, now_ms())))
 }
 
@@ -658,6 +660,7 @@ fn validated_patch(r: UpdateKey) -> ApiResult<KeyPatch> {
 pub async fn change_credits(
     State(state): State<AppState>,
     Authorized(who, _): Auth,
+    invalidation: InvalidationSlot,
     Path(id): Path<String>,
     Body(request): Body<ChangeCredits>,
 ) -> ApiResult<Json<KeyView>> {
@@ -676,12 +679,14 @@ pub async fn change_credits(
         .store
         .change_credits(&who.account_id, &who.actor(), &id, change)
         .await?;
+    invalidation.only_changed_key(&id);
     Ok(Json(KeyView::new(key, now_ms())))
 }
 
 async fn set_status(
     state: &AppState,
     who: &Principal,
+    invalidation: &InvalidationSlot,
     id: &str,
     status: KeyStatus,
 ) -> ApiResult<Json<KeyView>> {
@@ -689,6 +694,7 @@ async fn set_status(
         .store
         .set_key_status(&who.account_id, &who.actor(), id, status)
         .await?;
+    invalidation.only_changed_key(id);
     Ok(Json(KeyView::new(key, now_ms())))
 }
 
@@ -698,9 +704,10 @@ async fn set_status(
 pub async fn disable(
     State(state): State<AppState>,
     Authorized(who, _): Auth,
+    invalidation: InvalidationSlot,
     Path(id): Path<String>,
 ) -> ApiResult<Json<KeyView>> {
-    set_status(&state, &who, &id, KeyStatus::Inactive).await
+    set_status(&state, &who, &invalidation, &id, KeyStatus::Inactive).await
 }
 
 /// Re-enables a disabled key.
@@ -709,9 +716,10 @@ pub async fn disable(
 pub async fn enable(
     State(state): State<AppState>,
     Authorized(who, _): Auth,
+    invalidation: InvalidationSlot,
     Path(id): Path<String>,
 ) -> ApiResult<Json<KeyView>> {
-    set_status(&state, &who, &id, KeyStatus::Active).await
+    set_status(&state, &who, &invalidation, &id, KeyStatus::Active).await
 }
 
 /// Revokes a key for good; its history stays. Refused for the workspace's
@@ -721,6 +729,7 @@ pub async fn enable(
 pub async fn revoke(
     State(state): State<AppState>,
     Authorized(who, _): Auth,
+    invalidation: InvalidationSlot,
     Path(id): Path<String>,
     OptionalBody(options): OptionalBody<RevokeKey>,
 ) -> ApiResult<Json<KeyView>> {
@@ -728,6 +737,7 @@ pub async fn revoke(
         .store
         .revoke_key(&who.account_id, &who.actor(), &id, options.force)
         .await?;
+    invalidation.only_changed_key(&id);
     Ok(Json(KeyView::new(key, now_ms())))
 }
 
@@ -739,6 +749,7 @@ pub async fn revoke(
 pub async fn rotate(
     State(state): State<AppState>,
     Authorized(who, _): Auth,
+    invalidation: InvalidationSlot,
     Path(id): Path<String>,
     OptionalBody(options): OptionalBody<RotateKey>,
 ) -> ApiResult<Json<CreatedKey>> {
@@ -763,6 +774,7 @@ pub async fn rotate(
         .store
         .rotate_key(&who.account_id, &who.actor(), replacement)
         .await?;
+    invalidation.only_changed_key(&key.id);
     Ok(Json(CreatedKey {
         key: KeyView::new(key, now_ms()),
         secret,
@@ -775,12 +787,14 @@ pub async fn rotate(
 pub async fn end_grace(
     State(state): State<AppState>,
     Authorized(who, _): Auth,
+    invalidation: InvalidationSlot,
     Path(id): Path<String>,
 ) -> ApiResult<Json<KeyView>> {
     let key = state
         .store
         .end_key_grace(&who.account_id, &who.actor(), &id)
         .await?;
+    invalidation.only_changed_key(&id);
     Ok(Json(KeyView::new(key, now_ms())))
 }
 
@@ -791,11 +805,12 @@ pub async fn end_grace(
 pub async fn delete(
     State(state): State<AppState>,
     Authorized(who, _): Auth,
+    invalidation: InvalidationSlot,
     Path(id): Path<String>,
     Body(request): Body<DeleteKey>,
 ) -> ApiResult<StatusCode> {
     let deletion = KeyDeletion {
-        key_id: id,
+        key_id: id.clone(),
         confirm_name: request.confirm_name,
         force: request.force,
     };
@@ -803,5 +818,6 @@ pub async fn delete(
         .store
         .delete_key(&who.account_id, &who.actor(), deletion)
         .await?;
+    invalidation.only_changed_key(&id);
     Ok(StatusCode::NO_CONTENT)
 }

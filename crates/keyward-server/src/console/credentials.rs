@@ -947,6 +947,7 @@ struct CreditsForm {
 async fn change_credits(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    invalidation: InvalidationSlot,
     ConsoleForm { user, form }: ConsoleForm<CreditsForm>,
 ) -> PageResult {
     let Json(key) = keys::get(State(state.clone()), authorized(&user)?, Path(id.clone())).await?;
@@ -954,6 +955,7 @@ async fn change_credits(
         Ok(CreditsAction::Change(change)) => keys::change_credits(
             State(state.clone()),
             authorized(&user)?,
+            invalidation,
             Path(id.clone()),
             Body(change),
         )
@@ -962,6 +964,7 @@ async fn change_credits(
         Ok(CreditsAction::Meter(update)) => keys::update(
             State(state.clone()),
             authorized(&user)?,
+            invalidation,
             Path(id.clone()),
             Body(update),
         )
@@ -1030,6 +1033,7 @@ fn credits_request(form: &CreditsForm, current: Option<&CreditsView>) -> ApiResu
 async fn rename(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    invalidation: InvalidationSlot,
     ConsoleForm { user, form }: ConsoleForm<Rename>,
 ) -> PageResult {
     let request = keys::UpdateKey {
@@ -1037,9 +1041,15 @@ async fn rename(
         ..Default::default()
     };
     let auth = authorized(&user)?;
-    let done = keys::update(State(state.clone()), auth, Path(id.clone()), Body(request))
-        .await
-        .map(|Json(k)| format!("Renamed to “{}”.", k.name));
+    let done = keys::update(
+        State(state.clone()),
+        auth,
+        invalidation,
+        Path(id.clone()),
+        Body(request),
+    )
+    .await
+    .map(|Json(k)| format!("Renamed to “{}”.", k.name));
     redirect_after(&state, &format!("/keys/{id}"), done)
 }
 
@@ -1048,6 +1058,7 @@ async fn rename(
 async fn change_settings(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    invalidation: InvalidationSlot,
     ConsoleForm { user, form }: ConsoleForm<KeyForm>,
 ) -> PageResult {
     let auth = authorized::<ManageCredentials>(&user)?;
@@ -1056,6 +1067,7 @@ async fn change_settings(
         Ok(request) => keys::update(
             State(state.clone()),
             authorized(&user)?,
+            invalidation,
             Path(id.clone()),
             Body(request),
         )
@@ -1074,6 +1086,7 @@ struct Rotate {
 async fn rotate(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    invalidation: InvalidationSlot,
     ConsoleForm { user, form }: ConsoleForm<Rotate>,
 ) -> PageResult {
     let rotated = match number(&form.grace_seconds, "grace_seconds") {
@@ -1082,6 +1095,7 @@ async fn rotate(
             keys::rotate(
                 State(state.clone()),
                 authorized(&user)?,
+                invalidation,
                 Path(id.clone()),
                 options,
             )
@@ -1098,38 +1112,56 @@ async fn rotate(
 async fn end_grace(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    invalidation: InvalidationSlot,
     ConsoleForm { user, .. }: ConsoleForm<NoFields>,
 ) -> PageResult {
-    let done = keys::end_grace(State(state.clone()), authorized(&user)?, Path(id.clone()))
-        .await
-        .map(|_| "The replaced secret no longer works.".to_owned());
+    let done = keys::end_grace(
+        State(state.clone()),
+        authorized(&user)?,
+        invalidation,
+        Path(id.clone()),
+    )
+    .await
+    .map(|_| "The replaced secret no longer works.".to_owned());
     redirect_after(&state, &format!("/keys/{id}"), done)
 }
 
 async fn disable(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    invalidation: InvalidationSlot,
     ConsoleForm { user, .. }: ConsoleForm<NoFields>,
 ) -> PageResult {
-    let done = keys::disable(State(state.clone()), authorized(&user)?, Path(id.clone()))
-        .await
-        .map(|Json(k)| {
-            format!(
-                "“{}” is disabled: it is refused until you enable it.",
-                k.name
-            )
-        });
+    let done = keys::disable(
+        State(state.clone()),
+        authorized(&user)?,
+        invalidation,
+        Path(id.clone()),
+    )
+    .await
+    .map(|Json(k)| {
+        format!(
+            "“{}” is disabled: it is refused until you enable it.",
+            k.name
+        )
+    });
     redirect_after(&state, &format!("/keys/{id}"), done)
 }
 
 async fn enable(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    invalidation: InvalidationSlot,
     ConsoleForm { user, .. }: ConsoleForm<NoFields>,
 ) -> PageResult {
-    let done = keys::enable(State(state.clone()), authorized(&user)?, Path(id.clone()))
-        .await
-        .map(|Json(k)| format!("“{}” is active again.", k.name));
+    let done = keys::enable(
+        State(state.clone()),
+        authorized(&user)?,
+        invalidation,
+        Path(id.clone()),
+    )
+    .await
+    .map(|Json(k)| format!("“{}” is active again.", k.name));
     redirect_after(&state, &format!("/keys/{id}"), done)
 }
 
@@ -1143,6 +1175,7 @@ struct Force {
 async fn revoke(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    invalidation: InvalidationSlot,
     ConsoleForm { user, form }: ConsoleForm<Force>,
 ) -> PageResult {
     let options = OptionalBody(keys::RevokeKey {
@@ -1151,6 +1184,7 @@ async fn revoke(
     let done = keys::revoke(
         State(state.clone()),
         authorized(&user)?,
+        invalidation,
         Path(id.clone()),
         options,
     )
@@ -1162,6 +1196,7 @@ async fn revoke(
 async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    invalidation: InvalidationSlot,
     ConsoleForm { user, form }: ConsoleForm<Force>,
 ) -> PageResult {
     let request = keys::DeleteKey {
@@ -1169,7 +1204,15 @@ async fn delete(
         force: form.force.is_some(),
     };
     let auth = authorized(&user)?;
-    match keys::delete(State(state.clone()), auth, Path(id.clone()), Body(request)).await {
+    match keys::delete(
+        State(state.clone()),
+        auth,
+        invalidation,
+        Path(id.clone()),
+        Body(request),
+    )
+    .await
+    {
         Ok(_) => Ok(redirect_with(
             &state,
             "/credentials",
