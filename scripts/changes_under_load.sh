@@ -1,23 +1,24 @@
 #!/usr/bin/env bash
-# What issuing keys costs the verifications of the same account: KEYS keys
-# verified in turn at the maximum rate (wrk, closed loop), DURATION seconds
-# without issuing and DURATION seconds while another client issues
-# ISSUE_RATE keys per second into the same workspace. Prints, for each
-# run, req/s, p50 and p99 (ms) and the key-cache misses the server counted
-# (each one a store read), then the rate with issuing as a ratio to the
-# rate without, measured in the same run.
+# What everyday admin calls cost the verifications of the same account:
+# KEYS keys verified in turn at the maximum rate (wrk, closed loop), for
+# DURATION seconds each: with no other calls, while another client issues
+# keys into the same workspace, and while it disables and re-enables one
+# other key, CHANGE_RATE calls per second. Prints, for each run, req/s,
+# p50 and p99 and the key-cache misses the server counted (each one a
+# store read), then each busy run's rate as a ratio to the quiet run's,
+# all measured in the same run.
 #
-#   scripts/issue_under_load.sh                             # this tree
-#   KEYWARD_BIN=/tmp/keyward-old scripts/issue_under_load.sh
+#   scripts/changes_under_load.sh                             # this tree
+#   KEYWARD_BIN=/tmp/keyward-old scripts/changes_under_load.sh
 #
 # Loopback only; bounded by DURATION (default 8) per run. SQLite, a fresh
 # file (set KEYWARD_DATABASE_URL for PostgreSQL). Environment: KEYS
-# (default 1000), ISSUE_RATE (default 10).
+# (default 1000), CHANGE_RATE (default 10).
 set -euo pipefail
 
 DURATION=${DURATION:-8}
 KEYS=${KEYS:-1000}
-ISSUE_RATE=${ISSUE_RATE:-10}
+CHANGE_RATE=${CHANGE_RATE:-10}
 ADDR=127.0.0.1:18084
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d)
@@ -38,7 +39,7 @@ BIN=${KEYWARD_BIN:-$ROOT/target/release/keyward}
 export KEYWARD_DATABASE_URL=${KEYWARD_DATABASE_URL:-sqlite://$WORK/keyward.db}
 export KEYWARD_LOG=warn
 
-created=$(echo "correct horse battery staple" | "$BIN" init --email issue@example.com --password-stdin --json)
+created=$(echo "correct horse battery staple" | "$BIN" init --email changes@example.com --password-stdin --json)
 TOKEN=$(jq -r .management_token <<<"$created")
 WS=$(jq -r .workspace_id <<<"$created")
 "$BIN" serve --listen "$ADDR" & PIDS+=($!)
@@ -50,6 +51,7 @@ issue() { # name
 
 echo "issuing $KEYS keys to verify…" >&2
 for n in $(seq 1 "$KEYS"); do issue "verified-$n" | jq -r .secret; done > "$WORK/secrets"
+TOGGLED=$(issue toggled | jq -r .key.id)
 
 # Each request verifies the next key of the list (each wrk thread its own turn).
 {
@@ -96,23 +98,39 @@ run() {
 run 2 >/dev/null # every key cached
 read -r quiet_rps quiet_p50 quiet_p99 quiet_misses <<<"$(run "$DURATION")"
 
-# Issues ISSUE_RATE keys per second until killed; counts them in a file.
-issuer() {
-  local n=0
+# Makes CHANGE_RATE calls per second of kind $1 until killed (issue: a new
+# key; toggle: disable, then enable, the key TOGGLED); counts them in a file.
+changer() {
+  local n=0 pause
+  pause=$(awk -v r="$CHANGE_RATE" 'BEGIN {printf "%.3f", 1 / r}')
   while true; do
-    issue "issued-$n" >/dev/null
+    case $1 in
+      issue) issue "issued-$n" >/dev/null ;;
+      toggle) api -X POST "http://$ADDR/v1/keys/$TOGGLED/$([ $((n % 2)) = 0 ] && echo disable || echo enable)" >/dev/null ;;
+    esac
     n=$((n + 1))
-    echo "$n" > "$WORK/issued"
-    sleep "$(awk -v r="$ISSUE_RATE" 'BEGIN {printf "%.3f", 1 / r}')"
+    echo "$n" > "$WORK/calls"
+    sleep "$pause"
   done
 }
-issuer & ISSUER=$!
-PIDS+=("$ISSUER")
-read -r busy_rps busy_p50 busy_p99 busy_misses <<<"$(run "$DURATION")"
-kill "$ISSUER"; wait "$ISSUER" 2>/dev/null || true
-issued=$(cat "$WORK/issued")
 
-printf '%-28s %10s %8s %8s %14s\n' "run ($KEYS keys in turn)" "req/s" "p50" "p99" "key misses"
-printf '%-28s %10s %8s %8s %14s\n' "no keys issued" "$quiet_rps" "$quiet_p50" "$quiet_p99" "$quiet_misses"
-printf '%-28s %10s %8s %8s %14s\n' "$issued keys issued" "$busy_rps" "$busy_p50" "$busy_p99" "$busy_misses"
-awk -v b="$busy_rps" -v q="$quiet_rps" 'BEGIN {printf "rate while issuing ÷ rate without: %.2f\n", b / q}'
+# Prints "req/s p50 p99 misses calls" for one run beside changer $1.
+busy_run() {
+  local pid result
+  echo 0 > "$WORK/calls"
+  changer "$1" & pid=$!
+  PIDS+=("$pid")
+  result=$(run "$DURATION")
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  echo "$result $(cat "$WORK/calls")"
+}
+read -r issue_rps issue_p50 issue_p99 issue_misses issued <<<"$(busy_run issue)"
+read -r toggle_rps toggle_p50 toggle_p99 toggle_misses toggled <<<"$(busy_run toggle)"
+
+row() { printf '%-34s %10s %8s %8s %12s\n' "$@"; }
+row "run ($KEYS keys in turn)" "req/s" "p50" "p99" "key misses"
+row "no other calls" "$quiet_rps" "$quiet_p50" "$quiet_p99" "$quiet_misses"
+row "$issued keys issued" "$issue_rps" "$issue_p50" "$issue_p99" "$issue_misses"
+row "another key disabled/enabled ×$toggled" "$toggle_rps" "$toggle_p50" "$toggle_p99" "$toggle_misses"
+awk -v i="$issue_rps" -v t="$toggle_rps" -v q="$quiet_rps" \
+  'BEGIN {printf "rate ÷ the quiet rate: issuing %.2f, disabling/enabling %.2f\n", i / q, t / q}'
