@@ -18,7 +18,7 @@
 //!
 //! Memory: both caches are bounded by entry count (LRU-ish eviction by
 //! `quick_cache`). A cached key costs its 32-byte hash, the entry header
-//! (~40 bytes) and the shared record: about 400 bytes plus the lengths of its
+//! (~48 bytes) and the shared record: about 400 bytes plus the lengths of its
 //! name, ids, permissions, metadata and allowlists, and its rendered verdict
 //! key once verified over HTTP (see docs/PERFORMANCE.md).
 //! A negative entry costs about 80 bytes.

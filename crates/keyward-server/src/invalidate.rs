@@ -40,9 +40,9 @@ use std::sync::{Arc, OnceLock};
 use tokio::sync::watch;
 
 /// Put in a mutating request's extensions; authentication fills in the
-/// caller's account, and a handler that only added keys says so. A
-/// handler extracts it (a detached one outside the middleware, which
-/// nothing reads).
+/// caller's account, and a handler whose change was narrower than the
+/// account says so. A handler extracts it (a detached one outside the
+/// middleware, which nothing reads).
 #[derive(Clone, Default)]
 pub struct InvalidationSlot(Arc<SlotState>);
 
