@@ -20,14 +20,8 @@ DURATION=${DURATION:-8}
 KEYS=${KEYS:-1000}
 CHANGE_RATE=${CHANGE_RATE:-10}
 ADDR=127.0.0.1:18084
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=lib/background.sh
+source "$(dirname "$0")/lib/background.sh"
 
 for tool in wrk curl jq; do
   command -v "$tool" >/dev/null || apt-get install -y "$tool" >/dev/null

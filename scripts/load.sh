@@ -61,14 +61,8 @@ REF_ADDR=127.0.0.1:18090
 KW_ADDR=127.0.0.1:18080
 PRIVATE_ADDR=127.0.0.1:18081
 GATEWAY_ADDR=127.0.0.1:18082
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=lib/background.sh
+source "$(dirname "$0")/lib/background.sh"
 
 if ! command -v wrk >/dev/null; then
   echo "installing wrk…" >&2
