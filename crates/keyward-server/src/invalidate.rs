@@ -11,7 +11,8 @@
 //! The exceptions are opt-in, each handler saying through its
 //! [`InvalidationSlot`] what its successful store call did:
 //! - only added things (issuing or importing keys, creating a workspace or
-//!   an environment): only the negative cache is dropped;
+//!   an environment, queuing a job, whose worker drops each key it changes
+//!   as it goes): only the negative cache is dropped;
 //! - changed one key's row and nothing else (update, status, rotation,
 //!   credits, deletion): only that key's entries are dropped.
 //!
@@ -59,8 +60,8 @@ impl InvalidationSlot {
     }
 
     /// The request's change only added things that no cached key or token
-    /// depends on (keys, workspaces, environments; a new key can only make
-    /// a hash known that was cached as unknown): the account's cached keys
+    /// depends on (keys, workspaces, environments, jobs; a new key can only
+    /// make a hash known that was cached as unknown): the account's cached keys
     /// stay (see [`VerifyCache::forget_unknown`]). For a handler to call
     /// once its store call succeeded.
     pub fn only_added(&self) {

@@ -120,11 +120,9 @@ impl Worker {
             *due = now + every_ms;
         }
         while let Some(job) = self.store.claim_job().await? {
+            // Bulk changes bypass the admin API's invalidation: each drops
+            // the key it changed as it goes (`bulk`, `rotate`).
             let outcome = self.perform(&job).await;
-            if let Some(account) = &job.account_id {
-                // Bulk changes bypass the admin API's invalidation.
-                self.cache.invalidate_account(account);
-            }
             self.store.finish_job(&job.id, outcome).await?;
         }
         Ok(())
@@ -284,7 +282,11 @@ impl Worker {
                     .map(|_| ()),
             };
             match applied {
-                Ok(()) => changed += 1,
+                Ok(()) => {
+                    // In effect on this node now, not when the job ends.
+                    self.cache.invalidate_key(id);
+                    changed += 1;
+                }
                 Err(StoreError::Refused { message, .. } | StoreError::Conflict { message, .. }) => {
                     skipped.push(json!({"key_id": id, "reason": message}));
                 }
@@ -333,7 +335,11 @@ impl Worker {
                     .rotate_one(job, account, &actor, params, key, tag)
                     .await
                 {
-                    Ok(()) => rotated += 1,
+                    Ok(()) => {
+                        // Without grace, the old secret stops working now.
+                        self.cache.invalidate_key(&key.id);
+                        rotated += 1;
+                    }
                     Err(Rotation::Sealing(error)) => {
                         // Before the store saw anything: the key is unchanged.
                         tracing::warn!(%error, key_id = %key.id, "bulk rotation: cannot encrypt");
@@ -352,9 +358,6 @@ impl Worker {
             }
             let done = done as u64 + 1;
             if done.is_multiple_of(PROGRESS_EVERY) || done == total {
-                // Without grace, an old secret must stop working now, not
-                // when the whole job ends: forget what the cache holds.
-                self.cache.invalidate_account(account);
                 self.store
                     .report_job_progress(&job.id, done, Some(total))
                     .await?;

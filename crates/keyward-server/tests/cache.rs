@@ -90,27 +90,17 @@ async fn a_deleted_token_is_refused_at_once(s: TestServer) {
     assert_eq!(verify().await.0, StatusCode::UNAUTHORIZED);
 }
 
-/// Reads one sample of `/metrics` (0 when absent). The recorder is shared
-/// by every server of this test process, so callers compare increases.
-async fn metric(s: &TestServer, sample: &str) -> f64 {
-    s.metrics()
-        .await
-        .lines()
-        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 async fn unknown_keys_are_answered_from_the_negative_cache(s: TestServer) {
     let never_issued =
         KeyFormat::default().generate(&EnvTag::parse("live").unwrap(), &mut OsRng.unwrap_err());
     let asks = json!({"key": never_issued.expose()});
     let negative = r#"keyward_cache_lookups_total{cache="key",result="negative_hit"}"#;
     assert_eq!(s.code(asks.clone()).await, "unknown_key");
-    let before = metric(&s, negative).await;
+    let before = s.metric(negative).await;
     for _ in 0..20 {
         assert_eq!(s.code(asks.clone()).await, "unknown_key");
     }
-    let after = metric(&s, negative).await;
+    let after = s.metric(negative).await;
     assert!(after - before >= 20.0, "{before} → {after}");
 }
 
@@ -127,7 +117,7 @@ async fn changes_drop_no_more_than_they_touch(s: TestServer) {
     let asks = json!({"key": secret});
     let misses = r#"keyward_cache_lookups_total{cache="key",result="miss"}"#;
     assert_eq!(s.code(asks.clone()).await, "valid");
-    let mut warm = metric(&s, misses).await;
+    let mut warm = s.metric(misses).await;
 
     // Another key, issued, then verified (its first lookup misses). One
     // whose changes the cache would not tell from the hot key's (about one
@@ -140,7 +130,7 @@ async fn changes_drop_no_more_than_they_touch(s: TestServer) {
         issued += 1;
         assert_eq!(s.code(asks.clone()).await, "valid");
         assert_eq!(
-            metric(&s, misses).await,
+            s.metric(misses).await,
             warm,
             "issue {issued} dropped the hot key"
         );
@@ -152,7 +142,7 @@ async fn changes_drop_no_more_than_they_touch(s: TestServer) {
     };
     assert_eq!(s.code(json!({"key": other})).await, "valid");
     warm += 1.0;
-    assert_eq!(metric(&s, misses).await, warm, "the new key's first lookup");
+    assert_eq!(s.metric(misses).await, warm, "the new key's first lookup");
 
     // A workspace (with its primary key) and an environment, likewise.
     let (status, workspace) = s.post("/v1/workspaces", json!({"name": "Acme"})).await;
@@ -167,7 +157,7 @@ async fn changes_drop_no_more_than_they_touch(s: TestServer) {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(s.code(asks.clone()).await, "valid");
     assert_eq!(
-        metric(&s, misses).await,
+        s.metric(misses).await,
         warm,
         "a new workspace dropped the hot key"
     );
@@ -181,7 +171,7 @@ async fn changes_drop_no_more_than_they_touch(s: TestServer) {
     assert_eq!(s.code(asks.clone()).await, "valid");
     warm += 1.0;
     assert_eq!(
-        metric(&s, misses).await,
+        s.metric(misses).await,
         warm,
         "the hot key went with the other"
     );
@@ -194,10 +184,10 @@ async fn changes_drop_no_more_than_they_touch(s: TestServer) {
     let (verdict, _) = s.verify(asks.clone()).await;
     assert_eq!(verdict["key"]["name"], "renamed", "{verdict}");
     warm += 1.0;
-    assert_eq!(metric(&s, misses).await, warm);
+    assert_eq!(s.metric(misses).await, warm);
 
     // Any other change drops every key of the account: a new permission.
     s.catalog(&["orders:read"]).await;
     assert_eq!(s.code(asks).await, "valid");
-    assert_eq!(metric(&s, misses).await, warm + 1.0);
+    assert_eq!(s.metric(misses).await, warm + 1.0);
 }

@@ -6,6 +6,7 @@
 mod common;
 
 use common::{TestServer, eventually};
+use keyward_server::cache::key_changes_overlap;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -35,16 +36,21 @@ async fn finished(s: &TestServer, id: &str) -> Value {
 }
 
 async fn bulk_disable_runs_in_the_background(s: TestServer) {
-    let mut secrets = Vec::new();
+    let (mut ids, mut secrets) = (vec![s.owner.primary_key_id.clone()], Vec::new());
     for (i, env) in ["production", "production", "staging", "production"]
         .iter()
         .enumerate()
     {
-        let (_, secret) = s
+        let (key, secret) = s
             .issue(json!({"name": format!("k{i}"), "environment": env}))
             .await;
+        ids.push(key["id"].as_str().unwrap().to_owned());
         secrets.push(secret);
     }
+    // The staging key, cached before the job, is not one it changes.
+    assert_eq!(s.code(json!({"key": secrets[2]})).await, "valid");
+    let misses = r#"keyward_cache_lookups_total{cache="key",result="miss"}"#;
+    let warm = s.metric(misses).await;
     let body = json!({"kind": "disable_keys", "workspace_id": s.owner.workspace_id, "environment": "production"});
     let (status, job) = s.post("/v1/jobs", body).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{job}");
@@ -61,6 +67,20 @@ async fn bulk_disable_runs_in_the_background(s: TestServer) {
     for (i, secret) in secrets.iter().enumerate() {
         let expected = if i == 2 { "valid" } else { "key_inactive" };
         assert_eq!(s.code(json!({"key": secret})).await, expected, "key {i}");
+    }
+    // The job dropped the keys it disabled, not the account's: the staging
+    // key was still cached (unless its id shares a stripe with one of
+    // theirs, about one chance in a thousand here).
+    let staging = &ids[3];
+    if !ids
+        .iter()
+        .any(|id| id != staging && key_changes_overlap(id, staging))
+    {
+        assert_eq!(
+            s.metric(misses).await,
+            warm + 3.0,
+            "only the disabled keys were read"
+        );
     }
     let (_, list) = s.get("/v1/jobs").await;
     assert_eq!(list["data"].as_array().unwrap().len(), 1);

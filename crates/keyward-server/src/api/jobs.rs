@@ -12,6 +12,7 @@ use crate::auth::{Authorized, ManageCredentials};
 use crate::clock::{from_ms, from_ms_opt};
 use crate::export::ExportFormat;
 use crate::extract::{Body, Ordering, Pagination};
+use crate::invalidate::InvalidationSlot;
 use crate::jobs::{
     DEFAULT_ROTATION_GRACE_SECONDS, DISABLE_KEYS, EXPORT_LOGS, REVOKE_KEYS, ROTATE_KEYS,
 };
@@ -318,6 +319,7 @@ impl From<Job> for JobView {
 pub async fn create(
     State(state): State<AppState>,
     Authorized(who, _): Auth,
+    invalidation: InvalidationSlot,
     Body(request): Body<StartJob>,
 ) -> ApiResult<(StatusCode, Json<JobView>)> {
     request.check_fields_apply()?;
@@ -341,6 +343,9 @@ pub async fn create(
         .store
         .enqueue_job(Some(&who.account_id), &who.actor(), new)
         .await?;
+    // A queued job changes nothing yet; as it runs, it drops each key it
+    // changes (`crate::jobs`).
+    invalidation.only_added();
     Ok((StatusCode::ACCEPTED, Json(job.into())))
 }
 

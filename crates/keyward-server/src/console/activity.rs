@@ -12,6 +12,7 @@ use crate::api::{audit, jobs, logs};
 use crate::auth::{ManageCredentials, ManageMembers};
 use crate::export::ExportFormat;
 use crate::extract::{Body, Ordering};
+use crate::invalidate::InvalidationSlot;
 use crate::jobs::EXPORT_LOGS;
 use crate::problem::Problem;
 use askama::Template;
@@ -296,6 +297,7 @@ struct JobForm {
 
 async fn start_job(
     State(state): State<AppState>,
+    invalidation: InvalidationSlot,
     ConsoleForm { user, form }: ConsoleForm<JobForm>,
 ) -> PageResult {
     let kind = match form.kind.as_str() {
@@ -316,7 +318,8 @@ async fn start_job(
                 status,
                 ..jobs::StartJob::of(kind)
             };
-            jobs::create(State(state.clone()), authorized(&user)?, Body(request))
+            let auth = authorized(&user)?;
+            jobs::create(State(state.clone()), auth, invalidation, Body(request))
                 .await
                 .map(|_| "Job started; it runs in the background.".to_owned())
         }
@@ -337,6 +340,7 @@ struct ExportForm {
 /// Starts an export of the logs the request-log page's filter shows.
 async fn start_export(
     State(state): State<AppState>,
+    invalidation: InvalidationSlot,
     ConsoleForm { user, form }: ConsoleForm<ExportForm>,
 ) -> PageResult {
     let auth = authorized(&user)?;
@@ -353,7 +357,7 @@ async fn start_export(
             format: Some(format),
             ..jobs::StartJob::of(jobs::JobKind::ExportLogs)
         };
-        jobs::create(State(state.clone()), auth, Body(request))
+        jobs::create(State(state.clone()), auth, invalidation, Body(request))
             .await
             .map(|_| "Export started: download it below once it has finished.".to_owned())
     };

@@ -337,6 +337,18 @@ impl TestServer {
             .unwrap()
     }
 
+    /// One sample of `/metrics` (0 when absent). The `metrics` facade's
+    /// series are shared by every server of the test process, so callers
+    /// compare increases; the verify path's own (verdicts, cache lookups)
+    /// are this server's.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// The verdict's code for a request.
     pub async fn code(&self, body: Value) -> String {
         self.verify(body).await.0["code"]
