@@ -36,7 +36,6 @@ use axum::middleware::Next;
 use axum::response::Response;
 use keyward_store::{Change, ChangeFeed};
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use tokio::sync::watch;
 
@@ -50,8 +49,16 @@ pub struct InvalidationSlot(Arc<SlotState>);
 #[derive(Default)]
 struct SlotState {
     account_id: OnceLock<String>,
-    only_added: AtomicBool,
-    only_key: OnceLock<String>,
+    /// Set by a handler whose change was narrower than the account.
+    narrowed: OnceLock<Narrowed>,
+}
+
+/// What a handler's change was, when less than its account.
+enum Narrowed {
+    /// Things no cached key or token depends on were added.
+    Added,
+    /// One key's row changed (and nothing else a cached record reads).
+    Key(String),
 }
 
 impl InvalidationSlot {
@@ -65,7 +72,7 @@ impl InvalidationSlot {
     /// stay (see [`VerifyCache::forget_unknown`]). For a handler to call
     /// once its store call succeeded.
     pub fn only_added(&self) {
-        self.0.only_added.store(true, Ordering::Relaxed);
+        let _ = self.0.narrowed.set(Narrowed::Added);
     }
 
     /// The request's change was to the row of the key `key_id` (and to
@@ -73,7 +80,7 @@ impl InvalidationSlot {
     /// else: only that key's entries go (see [`VerifyCache::invalidate_key`]).
     /// For a handler to call once its store call succeeded.
     pub fn only_changed_key(&self, key_id: &str) {
-        let _ = self.0.only_key.set(key_id.to_owned());
+        let _ = self.0.narrowed.set(Narrowed::Key(key_id.to_owned()));
     }
 }
 
@@ -107,20 +114,21 @@ pub async fn middleware(
     request.extensions_mut().insert(slot.clone());
     let response = next.run(request).await;
     let cache = state.verifier.cache();
-    match slot.0.account_id.get() {
-        Some(_) if slot.0.only_added.load(Ordering::Relaxed) => {
+    match (slot.0.account_id.get(), slot.0.narrowed.get()) {
+        // No caller's account (refused, or a sign-in): no account changed.
+        (None, _) => {}
+        (Some(_), Some(Narrowed::Added)) => {
             cache.forget_unknown();
             metrics::counter!(m::NEGATIVE_DROPS, "reason" => "local").increment(1);
         }
-        Some(_) if let Some(key_id) = slot.0.only_key.get() => {
+        (Some(_), Some(Narrowed::Key(key_id))) => {
             cache.invalidate_key(key_id);
             metrics::counter!(m::KEY_INVALIDATIONS, "reason" => "local").increment(1);
         }
-        Some(account_id) => {
+        (Some(account_id), None) => {
             cache.invalidate_account(account_id);
             metrics::counter!(m::INVALIDATIONS, "reason" => "local").increment(1);
         }
-        None => {}
     }
     response
 }
