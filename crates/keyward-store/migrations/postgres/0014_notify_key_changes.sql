@@ -8,7 +8,7 @@
 --   changes that key only, so nodes drop what they cached for it.
 --
 -- Every other table's notifications stay `<account_id> <ms>`, and nodes
--- drop the account. A platform issuing, topping up or disabling its
+-- drop the account. A platform issuing, updating or disabling its
 -- customers' keys all day no longer sends every hot key of its account
 -- back to the store after each call. Identical payloads within one
 -- transaction are still sent once; a bulk change of many keys sends one
